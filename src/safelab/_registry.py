@@ -1,0 +1,10 @@
+"""Inspect entry point: registers safelab's model API and tasks.
+
+Imported by Inspect through the ``inspect_ai`` entry point in pyproject.toml, so that
+``--model safelab/<model>`` and ``inspect eval safelab/<task>`` resolve. Keep this module
+light: the provider imports torch only when a model is actually created.
+"""
+
+# ruff: noqa: F401
+
+from safelab.models.provider import safelab_provider
