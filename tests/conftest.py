@@ -1,0 +1,44 @@
+"""Shared fixtures and tier gating.
+
+Tiers (see tests/README.md): unit tests build tiny random-weight models from a config;
+``integration`` tests use the real embedded default model and ../shared/data.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+import pytest
+
+SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+
+
+def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
+    gates = {"gpu": "SAFELAB_TEST_GPU", "api": "SAFELAB_TEST_API"}
+    for item in items:
+        for marker, var in gates.items():
+            if marker in item.keywords and os.environ.get(var) != "1":
+                item.add_marker(pytest.mark.skip(reason=f"set {var}=1 to run {marker} tests"))
+
+
+@pytest.fixture(autouse=True)
+def _offline_token_counting(monkeypatch: pytest.MonkeyPatch) -> None:
+    """Inspect's default token counter downloads tiktoken's o200k_base; offline it fails.
+
+    mockllm counts input tokens with it whenever a scripted output carries no usage, so
+    tests count with a local estimate instead (nothing asserts on these counts).
+    """
+    from inspect_ai.model._providers.mockllm import MockLLM
+
+    async def count_text_tokens(self: MockLLM, text: str) -> int:
+        return max(1, len(text) // 4)
+
+    monkeypatch.setattr(MockLLM, "count_text_tokens", count_text_tokens)
+
+
+@pytest.fixture(scope="session")
+def shared_data() -> Path:
+    if not SHARED_DATA.is_dir():
+        pytest.fail(f"../shared/data not found at {SHARED_DATA}: CI must run with shared/ beside the repo")
+    return SHARED_DATA
