@@ -1,0 +1,182 @@
+"""The white-box model: a Hugging Face causal LM, its tokenizer and its sites, in one object.
+
+>>> model = load_model("default")
+>>> acts = model.capture(["The sky is blue."], "blocks.*.resid_post", position="last")
+>>> with model.steer(vector, "blocks.15.resid_post", scale=4):
+...     print(model.generate(["Tell me about yourself."]))
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator, Mapping, Sequence
+from contextlib import contextmanager
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from safelab.errors import SafelabError
+from safelab.interp.adapters import HookFn, adapter_for
+from safelab.interp.sites import Site, all_sites, resolve_sites
+
+if TYPE_CHECKING:
+    from safelab.interp.capture import Activations, Input, Position
+    from safelab.interp.interventions import StepPositions
+    from safelab.models.loading import ModelSource
+
+
+class WhiteBoxModel:
+    """A transformers causal LM with named sites, capture and interventions."""
+
+    def __init__(
+        self, hf: Any, tokenizer: Any, name: str, source: ModelSource | None = None
+    ) -> None:
+        self.hf = hf
+        self.tokenizer = tokenizer
+        self.name = name
+        self.source = source
+        self.adapter = adapter_for(hf)
+        if tokenizer.pad_token_id is None:
+            tokenizer.pad_token = tokenizer.eos_token
+
+    def __repr__(self) -> str:
+        return (
+            f"WhiteBoxModel({self.name!r}, {self.hf.config.model_type}, layers={self.n_layers}, "
+            f"d_model={self.d_model}, dtype={self.dtype}, device={self.device})"
+        )
+
+    # -- shape -----------------------------------------------------------------------------
+    @property
+    def n_layers(self) -> int:
+        return self.adapter.n_layers
+
+    @property
+    def d_model(self) -> int:
+        cfg = self.hf.config
+        return int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
+
+    @property
+    def device(self) -> torch.device:
+        return next(self.hf.parameters()).device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return next(self.hf.parameters()).dtype
+
+    @property
+    def body(self) -> Any:
+        """The decoder without the unembedding: capture runs this, not the full LM."""
+        return self.adapter.body()
+
+    # -- sites and hooks -------------------------------------------------------------------
+    @property
+    def sites(self) -> list[Site]:
+        return all_sites(self.n_layers)
+
+    def resolve_sites(self, patterns: str | Sequence[str] | Sequence[Site]) -> list[Site]:
+        if not isinstance(patterns, str):
+            patterns = [str(p) for p in patterns]
+        return resolve_sites(patterns, self.n_layers)
+
+    @contextmanager
+    def hooks(self, fns: Mapping[str, HookFn]) -> Iterator[None]:
+        """Attach ``{site: fn}`` forward hooks for the duration of the block.
+
+        ``fn`` receives ``[batch, pos, d_model]`` and may return a replacement tensor. Hooks are
+        removed on exit, also when the block raises.
+        """
+        handles = []
+        try:
+            for name, fn in fns.items():
+                (site,) = self.resolve_sites(name)
+                handles.append(self.adapter.hook_point(site).register(fn))
+            yield
+        finally:
+            for h in handles:
+                h.remove()
+
+    # -- text ------------------------------------------------------------------------------
+    def render_chat(
+        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+    ) -> str:
+        """Render a chat with the tokenizer's own chat template."""
+        if getattr(self.tokenizer, "chat_template", None) is None:
+            # Base models without a template: a plain, readable transcript.
+            text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
+            return text + ("assistant:" if add_generation_prompt else "")
+        return str(
+            self.tokenizer.apply_chat_template(
+                [dict(m) for m in messages],
+                tokenize=False,
+                add_generation_prompt=add_generation_prompt,
+            )
+        )
+
+    def prompt_text(self, prompt: Input) -> str:
+        """A chat rendered for generation, or a raw text as is."""
+        if isinstance(prompt, str):
+            return prompt
+        return self.render_chat(prompt, add_generation_prompt=True)
+
+    def generate(
+        self,
+        prompts: Sequence[Input],
+        max_new_tokens: int = 64,
+        temperature: float = 0.0,
+        **kwargs: Any,
+    ) -> list[str]:
+        """Generate a completion for each prompt (a text or a chat); greedy at temperature 0."""
+        from safelab.models.generation import GenerationRequest, generate_batch
+
+        texts = [self.prompt_text(p) for p in prompts]
+        if not texts:
+            raise SafelabError("empty prompt list: give at least one prompt")
+        req = GenerationRequest(max_new_tokens=max_new_tokens, temperature=temperature, **kwargs)
+        chat = [not isinstance(p, str) for p in prompts]
+        return [r.text for r in generate_batch(self, texts, req, chat_formatted=chat)]
+
+    # -- white-box -------------------------------------------------------------------------
+    def capture(
+        self,
+        inputs: Sequence[Input],
+        sites: str | Sequence[str],
+        position: Position = "last",
+        *,
+        batch_size: int = 16,
+        progress: bool = False,
+    ) -> Activations:
+        """Activations at ``sites`` for ``inputs``; see :func:`safelab.interp.capture.capture`."""
+        from safelab.interp.capture import capture
+
+        return capture(self, inputs, sites, position, batch_size=batch_size, progress=progress)
+
+    def logits(self, inputs: Sequence[Input]) -> list[Tensor]:
+        """Next-token logits ``[len, vocab]`` for each input (one forward pass per batch)."""
+        from safelab.interp.capture import encode_inputs
+
+        out: list[Tensor] = []
+        for e in encode_inputs(self, inputs):
+            ids = torch.tensor([e.ids], device=self.device)
+            with torch.inference_mode():
+                out.append(self.hf(input_ids=ids).logits[0].float().cpu())
+        return out
+
+    def steer(
+        self, vector: Tensor, site: str, scale: float = 1.0, positions: StepPositions = "all"
+    ) -> Any:
+        """Context manager adding ``scale * vector`` at ``site``; see :mod:`safelab.interp.interventions`."""
+        from safelab.interp.interventions import steer
+
+        return steer(self, vector, site, scale=scale, positions=positions)
+
+    def ablate(self, direction: Tensor, sites: str | Sequence[str]) -> Any:
+        """Context manager projecting ``direction`` out at ``sites``."""
+        from safelab.interp.interventions import ablate
+
+        return ablate(self, direction, sites)
+
+    def patch(self, site: str, values: Tensor, positions: Sequence[int] | None = None) -> Any:
+        """Context manager overwriting the activation at ``site`` with ``values``."""
+        from safelab.interp.interventions import patch
+
+        return patch(self, site, values, positions)
