@@ -298,9 +298,8 @@ def _forward(
             raise _StopForward
 
         fns[stopper] = stop_fn
-    with torch.inference_mode(), model.hooks(fns):
-        with contextlib.suppress(_StopForward):
-            model.body(input_ids=ids, attention_mask=mask, use_cache=False)
+    with torch.inference_mode(), model.hooks(fns), contextlib.suppress(_StopForward):
+        model.body(input_ids=ids, attention_mask=mask, use_cache=False)
     return Activations(
         acts={str(s): got[str(s)] for s in sites},
         sample=select.sample,
