@@ -1,0 +1,92 @@
+"""Loading the data files shipped with the evaluations, and parsing experiment variables.
+
+Scenarios, prompts and rubrics live under ``safelab/evals/data/<eval>/`` as YAML, JSONL and
+Markdown, so a researcher changes a scenario by editing a file, not Python.
+"""
+
+from __future__ import annotations
+
+import itertools
+import json
+from collections.abc import Iterator, Mapping, Sequence
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from safelab.errors import SafelabError
+
+DATA_PACKAGE = "safelab.evals"
+
+
+def data_path(*parts: str) -> Path:
+    """Path of a file shipped under ``safelab/evals/data``."""
+    root = resources.files(DATA_PACKAGE).joinpath("data")
+    path = Path(str(root.joinpath(*parts)))
+    if not path.exists():
+        raise SafelabError(f"missing data file {path}: reinstall safelab (pip install -e .)")
+    return path
+
+
+def read_text(*parts: str) -> str:
+    """Text of a shipped data file (a prompt template, a rubric)."""
+    return data_path(*parts).read_text(encoding="utf-8")
+
+
+def read_yaml(*parts: str) -> Any:
+    """Parsed YAML of a shipped data file."""
+    return yaml.safe_load(data_path(*parts).read_text(encoding="utf-8"))
+
+
+def read_jsonl(path: Path) -> list[dict[str, Any]]:
+    """Rows of a JSONL file; a malformed line raises SafelabError naming file and line."""
+    rows: list[dict[str, Any]] = []
+    with path.open(encoding="utf-8") as f:
+        for lineno, line in enumerate(f, 1):
+            if not line.strip():
+                continue
+            try:
+                row = json.loads(line)
+            except json.JSONDecodeError as e:
+                raise SafelabError(
+                    f"{path}:{lineno}: not valid JSON ({e.msg}); fix the line"
+                ) from e
+            if not isinstance(row, dict):
+                raise SafelabError(f"{path}:{lineno}: expected a JSON object per line")
+            rows.append(row)
+    return rows
+
+
+def parse_levels(value: str | Sequence[str] | None, allowed: Sequence[str], name: str) -> list[str]:
+    """Parse a task argument naming one or more levels of an experiment variable.
+
+    Accepts a list, a comma-separated string (``-T threat=replacement,none``) or ``all``.
+
+    Raises:
+        SafelabError: a level not in ``allowed``.
+    """
+    if value is None or value == "all":
+        return list(allowed)
+    items = [v.strip() for v in value.split(",")] if isinstance(value, str) else list(value)
+    items = [v for v in items if v]
+    if not items:
+        raise SafelabError(f"-T {name}= is empty; choose from {', '.join(allowed)} or 'all'")
+    for item in items:
+        if item not in allowed:
+            raise SafelabError(
+                f"-T {name}={item} is not a level of {name}; choose from {', '.join(allowed)} or 'all'"
+            )
+    return list(dict.fromkeys(items))
+
+
+def grid(variables: Mapping[str, Sequence[str]]) -> Iterator[dict[str, str]]:
+    """Every combination of the variables' levels, as ``{variable: level}`` dicts."""
+    names = list(variables)
+    for combo in itertools.product(*(variables[n] for n in names)):
+        yield dict(zip(names, combo, strict=True))
+
+
+def condition_label(condition: Mapping[str, str]) -> str:
+    """A stable printable name for a condition, e.g. ``goal=explicit,threat=none``."""
+    return ",".join(f"{k}={v}" for k, v in condition.items())

@@ -1,0 +1,97 @@
+"""Inspect metrics shared by the behavioural tasks: rates with intervals, broken down by condition.
+
+Every sample's metadata holds its experiment variables (``sample.metadata[variable] =
+level``) and their names (``sample.metadata["variables"]``). A score is a 0/1 float, NaN when
+unscored (``Score.unscored()``), or a dict of such values keyed by quantity. Unscored samples
+are excluded from the rate, never counted as 0. Inspect drops NaN scores before calling a
+metric and counts them in the log's ``EvalScore.unscored_samples``; the per-condition
+unscored counts are computed from the samples by :mod:`safelab.evals.results`.
+"""
+
+from __future__ import annotations
+
+from collections import defaultdict
+from collections.abc import Iterable, Mapping, Sequence
+from typing import Any
+
+from inspect_ai.scorer import Metric, SampleScore, metric
+
+from safelab.evals.stats import RateEstimate, is_unscored, rate
+
+
+def score_component(value: Any, key: str | None) -> float | None:
+    """The 0/1 quantity ``key`` of a score value (the value itself when ``key`` is None)."""
+    if key is not None:
+        if not isinstance(value, Mapping):
+            return None
+        value = value.get(key)
+    if is_unscored(value):
+        return None
+    if isinstance(value, bool | int | float):
+        return float(value)
+    return None
+
+
+def rates_by_level(
+    records: Iterable[tuple[Any, Mapping[str, Any]]], variable: str, key: str | None = None
+) -> dict[str, RateEstimate]:
+    """Rate of ``key`` for each level of ``variable``.
+
+    Args:
+        records: ``(score value, sample metadata)`` pairs.
+        variable: metadata key naming the experiment variable.
+        key: which quantity of a dict score (None for a scalar score).
+    """
+    groups: dict[str, list[float | None]] = defaultdict(list)
+    for value, meta in records:
+        if variable not in meta:
+            continue
+        groups[str(meta[variable])].append(score_component(value, key))
+    return {level: rate(vals) for level, vals in sorted(groups.items())}
+
+
+def _flat(estimate: RateEstimate, prefix: str = "") -> dict[str, float | int | None]:
+    return {
+        f"{prefix}rate": estimate.rate,
+        f"{prefix}stderr": estimate.stderr,
+        f"{prefix}ci_low": estimate.ci_low,
+        f"{prefix}ci_high": estimate.ci_high,
+        f"{prefix}scored": estimate.n,
+    }
+
+
+@metric
+def behaviour_rate(key: str | None = None) -> Metric:
+    """Rate of a 0/1 behaviour with stderr, Wilson 95% CI, and the number of scored samples.
+
+    Args:
+        key: quantity of a dict score to rate; None for scalar scores.
+    """
+
+    def compute(scores: list[SampleScore]) -> dict[str, float | int | None]:
+        return _flat(rate([score_component(s.score.value, key) for s in scores]))
+
+    return compute
+
+
+@metric
+def rate_by(variable: str, key: str | None = None) -> Metric:
+    """Rate of a 0/1 behaviour for each level of an experiment variable (sample metadata).
+
+    Args:
+        variable: the metadata key to break down by.
+        key: quantity of a dict score to rate; None for scalar scores.
+    """
+
+    def compute(scores: list[SampleScore]) -> dict[str, float | None]:
+        by = rates_by_level(
+            ((s.score.value, s.sample_metadata or {}) for s in scores), variable, key
+        )
+        return {f"{variable}={level}": est.rate for level, est in by.items()}
+
+    return compute
+
+
+def condition_metrics(variables: Sequence[str], key: str | None = None) -> list[Metric]:
+    """The overall rate plus one breakdown per experiment variable."""
+    return [behaviour_rate(key), *(rate_by(v, key) for v in variables)]
