@@ -8,3 +8,4 @@ light: the provider imports torch only when a model is actually created.
 # ruff: noqa: F401
 
 from safelab.models.provider import safelab_provider
+from safelab.audit.task import audit
