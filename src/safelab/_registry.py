@@ -7,5 +7,5 @@ light: the provider imports torch only when a model is actually created.
 
 # ruff: noqa: F401
 
-from safelab.models.provider import safelab_provider
 from safelab.audit.task import audit
+from safelab.models.provider import safelab_provider
