@@ -181,3 +181,32 @@ def paired_gap(
         return sum(a - b for a, b in units) / len(units)
 
     return bootstrap(complete, gap, resamples=resamples, seed=seed)
+
+
+@dataclass(frozen=True)
+class MeanEstimate:
+    """A mean with its standard error and a normal-approximation 95% interval."""
+
+    n: int
+    unscored: int
+    mean: float | None
+    stderr: float | None
+    ci_low: float | None
+    ci_high: float | None
+    method: str = "normal95"
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+
+def mean(values: Sequence[float | None]) -> MeanEstimate:
+    """Mean of the scored entries with stderr (sample sd / sqrt(n)); None/NaN are unscored."""
+    scored = [float(v) for v in values if not is_unscored(v)]
+    n, unscored = len(scored), len(values) - len(scored)
+    if n == 0:
+        return MeanEstimate(0, unscored, None, None, None, None)
+    m = sum(scored) / n
+    se = float(np.std(scored, ddof=1) / math.sqrt(n)) if n > 1 else None
+    low = m - Z95 * se if se is not None else None
+    high = m + Z95 * se if se is not None else None
+    return MeanEstimate(n, unscored, m, se, low, high)
