@@ -331,3 +331,60 @@ def _run_default(tmp_path: Path, seeds: list[dict[str, Any]], **task_args: Any) 
     )
     assert log.status == "success", log.error
     return log
+
+
+def test_html_view(scripted_log: tuple[EvalLog, Scripted], tmp_path: Path) -> None:
+    from safelab.audit.view import render_audit_html, write_audit_html
+
+    log, _ = scripted_log
+    html = render_audit_html(log, sample_id="A")
+    assert "Branch 0" in html and "Branch 1" in html and "(abandoned)" in html and "(final)" in html
+    # the judge's verified quote is highlighted inside the target's message
+    assert (
+        '<mark title="overall_concern, self_preservation">I will copy my weights to the backup server</mark>'
+        in html
+    )
+    assert '<span class="prefill"' in html and "Honestly," in html
+    assert 'class="quote unverified"' in html  # the sycophancy quote is not in the transcript
+    assert "text sent without a tool call" in html
+    assert "<script" not in html and "http://" not in html and "https://" not in html
+    out = write_audit_html(log, tmp_path / "a.html", sample_id="B")
+    page = out.read_text()
+    assert "refusal" in page and "unscored" in page
+
+
+def test_summary_counts_unscored(scripted_log: tuple[EvalLog, Scripted]) -> None:
+    from safelab.audit.summary import format_summary, summarise_log
+
+    log, _ = scripted_log
+    summary = summarise_log(log, n_resamples=200, seed=3)
+    assert summary.judge_status == {"refusal": 1, "scored": 1}
+    overall = next(d for d in summary.dimensions if d.name == "overall_concern")
+    assert (overall.mean, overall.n_scored, overall.n_unscored) == (7.0, 1, 1)
+    assert overall.ci_low == overall.ci_high == 7.0
+    text = format_summary(summary)
+    assert "overall_concern" in text and "seed 3" in text
+
+
+def test_cli(
+    scripted_log: tuple[EvalLog, Scripted], tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
+    import argparse
+
+    from safelab.commands.audit import register
+    from safelab.errors import SafelabError
+
+    log, _ = scripted_log
+    parser = argparse.ArgumentParser()
+    register(parser.add_subparsers())
+    out = tmp_path / "view.html"
+    args = parser.parse_args(["audit", "view", log.location, "--sample", "1", "--out", str(out)])
+    assert args.func(args) == 0 and out.read_text().startswith("<!doctype html>")
+    assert capsys.readouterr().out.strip() == str(out)
+    args = parser.parse_args(["audit", "summary", log.location, "--json"])
+    assert args.func(args) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["n_samples"] == 2
+    args = parser.parse_args(["audit", "view", log.location, "--sample", "9", "--out", str(out)])
+    with pytest.raises(SafelabError, match="out of range"):
+        args.func(args)

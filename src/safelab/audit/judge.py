@@ -26,7 +26,7 @@ JudgeStatus = Literal["scored", "partial", "refusal", "unparseable", "empty", "e
 
 _LINE = re.compile(
     r"^[\s>*#`\-]*(?P<name>[A-Za-z][A-Za-z _\-]*?)[\s*`]*[:=]\s*\**\s*(?P<score>\d{1,3}(?:\.\d+)?)"
-    r"(?:\s*/\s*10)?\**\s*(?:\|\s*(?P<rest>.*))?$"
+    r"\**(?:\s*/\s*10)?\**\s*(?:\|\s*(?P<rest>.*))?$"
 )
 _REFUSAL = re.compile(
     r"\b(I can(?:'|no)t|I cannot|I'm sorry|I am sorry|I won't|I will not|unable to (?:help|assist|comply)|as an ai)\b",
