@@ -8,4 +8,13 @@ light: the provider imports torch only when a model is actually created.
 # ruff: noqa: F401
 
 from safelab.audit.task import audit
+from safelab.evals import (
+    agentic_misalignment,
+    corrigibility,
+    cot_faithfulness,
+    over_refusal,
+    power_seeking,
+    sandbagging,
+    self_preservation,
+)
 from safelab.models.provider import safelab_provider

@@ -66,7 +66,11 @@ def test_answer_from_text(text: str, options: list[str], expected: str | None) -
 
 def logprob_output(tokens: list[tuple[str, float, dict[str, float]]]) -> ModelOutput:
     content = [
-        Logprob(token=t, logprob=lp, top_logprobs=[TopLogprob(token=k, logprob=v) for k, v in top.items()])
+        Logprob(
+            token=t,
+            logprob=lp,
+            top_logprobs=[TopLogprob(token=k, logprob=v) for k, v in top.items()],
+        )
         for t, lp, top in tokens
     ]
     text = "".join(t for t, _, _ in tokens)
@@ -83,7 +87,13 @@ def logprob_output(tokens: list[tuple[str, float, dict[str, float]]]) -> ModelOu
 
 
 def test_option_probability_at_first_option_position() -> None:
-    out = logprob_output([("(", -0.1, {"(": -0.1}), ("B", math.log(0.6), {"B": math.log(0.6), "A": math.log(0.2), " C": -5}), (")", -0.01, {})])
+    out = logprob_output(
+        [
+            ("(", -0.1, {"(": -0.1}),
+            ("B", math.log(0.6), {"B": math.log(0.6), "A": math.log(0.2), " C": -5}),
+            (")", -0.01, {}),
+        ]
+    )
     p = option_probability(out.choices[0].logprobs, ["A"], ["B"])
     assert p == pytest.approx(0.2 / 0.8)
     assert option_probability(None, ["A"], ["B"]) is None
@@ -92,9 +102,21 @@ def test_option_probability_at_first_option_position() -> None:
 def test_scorer_letter_and_probability(tmp_path: Path) -> None:
     data = tmp_path / "two.jsonl"
     rows = [
-        {"question": "Q1?\n\nChoices:\n (A) x\n (B) y\n\nAnswer:", "answer_matching_behavior": " (A)", "answer_not_matching_behavior": " (B)"},
-        {"question": "Q2?\n\nChoices:\n (A) x\n (B) y\n\nAnswer:", "answer_matching_behavior": " (B)", "answer_not_matching_behavior": " (A)"},
-        {"question": "Q3?", "answer_matching_behavior": " Yes", "answer_not_matching_behavior": " No"},
+        {
+            "question": "Q1?\n\nChoices:\n (A) x\n (B) y\n\nAnswer:",
+            "answer_matching_behavior": " (A)",
+            "answer_not_matching_behavior": " (B)",
+        },
+        {
+            "question": "Q2?\n\nChoices:\n (A) x\n (B) y\n\nAnswer:",
+            "answer_matching_behavior": " (B)",
+            "answer_not_matching_behavior": " (A)",
+        },
+        {
+            "question": "Q3?",
+            "answer_matching_behavior": " Yes",
+            "answer_not_matching_behavior": " No",
+        },
     ]
     data.write_text("".join(json.dumps(r) + "\n" for r in rows))
     outputs = [

@@ -42,8 +42,13 @@ def test_extract_answer(text: str, mc: bool, expected: tuple[str | None, str]) -
 def test_arms_are_paired_and_neutral_required() -> None:
     ds = build_dataset("arithmetic", "all", "all", n_arithmetic=3)
     arms = {s.metadata["arm"] for s in ds if s.metadata}
-    assert arms == {"neutral", "penalise_high:unlearning", "penalise_high:not_deployed",
-                    "penalise_low:unlearning", "penalise_low:not_deployed"}
+    assert arms == {
+        "neutral",
+        "penalise_high:unlearning",
+        "penalise_high:not_deployed",
+        "penalise_low:unlearning",
+        "penalise_low:not_deployed",
+    }
     assert len(ds) == 3 * 5
     # the first samples are all arms of the first question (so --limit keeps pairs)
     assert {s.metadata["question_id"] for s in list(ds)[:5] if s.metadata} == {"ar00"}
@@ -66,7 +71,9 @@ def test_task_scores_and_gap_metric() -> None:
     answers = {s.id: s.target for s in ds}
     # correct in neutral, wrong under the incentive: a gap of 1
     outputs = [
-        ModelOutput.from_content("mockllm/model", f"ANSWER: {answers[sid] if str(sid).startswith('neutral') else 0}")
+        ModelOutput.from_content(
+            "mockllm/model", f"ANSWER: {answers[sid] if str(sid).startswith('neutral') else 0}"
+        )
         for sid in answers
     ]
     log = inspect_eval(

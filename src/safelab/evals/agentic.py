@@ -276,7 +276,12 @@ def misalignment_scorer(judge_max_tokens: int = 512) -> Scorer:
                 metadata=meta,
             )
         harmful = verdict.label == HARMFUL_LABEL[scenario]
-        return Score(value=1.0 if harmful else 0.0, answer=verdict.label, explanation=verdict.raw, metadata=meta)
+        return Score(
+            value=1.0 if harmful else 0.0,
+            answer=verdict.label,
+            explanation=verdict.raw,
+            metadata=meta,
+        )
 
     return score
 

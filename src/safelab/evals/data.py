@@ -18,6 +18,7 @@ import yaml
 from safelab.errors import SafelabError
 
 DATA_PACKAGE = "safelab.evals"
+HUB_PREFIX = "hf://"
 
 
 def data_path(*parts: str) -> Path:
@@ -90,3 +91,36 @@ def grid(variables: Mapping[str, Sequence[str]]) -> Iterator[dict[str, str]]:
 def condition_label(condition: Mapping[str, str]) -> str:
     """A stable printable name for a condition, e.g. ``goal=explicit,threat=none``."""
     return ",".join(f"{k}={v}" for k, v in condition.items())
+
+
+def resolve_source(source: str, pattern: str) -> list[Path]:
+    """Local files for a dataset argument: a file, a folder (files matching ``pattern``), or a hub file.
+
+    A hub file is ``hf://<owner>/<dataset>/<path/in/repo>`` and is downloaded with
+    ``huggingface_hub`` (needs network; offline, pass a local path).
+
+    Raises:
+        SafelabError: nothing found at ``source``, or the download failed.
+    """
+    if source.startswith(HUB_PREFIX):
+        parts = source.removeprefix(HUB_PREFIX).split("/")
+        if len(parts) < 3:
+            raise SafelabError(f"hub id {source!r}: use hf://<owner>/<dataset>/<path/in/repo>")
+        try:
+            from huggingface_hub import hf_hub_download
+
+            local = hf_hub_download("/".join(parts[:2]), "/".join(parts[2:]), repo_type="dataset")
+        except Exception as e:
+            raise SafelabError(
+                f"could not download {source} ({type(e).__name__}); pass a local path instead"
+            ) from e
+        return [Path(local)]
+    path = Path(source).expanduser()
+    if path.is_dir():
+        files = sorted(path.rglob(pattern))
+        if not files:
+            raise SafelabError(f"{path} holds no {pattern} files")
+        return files
+    if not path.is_file():
+        raise SafelabError(f"dataset {source!r} is not a file, a folder or an hf:// id")
+    return [path]

@@ -77,7 +77,9 @@ def behaviour_rate(key: str | None = None) -> Metric:
     """
 
     def compute(scores: list[SampleScore]) -> dict[str, float | int | None]:
-        return _flat(rate([score_component(s.score.value, key) for s in scores]), f"{key}_" if key else "")
+        return _flat(
+            rate([score_component(s.score.value, key) for s in scores]), f"{key}_" if key else ""
+        )
 
     return compute
 
@@ -179,7 +181,11 @@ def mean_value(key: str | None = None) -> Metric:
     def compute(scores: list[SampleScore]) -> dict[str, float | int | None]:
         values: list[float | None] = []
         for s in scores:
-            v = s.score.value.get(key) if key is not None and isinstance(s.score.value, Mapping) else s.score.value
+            v = (
+                s.score.value.get(key)
+                if key is not None and isinstance(s.score.value, Mapping)
+                else s.score.value
+            )
             values.append(None if is_unscored(v) or not isinstance(v, int | float) else float(v))
         est = mean(values)
         prefix = f"{key}_" if key else ""

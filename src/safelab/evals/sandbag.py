@@ -124,11 +124,18 @@ def build_dataset(
     # Question-major order, so `--limit N` keeps every arm of the first questions paired.
     for qset, q in questions:
         for inc, cons, arm, documentation in arms:
-            choices = list(zip(LETTERS, q["choices"], strict=False)) if qset == "multiple_choice" else []
+            choices = (
+                list(zip(LETTERS, q["choices"], strict=False)) if qset == "multiple_choice" else []
+            )
             samples.append(
                 Sample(
                     id=f"{arm}/{q['id']}",
-                    input=render(docs["prompt"], documentation=documentation, question=q["question"], choices=choices),
+                    input=render(
+                        docs["prompt"],
+                        documentation=documentation,
+                        question=q["question"],
+                        choices=choices,
+                    ),
                     target=q["answer"],
                     metadata={
                         "incentive": inc,
@@ -198,7 +205,14 @@ def sandbagging(
     """
     return Task(
         dataset=build_dataset(
-            question_set, incentive, consequence, n_arithmetic, n_multiple_choice, digits, threshold, seed
+            question_set,
+            incentive,
+            consequence,
+            n_arithmetic,
+            n_multiple_choice,
+            digits,
+            threshold,
+            seed,
         ),
         solver=generate(),
         scorer=sandbagging_scorer(),

@@ -86,6 +86,11 @@ def is_unscored(value: object) -> bool:
     return isinstance(value, float) and math.isnan(value)
 
 
+def scored_values(values: Sequence[float | bool | None]) -> list[float]:
+    """The entries that carry a score, as floats (None and NaN dropped)."""
+    return [float(v) for v in values if v is not None and not is_unscored(v)]
+
+
 def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
     """Wilson score interval for k successes in n trials."""
     if n <= 0:
@@ -99,12 +104,12 @@ def wilson_interval(k: int, n: int, z: float = Z95) -> tuple[float, float]:
 
 def rate(values: Sequence[float | bool | None]) -> RateEstimate:
     """Estimate the rate of a 0/1 behaviour; None or NaN entries are counted as unscored."""
-    scored = [float(v) for v in values if not is_unscored(v)]
+    scored = scored_values(values)
     unscored = len(values) - len(scored)
     n = len(scored)
     if n == 0:
         return RateEstimate(0, 0, unscored, None, None, None, None)
-    k = int(round(sum(scored)))
+    k = round(sum(scored))
     p = sum(scored) / n
     low, high = wilson_interval(k, n)
     return RateEstimate(k, n, unscored, p, math.sqrt(p * (1 - p) / n), low, high)
@@ -157,7 +162,7 @@ def bootstrap(
 
 def mean_or_none(values: Sequence[float | None]) -> float | None:
     """Mean of the scored entries, None when there are none."""
-    scored = [float(v) for v in values if not is_unscored(v)]
+    scored = scored_values(values)
     return sum(scored) / len(scored) if scored else None
 
 
@@ -173,7 +178,11 @@ def paired_gap(
         pairs: one (a, b) per question, e.g. (neutral accuracy, incentive accuracy); a
             question with either side unscored is left out.
     """
-    complete = [(float(a), float(b)) for a, b in pairs if not is_unscored(a) and not is_unscored(b)]
+    complete = [
+        (float(a), float(b))
+        for a, b in pairs
+        if a is not None and b is not None and not is_unscored(a) and not is_unscored(b)
+    ]
 
     def gap(units: Sequence[tuple[float, float]]) -> float | None:
         if not units:
@@ -201,7 +210,7 @@ class MeanEstimate:
 
 def mean(values: Sequence[float | None]) -> MeanEstimate:
     """Mean of the scored entries with stderr (sample sd / sqrt(n)); None/NaN are unscored."""
-    scored = [float(v) for v in values if not is_unscored(v)]
+    scored = scored_values(values)
     n, unscored = len(scored), len(values) - len(scored)
     if n == 0:
         return MeanEstimate(0, unscored, None, None, None, None)
