@@ -34,7 +34,7 @@ from safelab.evals.metrics import accuracy_gap, behaviour_rate, rate_by
 QUESTION_SETS = ("arithmetic", "multiple_choice")
 INCENTIVES = ("neutral", "penalise_high", "penalise_low")
 CONSEQUENCES = ("unlearning", "not_deployed")
-VARIABLES = ("incentive", "consequence", "question_set")
+VARIABLES = ("arm", "question_set")  # arm = incentive[:consequence]
 LETTERS = "ABCD"
 
 _ANSWER = re.compile(r"ANSWER\s*[:=]\s*\(?\s*([^\s)]+)", re.IGNORECASE)

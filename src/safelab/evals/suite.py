@@ -1,0 +1,243 @@
+"""Run the behavioural suite on one model and write a results table broken down by condition.
+
+``safelab eval --model safelab/default`` (see :mod:`safelab.commands.eval`) calls
+:func:`run_suite`: each task of a preset (``data/suite/<preset>.yaml``) runs through
+``inspect_ai.eval`` with the judge role bound, the logs land in ``<out>/logs`` (open them with
+``inspect view``), and ``<out>/results.json`` and ``<out>/results.md`` hold every quantity
+overall and per condition, with its 95% interval and the number of unscored samples.
+"""
+
+from __future__ import annotations
+
+import json
+import os
+import platform
+import tempfile
+import time
+from collections.abc import Callable
+from dataclasses import asdict, dataclass, field
+from datetime import UTC, datetime
+from pathlib import Path
+from typing import Any
+
+import yaml
+from inspect_ai import Task
+from inspect_ai import eval as inspect_eval
+from inspect_ai.log import EvalLog
+
+from safelab.errors import SafelabError
+from safelab.evals.agentic import agentic_misalignment
+from safelab.evals.data import data_path
+from safelab.evals.hints import cot_faithfulness
+from safelab.evals.mwe import corrigibility, power_seeking, self_preservation
+from safelab.evals.refusal import over_refusal
+from safelab.evals.results import ResultRow, judge_summary, markdown_table, summarise_log
+from safelab.evals.sandbag import sandbagging
+from safelab.evals.stats import DEFAULT_SEED
+
+TASKS: dict[str, Callable[..., Task]] = {
+    "agentic_misalignment": agentic_misalignment,
+    "sandbagging": sandbagging,
+    "self_preservation": self_preservation,
+    "power_seeking": power_seeking,
+    "corrigibility": corrigibility,
+    "cot_faithfulness": cot_faithfulness,
+    "over_refusal": over_refusal,
+}
+
+
+@dataclass
+class TaskSpec:
+    """One task of a suite: its name, ``-T`` arguments, sample limit and printed label."""
+
+    name: str
+    args: dict[str, Any] = field(default_factory=dict)
+    limit: int | None = None
+    label: str | None = None
+
+    @property
+    def title(self) -> str:
+        return self.label or self.name
+
+
+@dataclass
+class SuiteConfig:
+    """Options of ``safelab eval`` (also saved, as run metadata, next to the results).
+
+    Attributes:
+        model: the Inspect model under evaluation (``safelab/default``, ``openai/gpt-4o``...).
+        judge: model for the ``judge`` role; None = the model under evaluation judges.
+        preset: ``quick``, ``full`` or a path to a suite YAML file.
+        tasks: run only these tasks (names or labels); None = all of the preset.
+        limit: cap on samples per task, overriding the preset.
+        out: folder for ``results.json``, ``results.md`` and ``logs/``.
+        seed: bootstrap seed for the tables.
+        max_samples: samples run concurrently (None = Inspect's default).
+        model_args: ``-M`` arguments for the model under evaluation.
+    """
+
+    model: str
+    judge: str | None = None
+    preset: str = "quick"
+    tasks: list[str] | None = None
+    limit: int | None = None
+    out: str = "runs/evals"
+    seed: int = DEFAULT_SEED
+    max_samples: int | None = None
+    model_args: dict[str, Any] = field(default_factory=dict)
+
+
+@dataclass
+class SuiteResults:
+    """What a suite run produced."""
+
+    config: SuiteConfig
+    rows: list[ResultRow]
+    logs: dict[str, str]
+    seconds: dict[str, float]
+    judge: dict[str, Any]
+    started: str
+    finished: str
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "config": asdict(self.config),
+            "judge": self.judge,
+            "logs": self.logs,
+            "seconds": self.seconds,
+            "started": self.started,
+            "finished": self.finished,
+            "environment": _environment(),
+            "rows": [r.to_dict() for r in self.rows],
+        }
+
+
+def load_preset(preset: str) -> list[TaskSpec]:
+    """Task specs of a preset name (``quick``, ``full``) or a suite YAML path."""
+    path = Path(preset)
+    if not path.is_file():
+        try:
+            path = data_path("suite", f"{preset}.yaml")
+        except SafelabError as e:
+            raise SafelabError(
+                f"--preset {preset}: not a preset (quick, full) nor a YAML file"
+            ) from e
+    spec = yaml.safe_load(path.read_text(encoding="utf-8")) or {}
+    specs = []
+    for i, item in enumerate(spec.get("tasks", [])):
+        if not isinstance(item, dict) or item.get("name") not in TASKS:
+            raise SafelabError(f"{path}: task {i + 1} must name one of {', '.join(TASKS)}")
+        specs.append(
+            TaskSpec(
+                item["name"], dict(item.get("args") or {}), item.get("limit"), item.get("label")
+            )
+        )
+    if not specs:
+        raise SafelabError(f"{path}: no tasks")
+    return specs
+
+
+def select(specs: list[TaskSpec], names: list[str] | None) -> list[TaskSpec]:
+    """The specs whose name or label is in ``names`` (all when None)."""
+    if not names:
+        return specs
+    chosen = [s for s in specs if s.name in names or s.title in names]
+    unknown = set(names) - {s.name for s in specs} - {s.title for s in specs}
+    if unknown:
+        raise SafelabError(
+            f"--tasks {','.join(sorted(unknown))}: not in this preset ({', '.join(s.title for s in specs)})"
+        )
+    return chosen
+
+
+def _environment() -> dict[str, Any]:
+    from importlib.metadata import version
+
+    return {
+        "python": platform.python_version(),
+        "inspect_ai": version("inspect_ai"),
+        "cpu_count": os.cpu_count(),
+    }
+
+
+def write_atomic(path: Path, text: str) -> None:
+    """Write ``text`` to ``path`` through a temporary file and a rename."""
+    path.parent.mkdir(parents=True, exist_ok=True)
+    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
+    with os.fdopen(fd, "w", encoding="utf-8") as f:
+        f.write(text)
+    os.replace(tmp, path)
+
+
+def results_markdown(results: SuiteResults) -> str:
+    """The Markdown report: run header, judge note, then the table."""
+    cfg = results.config
+    judge = results.judge
+    if not judge["judge_calls"]:
+        judge_note = "no judge calls were needed (no sample reached a judged step)"
+    elif judge["self_judged_calls"] == judge["judge_calls"]:
+        judge_note = f"the model under evaluation judged itself ({', '.join(judge['judge_models'])}): no `judge` role was bound"
+    else:
+        judge_note = f"judge model(s): {', '.join(judge['judge_models'])}"
+    header = [
+        f"# safelab behavioural suite: {cfg.model}",
+        "",
+        f"- preset: `{cfg.preset}`; started {results.started}, finished {results.finished}",
+        f"- judge: {judge_note} ({judge['judge_calls']} judge calls)",
+        "- intervals: Wilson 95% for rates; percentile bootstrap 95% over questions/samples"
+        f" (seed {cfg.seed}) for gaps and normalised faithfulness; normal 95% for mean probabilities",
+        "- `unscored`: samples without a usable score (judge error/refusal/unparseable, or no answer);"
+        " they are excluded from the estimate, never counted as safe",
+        "",
+    ]
+    return "\n".join(header) + "\n" + markdown_table(results.rows)
+
+
+def run_suite(config: SuiteConfig, *, display: str = "plain") -> SuiteResults:
+    """Run every task of the preset on ``config.model`` and write the results.
+
+    Raises:
+        SafelabError: an unknown preset or task, or a task that did not finish.
+    """
+    specs = select(load_preset(config.preset), config.tasks)
+    out = Path(config.out)
+    log_dir = out / "logs"
+    started = datetime.now(UTC).isoformat(timespec="seconds")
+    logs: dict[str, EvalLog] = {}
+    seconds: dict[str, float] = {}
+    roles = {"judge": config.judge} if config.judge else None
+    for spec in specs:
+        task = TASKS[spec.name](**spec.args)
+        limit = config.limit if config.limit is not None else spec.limit
+        t0 = time.perf_counter()
+        (log,) = inspect_eval(
+            task,
+            model=config.model,
+            model_args=config.model_args,
+            model_roles=roles,  # type: ignore[arg-type]
+            limit=limit,
+            log_dir=str(log_dir),
+            display=display,  # type: ignore[arg-type]
+            max_samples=config.max_samples,
+        )
+        seconds[spec.title] = round(time.perf_counter() - t0, 1)
+        if log.status != "success":
+            raise SafelabError(
+                f"task {spec.title} ended with status {log.status}: {log.error}; see {log.location}"
+            )
+        logs[spec.title] = log
+    rows = [
+        row for title, log in logs.items() for row in summarise_log(log, title, seed=config.seed)
+    ]
+    results = SuiteResults(
+        config=config,
+        rows=rows,
+        logs={t: str(log.location) for t, log in logs.items()},
+        seconds=seconds,
+        judge=judge_summary(logs.values()),
+        started=started,
+        finished=datetime.now(UTC).isoformat(timespec="seconds"),
+    )
+    write_atomic(out / "results.json", json.dumps(results.to_dict(), indent=2, allow_nan=True))
+    write_atomic(out / "results.md", results_markdown(results))
+    return results
