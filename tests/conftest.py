@@ -40,5 +40,15 @@ def _offline_token_counting(monkeypatch: pytest.MonkeyPatch) -> None:
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
     if not SHARED_DATA.is_dir():
-        pytest.fail(f"../shared/data not found at {SHARED_DATA}: CI must run with shared/ beside the repo")
+        pytest.fail(
+            f"../shared/data not found at {SHARED_DATA}: CI must run with shared/ beside the repo"
+        )
     return SHARED_DATA
+
+
+@pytest.fixture
+def tiny_model():  # type: ignore[no-untyped-def]
+    """A WhiteBoxModel over a tiny random Llama (3 blocks, d_model 32) and a tiny tokenizer."""
+    from tests.tiny import tiny_model as build
+
+    return build("llama")

@@ -149,7 +149,11 @@ def load_model(
 
 def _from_pretrained(folder: str, source: ModelSource, dtype: torch.dtype) -> tuple[Any, Any]:
     from transformers import AutoModelForCausalLM, AutoTokenizer
+    from transformers.utils import logging as hf_logging
 
+    # A cached folder loads in about a second: a progress bar would only be noise on stderr.
+    bars = hf_logging.is_progress_bar_enabled()
+    hf_logging.disable_progress_bar()
     try:
         tokenizer = AutoTokenizer.from_pretrained(folder)
         model = AutoModelForCausalLM.from_pretrained(folder, dtype=dtype)
@@ -163,6 +167,9 @@ def _from_pretrained(folder: str, source: ModelSource, dtype: torch.dtype) -> tu
             )
             raise SafelabError(f"cannot load hub model {source.location!r}: {hint}") from None
         raise SafelabError(f"cannot load model from {folder}: {str(e).splitlines()[0]}") from None
+    finally:
+        if bars:
+            hf_logging.enable_progress_bar()
     return model, tokenizer
 
 
