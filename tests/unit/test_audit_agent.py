@@ -388,3 +388,27 @@ def test_cli(
     args = parser.parse_args(["audit", "view", log.location, "--sample", "9", "--out", str(out)])
     with pytest.raises(SafelabError, match="out of range"):
         args.func(args)
+
+
+def test_judge_error_is_unscored(tmp_path: Path) -> None:
+    def judge(*_: Any) -> ModelOutput:
+        raise RuntimeError("judge backend down")
+
+    script = Scripted()
+    seed_file = tmp_path / "seeds.jsonl"
+    seed_file.write_text(json.dumps({"id": "E", "input": "probe B: error path"}) + "\n")
+    [log] = inspect_eval(
+        audit(seeds=str(seed_file)),
+        model=get_model("mockllm/model", custom_outputs=script.target),
+        model_roles={
+            "auditor": get_model("mockllm/model", custom_outputs=script.auditor),
+            "judge": get_model("mockllm/model", custom_outputs=judge),
+        },
+        log_dir=str(tmp_path / "logs"),
+        display="none",
+    )
+    assert log.status == "success" and log.samples is not None
+    score = log.samples[0].scores["audit_judge"]  # type: ignore[index]
+    assert score.metadata["judge_status"] == "error"
+    assert "judge backend down" in score.metadata["judge_error"]
+    assert all(math.isnan(v) for v in score.value.values())  # type: ignore[union-attr]

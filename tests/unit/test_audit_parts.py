@@ -244,3 +244,17 @@ def test_bootstrap_interval() -> None:
     narrow = bootstrap_mean_ci(values[:5] * 20, n_resamples=500, seed=1)
     assert narrow.high - narrow.low < wide.high - wide.low
     assert math.isnan(bootstrap_mean_ci([math.nan]).mean)
+
+
+def test_render_is_single_pass() -> None:
+    from safelab.audit.prompts import render
+
+    out = render("{seed} / {transcript} / {json}", seed="says {transcript}", transcript="T {seed}")
+    assert out == "says {transcript} / T {seed} / {json}"
+
+
+def test_malformed_target_tool_call_is_shown() -> None:
+    from safelab.audit.conversation import format_tool_call
+
+    call = ToolCall(id="c1", function="unknown", arguments={}, parse_error="bad JSON")
+    assert format_tool_call(call) == "unknown({}) [id=c1] (malformed call: bad JSON)"

@@ -120,7 +120,8 @@ def message_text(message: ChatMessage) -> str:
 def format_tool_call(call: ToolCall) -> str:
     """One line for a tool call: ``name({...}) [id=...]``."""
     args = json.dumps(call.arguments, ensure_ascii=False)
-    return f"{call.function}({args}) [id={call.id}]"
+    line = f"{call.function}({args}) [id={call.id}]"
+    return f"{line} (malformed call: {call.parse_error})" if call.parse_error else line
 
 
 class TargetConversation:

@@ -191,6 +191,9 @@ def judge_prompt(
         transcript=transcript,
         scale=dimensions.scale,
         dimensions=dims,
+        answer_lines="\n".join(
+            f'{d.name}: SCORE | "quote" | reason' for d in dimensions.dimensions
+        ),
     )
 
 

@@ -2,10 +2,13 @@
 
 from __future__ import annotations
 
+import re
 from importlib import resources
 from pathlib import Path
 
 from safelab.errors import SafelabError
+
+_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
 
 
 def load_template(name_or_path: str) -> str:
@@ -21,7 +24,7 @@ def load_template(name_or_path: str) -> str:
 
 def render(template: str, **values: object) -> str:
     """Fill ``{name}`` placeholders; other braces (JSON in a transcript) are left alone."""
-    out = template
-    for key, value in values.items():
-        out = out.replace("{" + key + "}", str(value))
-    return out
+    # One pass, so text inserted for one placeholder is never re-substituted.
+    return _PLACEHOLDER.sub(
+        lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), template
+    )
