@@ -1,0 +1,190 @@
+"""Benchmark: stream ~1M tokens of activations at one site into the on-disk activation store.
+
+Texts are built at run time from the public data in ``../shared/data`` (nothing is copied into
+the project): the statements of the truth CSVs and the instructions of the refusal splits,
+shuffled with a fixed seed and joined into passages of about ``--text-tokens`` tokens until
+``--tokens`` tokens are reached (when the data run out, they are reshuffled with the next seed, so
+passages are new combinations rather than verbatim repeats).
+
+The capture is ``capture_to_store(model, texts, SITE, out_dir, position="all", dtype=...)`` into a
+temp folder (deleted afterwards unless ``--keep``). Reported:
+
+- peak RSS: ``resource.getrusage(RUSAGE_SELF).ru_maxrss`` (whole process, model load included) and
+  the maximum of RSS sampled every 0.1 s during the capture, with the RSS before it;
+- rows/s (= tokens/s, one row per token) over the wall clock of ``capture_to_store`` (which includes
+  tokenising all inputs and writing every shard and manifest);
+- the store's size on disk, shards and rows, and a read-back check of the row count.
+
+Run::
+
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/store.py [--tokens 1000000] [--dtype float16]
+
+Last line: ``{"tokens": n, "peak_rss_gb": x, "tokens_per_s": t}`` (peak_rss_gb from ru_maxrss).
+"""
+
+from __future__ import annotations
+
+import argparse
+import csv
+import json
+import os
+import random
+import resource
+import shutil
+import tempfile
+import threading
+import time
+from pathlib import Path
+from typing import Any
+
+from _util import final_json, machine_note
+
+SITE = "blocks.15.resid_post"
+DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
+
+
+def read_sentences(data: Path) -> list[str]:
+    """Statements of the truth CSVs and instructions of the refusal splits."""
+    out: list[str] = []
+    truth = data / "truth" / "datasets"
+    refusal = data / "refusal" / "dataset" / "splits"
+    if not truth.is_dir() or not refusal.is_dir():
+        raise SystemExit(f"shared data not found under {data} (need truth/ and refusal/)")
+    for f in sorted(truth.glob("*.csv")):
+        with f.open(newline="", encoding="utf-8") as fh:
+            out.extend(row["statement"].strip() for row in csv.DictReader(fh) if row["statement"])
+    for f in sorted(refusal.glob("*.json")):
+        out.extend(str(r["instruction"]).strip() for r in json.loads(f.read_text()))
+    return [s for s in out if s]
+
+
+def build_texts(
+    sentences: list[str], tokenizer: Any, total: int, per_text: int
+) -> tuple[list[str], int]:
+    """Passages of about ``per_text`` tokens until ``total`` tokens; returns (texts, tokens)."""
+    lengths = dict(
+        zip(
+            sentences,
+            (len(ids) for ids in tokenizer(sentences, add_special_tokens=False)["input_ids"]),
+            strict=True,
+        )
+    )
+    texts: list[str] = []
+    tokens = 0
+    seed = 0
+    while tokens < total:
+        order = list(sentences)
+        random.Random(seed).shuffle(order)
+        seed += 1
+        parts: list[str] = []
+        n = 0
+        for s in order:
+            parts.append(s)
+            n += lengths[s] + 1  # the joining space may merge, so recount below
+            if n >= per_text:
+                text = " ".join(parts)
+                texts.append(text)
+                tokens += len(tokenizer(text, add_special_tokens=True)["input_ids"])
+                parts, n = [], 0
+                if tokens >= total:
+                    break
+    return texts, tokens
+
+
+class RssSampler:
+    """Samples this process's RSS in a thread; ``peak`` is the maximum seen."""
+
+    def __init__(self, every_s: float = 0.1) -> None:
+        import psutil
+
+        self.proc = psutil.Process()
+        self.every_s = every_s
+        self.peak = self.proc.memory_info().rss
+        self._stop = threading.Event()
+        self._thread = threading.Thread(target=self._run, daemon=True)
+
+    def _run(self) -> None:
+        while not self._stop.wait(self.every_s):
+            self.peak = max(self.peak, self.proc.memory_info().rss)
+
+    def __enter__(self) -> RssSampler:
+        self._thread.start()
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self._stop.set()
+        self._thread.join()
+        self.peak = max(self.peak, self.proc.memory_info().rss)
+
+
+def gb(n_bytes: float) -> float:
+    return round(n_bytes / 1e9, 3)
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--tokens", type=int, default=1_000_000, help="tokens to capture (about)")
+    ap.add_argument("--text-tokens", type=int, default=128, help="tokens per passage (about)")
+    ap.add_argument("--batch-size", type=int, default=32)
+    ap.add_argument("--dtype", default="float16", choices=["float32", "float16", "bfloat16"])
+    ap.add_argument("--data", type=Path, default=DATA, help="the shared data folder")
+    ap.add_argument("--out", type=Path, default=None, help="store folder (default: a temp dir)")
+    ap.add_argument("--keep", action="store_true", help="keep the store afterwards")
+    args = ap.parse_args()
+
+    from safelab.interp.store import ActivationStore, capture_to_store
+    from safelab.models.loading import load_model
+
+    model = load_model("default", dtype="float32", device="cpu")
+    sentences = read_sentences(args.data)
+    t0 = time.perf_counter()
+    texts, tokens = build_texts(sentences, model.tokenizer, args.tokens, args.text_tokens)
+    print(
+        f"{len(sentences)} sentences from {args.data.resolve()} -> {len(texts)} passages, "
+        f"{tokens} tokens (built in {time.perf_counter() - t0:.1f}s)"
+    )
+    print(f"site {SITE}, position=all, store dtype {args.dtype}, batch {args.batch_size}, CPU")
+    print(machine_note())
+
+    tmp = Path(tempfile.mkdtemp(prefix="safelab-bench-store-"))
+    out = args.out or tmp / "store"
+    try:
+        rss_before = RssSampler().peak
+        with RssSampler() as sampler:
+            t0 = time.perf_counter()
+            store = capture_to_store(
+                model,
+                texts,
+                SITE,
+                out,
+                position="all",
+                batch_size=args.batch_size,
+                dtype=args.dtype,
+                progress=False,
+            )
+            wall = time.perf_counter() - t0
+        maxrss = resource.getrusage(resource.RUSAGE_SELF).ru_maxrss * 1024  # KiB on Linux
+        rows = len(store)
+        check = ActivationStore(out)
+        disk = sum(f.stat().st_size for f in out.iterdir())
+        print(
+            f"store: {rows} rows, {len(check.manifest.shards)} shards, "
+            f"{gb(disk)} GB on disk, complete={check.manifest.complete}"
+        )
+        if rows != tokens:
+            print(f"!! rows ({rows}) != tokens ({tokens})")
+        print(f"capture_to_store wall: {wall:.1f}s -> {rows / wall:.0f} rows/s")
+        print(
+            f"RSS: before capture {gb(rss_before)} GB, sampled peak {gb(sampler.peak)} GB, "
+            f"ru_maxrss {gb(maxrss)} GB (target < 2 GB)"
+        )
+    finally:
+        if not args.keep:
+            shutil.rmtree(tmp, ignore_errors=True)
+    print(machine_note())
+    final_json({"tokens": rows, "peak_rss_gb": gb(maxrss), "tokens_per_s": round(rows / wall, 1)})
+
+
+if __name__ == "__main__":
+    os.environ.setdefault("HF_HUB_OFFLINE", "1")
+    main()
