@@ -18,3 +18,4 @@ from safelab.evals import (
     self_preservation,
 )
 from safelab.models.provider import safelab_provider
+from safelab.monitors.task import monitor_replies

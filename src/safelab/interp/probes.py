@@ -7,9 +7,10 @@ Standardisation learnt at fit time is folded into ``w`` and ``b``, so scoring is
 from __future__ import annotations
 
 import hashlib
+from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, Literal
+from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 import torch
@@ -17,6 +18,10 @@ from torch import Tensor
 
 from safelab.errors import SafelabError
 from safelab.interp.artifacts import load_artifact, save_artifact
+
+if TYPE_CHECKING:
+    from safelab.interp.capture import Input
+    from safelab.models.whitebox import WhiteBoxModel
 
 ProbeMethod = Literal["logistic", "mass_mean"]
 
@@ -121,5 +126,28 @@ class LinearProbe:
 
     @classmethod
     def load(cls, path: str | Path) -> LinearProbe:
+        """Load from a probe folder or its ``probe.safetensors``."""
         cfg, tensors = load_artifact(path, "probe", ProbeConfig)
         return cls(cfg, tensors["weight"], float(tensors["bias"].reshape(-1)[0]))
+
+
+def score_tokens(
+    model: WhiteBoxModel, probe: LinearProbe, inputs: Sequence[Input], batch_size: int = 16
+) -> list[dict[str, Any]]:
+    """A probe score for every token of each text or chat: ``[{"tokens", "scores", "mean", "max"}]``."""
+    acts = model.capture(inputs, probe.site, position="all", batch_size=batch_size)
+    out = []
+    for i in range(len(inputs)):
+        sel = acts.sample == i
+        scores = probe.score(acts[probe.site][sel]).tolist()
+        tokens = [model.tokenizer.decode([t]) for t in acts.token[sel].tolist()]
+        out.append(
+            {
+                "tokens": tokens,
+                "scores": [round(s, 5) for s in scores],
+                "mean": float(np.mean(scores)),
+                "max": float(np.max(scores)),
+                "last": float(scores[-1]),
+            }
+        )
+    return out

@@ -1,7 +1,8 @@
 """Steering vectors: a direction at one site, saved as cfg.json + safetensors.
 
 Made by contrastive activation addition (the mean difference between activations on
-behaviour-matching and non-matching examples) and applied with
+behaviour-matching and non-matching examples) or by PCA of the paired differences, and
+applied with
 :func:`safelab.interp.interventions.steer` or ``-M steer=`` in any Inspect eval.
 """
 
@@ -11,6 +12,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+import torch
 from torch import Tensor
 
 from safelab.errors import SafelabError
@@ -59,7 +61,31 @@ class SteeringVector:
         vector = positive.float().mean(0) - negative.float().mean(0)
         return cls(SteeringConfig(site=site, d_model=int(vector.shape[0]), **cfg), vector)
 
+    @classmethod
+    def from_pca(cls, positive: Tensor, negative: Tensor, site: str, **cfg: Any) -> SteeringVector:
+        """First principal direction of the paired differences ``positive[i] - negative[i]``.
+
+        Uncentred (as repeng's ``pca_diff``): the top right-singular vector of the difference
+        matrix, the direction that the differences agree on most. The component is signed to agree with the mean difference and scaled to the mean
+        difference's length along it, so scales are comparable with :meth:`from_contrast`.
+        """
+        if positive.shape != negative.shape or positive.ndim != 2:
+            raise SafelabError("PCA steering needs paired [n, d_model] activations of equal shape")
+        if len(positive) < 2:
+            raise SafelabError("PCA steering needs at least two pairs")
+        diffs = positive.float() - negative.float()
+        mean = diffs.mean(0)
+        _, _, v = torch.linalg.svd(diffs, full_matrices=False)
+        pc = v[0]
+        along = float(mean @ pc)
+        if along < 0:
+            pc, along = -pc, -along
+        vector = pc * along
+        cfg.setdefault("method", "pca")
+        return cls(SteeringConfig(site=site, d_model=int(vector.shape[0]), **cfg), vector)
+
     def save(self, folder: str | Path) -> Path:
+        """Save as ``folder/cfg.json`` + ``folder/vector.safetensors``; returns the weights path."""
         return save_artifact(folder, "vector", self.cfg, {"vector": self.vector})
 
     @classmethod
