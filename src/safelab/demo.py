@@ -64,27 +64,11 @@ def load_statements(path: str | Path | None, n: int, seed: int) -> tuple[list[st
     return [d[0] for d in data], [d[1] for d in data], str(path)
 
 
-def auroc_with_ci(
-    labels: np.ndarray, scores: np.ndarray, seed: int, n_boot: int = 1000
-) -> tuple[float, float, float]:
-    """AUROC and a percentile bootstrap 95% interval (resampling the held-out set)."""
-    from sklearn.metrics import roc_auc_score
-
-    point = float(roc_auc_score(labels, scores))
-    rng = np.random.default_rng(seed)
-    boots = []
-    for _ in range(n_boot):
-        idx = rng.integers(0, len(labels), len(labels))
-        if labels[idx].min() != labels[idx].max():
-            boots.append(roc_auc_score(labels[idx], scores[idx]))
-    lo, hi = np.percentile(boots, [2.5, 97.5])
-    return point, float(lo), float(hi)
-
-
 def run_demo(out: str = "runs/demo", data: str | None = None, n: int = 400, seed: int = 0) -> int:
     from rich.console import Console
     from rich.table import Table
 
+    from safelab.interp.metrics import detector_metrics
     from safelab.interp.probes import LinearProbe
     from safelab.models.loading import load_model
 
@@ -123,7 +107,7 @@ def run_demo(out: str = "runs/demo", data: str | None = None, n: int = 400, seed
     order = np.random.default_rng(seed).permutation(len(y))
     cut = int(0.7 * len(y))
     train, test = order[:cut], order[cut:]
-    table = Table("site", "held-out AUROC", "95% CI (bootstrap)")
+    table = Table("site", "held-out AUROC", "95% CI (bootstrap)", "recall @1% FPR")
     per_site: dict[str, Any] = {}
     best: tuple[float, str, LinearProbe] | None = None
     t = time.perf_counter()
@@ -131,21 +115,25 @@ def run_demo(out: str = "runs/demo", data: str | None = None, n: int = 400, seed
         x = acts[site].numpy()
         probe = LinearProbe.fit(x[train], y[train], site, seed=seed, data=source, model=model.name)
         scores = probe.score(acts[site][test]).numpy()
-        auc, lo, hi = auroc_with_ci(y[test], scores, seed)
-        per_site[site] = {"auroc": auc, "auroc_ci": [lo, hi]}
-        table.add_row(site, f"{auc:.3f}", f"[{lo:.3f}, {hi:.3f}]")
+        m = detector_metrics(scores, y[test], seed=seed)
+        auc, (lo, hi) = m.auroc, m.auroc_ci
+        per_site[site] = m.to_dict()
+        table.add_row(site, f"{auc:.3f}", f"[{lo:.3f}, {hi:.3f}]", f"{m.recall_at_1pct_fpr:.2f}")
         if best is None or auc > best[0]:
             best = (auc, site, probe)
     timings["fit_s"] = time.perf_counter() - t
     console.print(table)
     assert best is not None
     best_auc, best_site, best_probe = best
-    best_probe.cfg.metrics = per_site[best_site] | {"n_train": len(train), "n_test": len(test)}
+    best_probe.cfg.metrics = per_site[best_site] | {"n_train": len(train)}
     probe_path = best_probe.save(out_dir / "truth-probe")
     console.print(f"  best {best_site}: AUROC {best_auc:.3f}; probe saved to {probe_path}")
 
     step("running an Inspect eval on the same model with the probe attached (-M probe=...)")
     t = time.perf_counter()
+    from safelab.models.inspect_api import share_model
+
+    share_model(model, "default")  # the eval reuses the weights already in memory
     log_path, eval_summary = _probe_eval(out_dir, probe_path)
     timings["eval_s"] = time.perf_counter() - t
     console.print(

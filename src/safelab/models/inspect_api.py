@@ -188,6 +188,14 @@ def shared_model(spec: str, dtype: str, device: str | None) -> WhiteBoxModel:
         return _MODELS[key]
 
 
+def share_model(
+    model: WhiteBoxModel, spec: str, dtype: str = "auto", device: str | None = None
+) -> None:
+    """Let ``safelab/<spec>`` in this process reuse a model that is already loaded."""
+    with _LOCK:
+        _MODELS[(spec, dtype, device)] = model
+
+
 def shared_batcher(model: WhiteBoxModel, max_batch: int) -> Batcher:
     with _LOCK:
         if id(model) not in _BATCHERS:
