@@ -26,10 +26,10 @@ def test_audit_on_default_model_all_roles(tmp_path: Path) -> None:
         "--model-role", "auditor=safelab/default",
         "--model-role", "judge=safelab/default",
         "--limit", "1",
-        "--max-tokens", "32",
+        "--max-tokens", "24",
         "-T", "max_turns=2",
-        "-T", "auditor_max_tokens=48",
-        "-T", "judge_max_tokens=160",
+        "-T", "auditor_max_tokens=32",
+        "-T", "judge_max_tokens=96",
         "--log-dir", str(tmp_path),
         "--display", "none",
     ]  # fmt: skip

@@ -347,6 +347,7 @@ def test_html_view(scripted_log: tuple[EvalLog, Scripted], tmp_path: Path) -> No
     assert '<span class="prefill"' in html and "Honestly," in html
     assert 'class="quote unverified"' in html  # the sycophancy quote is not in the transcript
     assert "text sent without a tool call" in html
+    assert "<tr><td>auditor</td><td>mockllm/model</td></tr>" in html
     assert "<script" not in html and "http://" not in html and "https://" not in html
     out = write_audit_html(log, tmp_path / "a.html", sample_id="B")
     page = out.read_text()

@@ -190,7 +190,10 @@ def render_audit_html(
         dims.append({**v, "title": titles.get(name, name), "css": css})
         if v.get("quote_found") and v.get("quote"):
             highlights.append(Highlight(name, str(v["quote"])))
-    roles = {r: str(getattr(m, "model", m)) for r, m in (eval_log.eval.model_roles or {}).items()}
+    roles = {
+        role: ", ".join(str(getattr(c, "model", c)) for c in (cfg if isinstance(cfg, list) else [cfg]))
+        for role, cfg in (eval_log.eval.model_roles or {}).items()
+    }
     metadata = s.metadata or {}
     env = Environment(autoescape=True)
     template = env.from_string(
