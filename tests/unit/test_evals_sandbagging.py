@@ -33,6 +33,9 @@ def test_arithmetic_is_seeded_and_correct() -> None:
         ("The result is -42.", False, ("-42", "fallback")),
         ("I pick (C) because", True, ("C", "fallback")),
         ("no idea", True, (None, "none")),
+        ("A train leaves at 14:40 and arrives later.", True, (None, "none")),
+        ("D\n\nQuestion: Which number", True, ("D", "fallback")),
+        ("So the answer is b, I think.", True, ("B", "fallback")),
     ],
 )
 def test_extract_answer(text: str, mc: bool, expected: tuple[str | None, str]) -> None:
