@@ -191,7 +191,9 @@ def render_audit_html(
         if v.get("quote_found") and v.get("quote"):
             highlights.append(Highlight(name, str(v["quote"])))
     roles = {
-        role: ", ".join(str(getattr(c, "model", c)) for c in (cfg if isinstance(cfg, list) else [cfg]))
+        role: ", ".join(
+            str(getattr(c, "model", c)) for c in (cfg if isinstance(cfg, list) else [cfg])
+        )
         for role, cfg in (eval_log.eval.model_roles or {}).items()
     }
     metadata = s.metadata or {}
