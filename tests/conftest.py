@@ -52,3 +52,15 @@ def tiny_model():  # type: ignore[no-untyped-def]
     from tests.tiny import tiny_model as build
 
     return build("llama")
+
+
+@pytest.fixture(scope="session")
+def tiny_folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """The tiny random Llama saved as a Hugging Face folder (for ``safelab/<folder>``, the CLI)."""
+    from tests.tiny import tiny_model as build
+
+    model = build("llama")
+    path = tmp_path_factory.mktemp("tiny") / "tiny-llama"
+    model.hf.save_pretrained(path)
+    model.tokenizer.save_pretrained(path)
+    return path

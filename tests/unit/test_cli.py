@@ -9,16 +9,11 @@ import pytest
 
 from safelab.cli import main
 from safelab.models import loading
-from tests.tiny import tiny_model
 
 
-@pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model = tiny_model("llama")
-    path = tmp_path_factory.mktemp("cli") / "tiny"
-    model.hf.save_pretrained(path)
-    model.tokenizer.save_pretrained(path)
-    return path
+@pytest.fixture
+def folder(tiny_folder: Path) -> Path:
+    return tiny_folder
 
 
 def _one_line_error(capsys: pytest.CaptureFixture[str], argv: list[str], fragment: str) -> None:

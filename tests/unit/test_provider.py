@@ -15,15 +15,14 @@ from safelab.interp.probes import LinearProbe
 from safelab.interp.steering import SteeringVector
 from safelab.models import inspect_api
 from safelab.models.inspect_api import parse_tool_calls, to_chat
-from tests.tiny import tiny_model
 
 
 @pytest.fixture(scope="module")
-def folder(tmp_path_factory: pytest.TempPathFactory) -> Path:
-    model = tiny_model("llama")
-    path = tmp_path_factory.mktemp("tiny") / "tiny-llama"
-    model.hf.save_pretrained(path)
-    model.tokenizer.save_pretrained(path)
+def folder(tiny_folder: Path) -> Path:
+    from safelab.models.loading import load_model
+
+    path = tiny_folder
+    model = load_model(str(path), device="cpu")
     acts = model.capture(
         ["Paris is nice.", "Two plus two.", "The fox.", "Safety."], "blocks.1.resid_post", "last"
     )
