@@ -7,7 +7,7 @@ present) with a recorded seed.
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
@@ -32,15 +32,16 @@ def _arrays(scores: ArrayLike, labels: ArrayLike) -> tuple[np.ndarray, np.ndarra
 def auroc(scores: ArrayLike, labels: ArrayLike) -> float:
     """Area under the ROC curve (ties count one half): P(score_pos > score_neg)."""
     s, y = _arrays(scores, labels)
-    pos, neg = s[y == 1], s[y == 0]
+    return _auroc(s[y == 1], s[y == 0])
+
+
+def _auroc(pos: np.ndarray, neg: np.ndarray) -> float:
     if len(pos) == 0 or len(neg) == 0:
         raise SafelabError("AUROC needs at least one positive and one negative example")
-    # Mann-Whitney U via average ranks.
-    from scipy.stats import rankdata
-
-    ranks = rankdata(np.concatenate([pos, neg]))
-    u = ranks[: len(pos)].sum() - len(pos) * (len(pos) + 1) / 2
-    return float(u / (len(pos) * len(neg)))
+    neg = np.sort(neg)
+    below = np.searchsorted(neg, pos, side="left")
+    ties = np.searchsorted(neg, pos, side="right") - below
+    return float((below.sum() + 0.5 * ties.sum()) / (len(pos) * len(neg)))
 
 
 def threshold_at_fpr(neg_scores: ArrayLike, fpr: float) -> float:
@@ -81,16 +82,31 @@ def bootstrap_ci(
     seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile bootstrap interval of ``fn(scores, labels)``, resampling within each class."""
+    return bootstrap_cis(
+        [fn], scores, labels, n_resamples=n_resamples, confidence=confidence, seed=seed
+    )[0]
+
+
+def bootstrap_cis(
+    fns: Sequence[Callable[[np.ndarray, np.ndarray], float]],
+    scores: ArrayLike,
+    labels: ArrayLike,
+    *,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+    seed: int = 0,
+) -> list[tuple[float, float]]:
+    """Intervals of several statistics over the same stratified resamples."""
     s, y = _arrays(scores, labels)
     rng = np.random.default_rng(seed)
     groups = [np.flatnonzero(y == c) for c in (0, 1) if (y == c).any()]
-    values = np.empty(n_resamples)
+    values = np.empty((len(fns), n_resamples))
     for i in range(n_resamples):
-        idx = np.concatenate([rng.choice(g, size=len(g), replace=True) for g in groups])
-        values[i] = fn(s[idx], y[idx])
+        idx = np.concatenate([g[rng.integers(0, len(g), size=len(g))] for g in groups])
+        for k, fn in enumerate(fns):
+            values[k, i] = fn(s[idx], y[idx])
     alpha = (1 - confidence) / 2
-    lo, hi = np.quantile(values, [alpha, 1 - alpha])
-    return float(lo), float(hi)
+    return [tuple(float(v) for v in np.quantile(row, [alpha, 1 - alpha])) for row in values]  # type: ignore[misc]
 
 
 def mean_ci(
@@ -147,15 +163,16 @@ def detector_metrics(
     def acc(a: np.ndarray, b: np.ndarray) -> float:
         return accuracy(a, b, threshold)
 
+    ci_auroc, ci_acc, ci_recall = bootstrap_cis([auroc, acc, recall_at_fpr], s, y, **kw)
     return DetectorMetrics(
         n=len(y),
         n_pos=int(y.sum()),
         auroc=auroc(s, y),
-        auroc_ci=list(bootstrap_ci(auroc, s, y, **kw)),
+        auroc_ci=list(ci_auroc),
         accuracy=acc(s, y),
-        accuracy_ci=list(bootstrap_ci(acc, s, y, **kw)),
+        accuracy_ci=list(ci_acc),
         recall_at_1pct_fpr=recall_at_fpr(s, y, 0.01),
-        recall_at_1pct_fpr_ci=list(bootstrap_ci(recall_at_fpr, s, y, **kw)),
+        recall_at_1pct_fpr_ci=list(ci_recall),
         seed=seed,
         n_resamples=n_resamples,
         confidence=confidence,

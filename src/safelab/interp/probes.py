@@ -88,7 +88,7 @@ class LinearProbe:
         ``mass_mean`` is the difference of class means (Marks & Tegmark), calibrated by a
         one-dimensional logistic fit along it.
         """
-        from sklearn.linear_model import LogisticRegression
+        from threadpoolctl import threadpool_limits
 
         x = np.asarray(torch.as_tensor(acts).float().cpu().numpy(), dtype=np.float64)
         y = np.asarray(labels).astype(int).ravel()
@@ -100,17 +100,9 @@ class LinearProbe:
             raise SafelabError("probe labels must contain both classes 0 and 1")
         mean, std = x.mean(0), x.std(0) + 1e-6
         z = (x - mean) / std
-        if method == "logistic":
-            clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
-            clf.fit(z, y)
-            w_z, b_z = clf.coef_[0], float(clf.intercept_[0])
-        elif method == "mass_mean":
-            direction = z[y == 1].mean(0) - z[y == 0].mean(0)
-            proj = (z @ direction)[:, None]
-            clf = LogisticRegression(C=1e6, max_iter=2000, random_state=seed).fit(proj, y)
-            w_z, b_z = direction * clf.coef_[0, 0], float(clf.intercept_[0])
-        else:
-            raise SafelabError(f"unknown probe method {method!r}: use logistic or mass_mean")
+        # One BLAS thread: these fits are small, and a thread pool on shared cores is ~20x slower.
+        with threadpool_limits(1):
+            w_z, b_z = _fit_standardised(z, y, method, c, seed)
         weight = w_z / std
         bias = b_z - float(weight @ mean)
         config = ProbeConfig(site=site, d_model=x.shape[1], method=method, seed=seed, **cfg)
@@ -129,6 +121,23 @@ class LinearProbe:
         """Load from a probe folder or its ``probe.safetensors``."""
         cfg, tensors = load_artifact(path, "probe", ProbeConfig)
         return cls(cfg, tensors["weight"], float(tensors["bias"].reshape(-1)[0]))
+
+
+def _fit_standardised(
+    z: np.ndarray, y: np.ndarray, method: str, c: float, seed: int
+) -> tuple[np.ndarray, float]:
+    from sklearn.linear_model import LogisticRegression
+
+    if method == "logistic":
+        clf = LogisticRegression(C=c, max_iter=2000, random_state=seed)
+        clf.fit(z, y)
+        return clf.coef_[0], float(clf.intercept_[0])
+    if method == "mass_mean":
+        direction = z[y == 1].mean(0) - z[y == 0].mean(0)
+        proj = (z @ direction)[:, None]
+        clf = LogisticRegression(C=1e6, max_iter=2000, random_state=seed).fit(proj, y)
+        return direction * clf.coef_[0, 0], float(clf.intercept_[0])
+    raise SafelabError(f"unknown probe method {method!r}: use logistic or mass_mean")
 
 
 def score_tokens(

@@ -66,6 +66,7 @@ def monitor_replies(
     reduce: Reduce = "mean",
     flip: bool = False,
     judge: bool = True,
+    judge_max_tokens: int = 256,
 ) -> Task:
     """Monitors on prefilled honest/deceptive replies (a lie/honest ``statement,label`` CSV).
 
@@ -76,6 +77,7 @@ def monitor_replies(
         reduce: mean, max or last token score.
         flip: use ``1 - probe score`` (a truth probe as a lie detector).
         judge: include the judge monitor.
+        judge_max_tokens: the judge's reply budget.
     """
     if not data:
         raise SafelabError("monitor_replies needs -T data=<lie/honest replies CSV>")
@@ -83,7 +85,7 @@ def monitor_replies(
     if probe:
         scorers.append(probe_monitor(probe=probe, reduce=reduce, flip=bool(flip)))
     if judge:
-        scorers.append(judge_monitor())
+        scorers.append(judge_monitor(max_tokens=judge_max_tokens))
     if not scorers:
         raise SafelabError(
             "monitor_replies has no monitor: give -T probe=<probe> and/or keep -T judge=true"

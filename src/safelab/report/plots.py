@@ -56,7 +56,8 @@ def auroc_by_layer(
     ax.axhline(0.5, color="grey", lw=0.8, ls="--")
     ax.set_xlabel("layer (resid_post)")
     ax.set_ylabel("AUROC (95% CI)")
-    ax.set_ylim(0.3, 1.01)
+    lows = [v[1][0] for sites in curves.values() for v in sites.values()]
+    ax.set_ylim(min([0.3, *lows]) - 0.02, 1.01)
     ax.set_title(title)
     ax.legend(fontsize=8)
     return _save(fig, path)
