@@ -35,7 +35,7 @@ def probe_dir(shared_data: Path, workdir: Path) -> Path:
         for i, row in enumerate(csv.DictReader(f)):
             w.writerow([i, row["statement"], row["label"]])
     out = workdir / "sweep"
-    sites = "blocks.4.resid_post,blocks.14.resid_post,blocks.24.resid_post"
+    sites = "blocks.4.resid_post,blocks.10.resid_post,blocks.16.resid_post"
     _cli(
         "probe",
         "sweep",
@@ -58,7 +58,7 @@ def probe_dir(shared_data: Path, workdir: Path) -> Path:
 def test_probe_sweep_writes_metrics(probe_dir: Path) -> None:
     metrics = json.loads((probe_dir / "metrics.json").read_text())
     assert metrics["seed"] == 3 and metrics["best_site"] in metrics["sites"]
-    assert set(metrics["sites"]) == {f"blocks.{i}.resid_post" for i in (4, 14, 24)}
+    assert set(metrics["sites"]) == {f"blocks.{i}.resid_post" for i in (4, 10, 16)}
     for site in metrics["sites"].values():
         lo, hi = site["auroc_ci"]
         assert lo <= site["auroc"] <= hi and 0 <= site["recall_at_1pct_fpr"] <= 1
@@ -104,7 +104,7 @@ def steer_dir(shared_data: Path, workdir: Path) -> Path:
         "--out",
         out,
         "--limit",
-        "24",
+        "16",
         "--test-limit",
         "6",
         "--sites",
