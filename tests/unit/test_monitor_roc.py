@@ -145,3 +145,40 @@ def test_report_counts_unscored_and_computes_roc(tmp_path: Path) -> None:
         monitor_report(path, "nope")
     with pytest.raises(SafelabError, match="not found"):
         monitor_report(tmp_path / "missing.eval")
+
+
+def test_probe_monitor_scores_a_transcript_white_box(tiny_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import asyncio
+    import importlib
+    from types import SimpleNamespace
+
+    import torch
+    from inspect_ai.model import ChatMessageAssistant, ChatMessageUser
+
+    from safelab.interp.probes import LinearProbe, ProbeConfig
+
+    # The package re-exports the scorer under the module's name: import the module itself.
+    pm = importlib.import_module("safelab.monitors.probe_monitor")
+
+    probe = LinearProbe(ProbeConfig(site="blocks.1.resid_post", d_model=32), torch.randn(32), 0.1)
+    path = probe.save(tmp_path / "p")
+    pm._MODELS["tiny-test"] = tiny_model
+    reply = "Paris is the capital of France."
+    state = SimpleNamespace(
+        messages=[ChatMessageUser(content="Tell me a fact."), ChatMessageAssistant(content=reply)],
+        output=SimpleNamespace(metadata=None),
+    )
+    score_fn = pm.probe_monitor(probe=str(path), reduce="last", model="tiny-test")
+    got = asyncio.run(score_fn(state, None))  # type: ignore[arg-type]
+    acts = tiny_model.capture(
+        [[{"role": "user", "content": "Tell me a fact."}, {"role": "assistant", "content": reply}]],
+        "blocks.1.resid_post",
+        position="response",
+    )
+    want = float(probe.score(acts["blocks.1.resid_post"])[-1])
+    assert got.value == pytest.approx(want, abs=1e-5) and got.metadata["source"] == "white_box"
+    empty = SimpleNamespace(
+        messages=[ChatMessageUser(content="hi")], output=SimpleNamespace(metadata=None)
+    )
+    assert math.isnan(float(asyncio.run(score_fn(empty, None)).value))  # type: ignore[arg-type]
+    pm._MODELS.pop("tiny-test")

@@ -15,6 +15,7 @@ record is *unscored* (``Score.unscored``, with the reason), never a low score.
 from __future__ import annotations
 
 import asyncio
+import threading
 from pathlib import Path
 from typing import Any, Literal
 
@@ -46,16 +47,24 @@ def _white_box_scores(model_spec: str, probe_path: str, chat: list[dict[str, str
     import torch
 
     from safelab.interp.probes import LinearProbe
-    from safelab.models.inspect_api import shared_model
+    from safelab.models.loading import load_model
 
-    model = shared_model(model_spec, "auto", None)
-    probe = _PROBES.get(probe_path) or _PROBES.setdefault(probe_path, LinearProbe.load(probe_path))
-    acts = model.capture([chat], probe.site, position="response")
-    with torch.inference_mode():
-        return [float(v) for v in probe.score(acts[probe.site]).tolist()]
+    # The monitor's own copy of the weights, used by one thread at a time: capture hooks must
+    # never reach the provider's model, which may be generating for a judge at the same time.
+    with _LOCK:
+        if model_spec not in _MODELS:
+            _MODELS[model_spec] = load_model(model_spec)
+        if probe_path not in _PROBES:
+            _PROBES[probe_path] = LinearProbe.load(probe_path)
+        model, probe = _MODELS[model_spec], _PROBES[probe_path]
+        acts = model.capture([chat], probe.site, position="response")
+        with torch.inference_mode():
+            return [float(v) for v in probe.score(acts[probe.site]).tolist()]
 
 
 _PROBES: dict[str, Any] = {}
+_MODELS: dict[str, Any] = {}
+_LOCK = threading.Lock()
 
 
 def reduce_scores(scores: list[float], how: Reduce) -> float:
