@@ -175,18 +175,22 @@ def main() -> None:
         tok = wb.tokenizer
         completions: dict[str, list[str]] = {}
         tokens: dict[str, int] = {}
+        longest: dict[str, int] = {}
         for name in models:
             log = read_eval_log(logs[name][-1])
             samples = sorted(log.samples or [], key=lambda s: int(s.id))
             completions[name] = [s.output.completion for s in samples]
             usage = sum(s.output.usage.output_tokens if s.output.usage else 0 for s in samples)
-            tokens[name] = sum(
+            lengths = [
                 len(tok(c, add_special_tokens=False)["input_ids"]) for c in completions[name]
-            )
+            ]
+            tokens[name] = sum(lengths)
+            longest[name] = max(lengths)
             acc = log.results.scores[0].metrics["accuracy"].value if log.results else None
             print(
                 f"{name:<16} output tokens: {tokens[name]} re-tokenised, {usage} by usage; "
-                f"{tokens[name] / median(times[name]):.1f} tokens/s; accuracy {acc}"
+                f"longest {longest[name]}; {tokens[name] / median(times[name]):.1f} tokens/s; "
+                f"accuracy {acc}"
             )
         same = sum(
             a == b for a, b in zip(completions["safelab"], completions["inspect_hf"], strict=True)
@@ -199,6 +203,15 @@ def main() -> None:
         print(f"completions changed by steering: {changed}/{batch}")
         print(f"  e.g. plain:   {completions['safelab'][0]!r}")
         print(f"       steered: {completions['safelab_steered'][0]!r}")
+        # A batch decodes until its longest sample ends (finished rows still run), so the fair
+        # normalisation is per decode step, not per output token: steering changes the texts.
+        step = {n: median(times[n]) / max(1, longest[n]) for n in models}
+        print(
+            f"steered vs plain: longest completion {longest['safelab_steered']} vs "
+            f"{longest['safelab']} tokens; per-decode-step ratio (plain / steered): "
+            f"{step['safelab'] / step['safelab_steered']:.3f} (equals the time ratio when the "
+            "longest completions are equal)"
+        )
         print(f"count_text_tokens calls (patched, tiktoken avoided): {len(token_calls)}")
     print(machine_note())
     final_json(
