@@ -23,6 +23,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "safelab.commands.probe",
     "safelab.commands.steer",
     "safelab.commands.monitor",
+    "safelab.commands.organism",
+    "safelab.commands.loop",
 )
 
 

