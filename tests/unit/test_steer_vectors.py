@@ -128,3 +128,29 @@ def test_activation_cache_reuses_and_means(tiny_model, tmp_path: Path) -> None: 
         tiny_model, load_statements(path), SITE, cache_root=tmp_path / "c", progress=False
     )
     assert last.store != first.store and last.acts[SITE].shape == (3, tiny_model.d_model)
+
+
+def test_mean_diff_balances_answer_letters() -> None:
+    from safelab.interp.contrast import ContrastSet, Example
+
+    # Three pairs match with "(A)", one with "(B)"; the letter direction must cancel.
+    letter = torch.zeros(4)
+    letter[0] = 1.0
+    behaviour = torch.zeros(4)
+    behaviour[1] = 1.0
+    rows, examples = [], []
+    for i, match in enumerate(["(A)", "(A)", "(A)", "(B)"]):
+        other = "(B)" if match == "(A)" else "(A)"
+        sign = 1.0 if match == "(A)" else -1.0
+        rows += [behaviour + sign * letter, -sign * letter]
+        examples += [Example(match, 1, "q", pair=i), Example(other, 0, "q", pair=i)]
+    data = ContrastSet("d", "d.jsonl", examples, "pairs")
+    x = torch.stack(rows)
+    (vec,) = contrast_vectors({SITE: x}, data).values()
+    assert torch.allclose(vec.vector, behaviour)
+    assert vec.cfg.metrics["balanced_answers"] and vec.cfg.metrics["answer_groups"] == {
+        "(A)": 3,
+        "(B)": 1,
+    }
+    (raw,) = contrast_vectors({SITE: x}, data, balance_answers=False).values()
+    assert raw.vector[0] == pytest.approx(1.0)  # unbalanced: half the letter direction leaks in

@@ -26,7 +26,7 @@ from torch import Tensor
 from safelab.errors import SafelabError
 from safelab.interp.contrast import ContrastSet, Pair, Template
 from safelab.interp.metrics import DEFAULT_RESAMPLES, mean_ci
-from safelab.interp.steering import SteeringVector
+from safelab.interp.steering import SteeringConfig, SteeringVector
 
 if TYPE_CHECKING:
     from safelab.models.whitebox import WhiteBoxModel
@@ -131,8 +131,14 @@ def contrast_vectors(
     method: SteerMethod = "mean_diff",
     model_name: str = "",
     seed: int = 0,
+    balance_answers: bool = True,
 ) -> dict[str, SteeringVector]:
-    """A steering vector per site from paired activations (matching minus non-matching)."""
+    """A steering vector per site from paired activations (matching minus non-matching).
+
+    With ``balance_answers`` the mean difference is the average of per-answer-group means
+    (pairs whose matching answer is ``(A)``, those where it is ``(B)``), so the letter itself
+    does not leak into the vector.
+    """
     if data.kind != "pairs":
         raise SafelabError(
             f"{data.source}: steering vectors need A/B pairs (a .json/.jsonl of pairs)"
@@ -143,20 +149,40 @@ def contrast_vectors(
         raise SafelabError(
             "pair data is not aligned: every pair needs one matching and one other answer"
         )
+    # Pairs grouped by their matching answer ("(A)" / "(B)"): each group's mean difference gets
+    # equal weight, so the answer letter's own direction cancels when the behaviour-matching
+    # letter is unbalanced (62% "(A)" in CAA's survival-instinct set).
+    groups: dict[str, list[int]] = {}
+    for k, i in enumerate(pos):
+        groups.setdefault(data.examples[i].text, []).append(k)
+    balanced = balance_answers and len(groups) > 1
     vectors = {}
     for site, x in acts.items():
         kw: dict[str, Any] = {
             "model": model_name,
             "data": data.source,
             "seed": seed,
-            "metrics": {"n_pairs": len(pos), "data_hash": data.data_hash},
+            "metrics": {
+                "n_pairs": len(pos),
+                "data_hash": data.data_hash,
+                "answer_groups": {g: len(v) for g, v in groups.items()},
+                "balanced_answers": balanced,
+            },
         }
+        xp, xn = x[pos], x[neg]
         if method == "mean_diff":
-            vectors[site] = SteeringVector.from_contrast(
-                x[pos], x[neg], site, method="mean_diff", **kw
-            )
+            if balanced:
+                diff = torch.stack([(xp[g] - xn[g]).float().mean(0) for g in groups.values()]).mean(
+                    0
+                )
+                vectors[site] = SteeringVector(
+                    SteeringConfig(site=site, d_model=int(diff.shape[0]), method="mean_diff", **kw),
+                    diff,
+                )
+            else:
+                vectors[site] = SteeringVector.from_contrast(xp, xn, site, method="mean_diff", **kw)
         elif method == "pca":
-            vectors[site] = SteeringVector.from_pca(x[pos], x[neg], site, method="pca", **kw)
+            vectors[site] = SteeringVector.from_pca(xp, xn, site, method="pca", **kw)
         else:
             raise SafelabError(f"unknown steering method {method!r}: use mean_diff or pca")
     return vectors
