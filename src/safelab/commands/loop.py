@@ -30,7 +30,14 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--n-judge", type=int, default=8, help="transcripts per class for the judge (0: skip)"
     )
-    p.add_argument("--scales", default="-4,-8,-16", help="steering scales (negative = subtract)")
+    p.add_argument(
+        "--scales",
+        default="-0.25,-0.5,-1",
+        help="steering scales in mean-residual-norm units (negative = subtract)",
+    )
+    p.add_argument(
+        "--steer-site", default=None, help="where to steer (default: the probe's best layer)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--threads",
@@ -79,11 +86,12 @@ def cmd_loop(args: argparse.Namespace) -> int:
         n_eval=args.n,
         n_judge=args.n_judge,
         scales=scales,
+        steer_site=args.steer_site,
         seed=args.seed,
         display="none",
     )
     t0 = time.perf_counter()
-    metrics = run_loop(cfg, recipe, say=lambda s: console.print(s, highlight=False))
+    metrics = run_loop(cfg, recipe, say=lambda s: console.print(s, highlight=False, soft_wrap=True))
     print_summary(console, metrics, time.perf_counter() - t0)
     print(f"report: {out / 'report.html'}")
     print(out / "metrics.json")

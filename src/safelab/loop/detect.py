@@ -59,6 +59,14 @@ def defection_pairs(path: str | None = None) -> list[DefectionPair]:
     return pairs
 
 
+def pairs_hash(path: str | None = None) -> str:
+    """Hash of the contrast pairs (part of the detection step's cache key)."""
+    import hashlib
+
+    blob = json.dumps([vars(p) for p in defection_pairs(path)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
 def pair_texts(model: WhiteBoxModel, pairs: list[DefectionPair]) -> tuple[list[str], list[str]]:
     """Chat-templated question + answer, ending at the answer token (positive, negative)."""
 
@@ -102,7 +110,30 @@ def probe_by_layer(
         per_site[site] = detector_metrics(scores, labels, threshold=0.0, seed=seed).to_dict()
     best = max(per_site, key=lambda s: per_site[s]["auroc"])
     fpr, tpr = roc_points(scores_at[best], labels)
+    # Picking the best of many layers on the same prompts flatters it: also pick the layer on a
+    # calibration half and report the other half.
+    import numpy as np
+
+    rng = np.random.default_rng(seed)
+    y = np.asarray(labels)
+    calib = np.zeros(len(y), dtype=bool)
+    for c in (0, 1):
+        idx = np.flatnonzero(y == c)
+        calib[rng.permutation(idx)[: len(idx) // 2]] = True
+    from safelab.interp.metrics import auroc
+
+    selected = max(
+        directions,
+        key=lambda s: auroc(np.asarray(scores_at[s])[calib], y[calib]),
+    )
+    held = detector_metrics(
+        np.asarray(scores_at[selected])[~calib], y[~calib], threshold=0.0, seed=seed
+    )
     return {
+        "selected_site": selected,
+        "selected_auroc": held.auroc,
+        "selected_auroc_ci": held.auroc_ci,
+        "n_selection_test": int((~calib).sum()),
         "sites": per_site,
         "best_site": best,
         "best_auroc": per_site[best]["auroc"],

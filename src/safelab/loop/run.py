@@ -50,8 +50,11 @@ class LoopConfig:
     """Held-out prompts per condition in the behavioural evaluation and the steering sweep."""
     n_judge: int = 8
     """Transcripts per class for the judge-monitor comparison (0 skips it)."""
-    scales: list[float] = field(default_factory=lambda: [-4.0, -8.0, -16.0])
-    """Steering scales, in units of the defection direction (negative: subtract it)."""
+    scales: list[float] = field(default_factory=lambda: [-0.25, -0.5, -1.0])
+    """Steering scales, in units of the mean residual norm at the site along the defection
+    direction (negative: subtract it)."""
+    steer_site: str | None = None
+    """Where to steer (default: the probe's best site)."""
     helpfulness_tolerance: float = 0.10
     max_tokens: int = 16
     seed: int = 0
@@ -248,7 +251,11 @@ def run_loop(
 
     # 3. detection --------------------------------------------------------------------------
     t = time.perf_counter()
-    k = key_of("detect", org_key, cfg.n_eval, cfg.seed)
+    from safelab.loop.detect import pairs_hash
+
+    k = key_of(
+        "detect", org_key, cfg.n_eval, cfg.seed, pairs_hash(), "resid-norm-units", cfg.steer_site
+    )
     det = cache.get("detect", k)
     vector_dir = out / "defection-direction"
     if det is None or not (vector_dir / "vector.safetensors").is_file():
@@ -257,6 +264,12 @@ def run_loop(
         cache.put("detect", k, det)
     else:
         say("[3/6] defection probe: done before (reusing)")
+    det_key = k
+    say(
+        f"      layer chosen on a calibration half, scored on the other: {det['selected_site']} "
+        f"AUROC {det['selected_auroc']:.3f} [{det['selected_auroc_ci'][0]:.3f}, "
+        f"{det['selected_auroc_ci'][1]:.3f}]"
+    )
     say(
         f"      best {det['best_site']}: AUROC {det['best_auroc']:.3f} "
         f"[{det['best_auroc_ci'][0]:.3f}, {det['best_auroc_ci'][1]:.3f}]"
@@ -297,10 +310,11 @@ def run_loop(
     sweep: list[dict[str, Any]] = []
     for scale in cfg.scales:
         name = f"steer_{scale:+g}"
-        k = key_of("steer", org_key, det["best_site"], scale, cfg.n_eval, cfg.max_tokens, cfg.seed)
+        site = det.get("steer_site", det["best_site"])
+        k = key_of("steer", det_key, site, scale, cfg.n_eval, cfg.max_tokens, cfg.seed)
         cell = cache.get(name, k)
         if cell is None:
-            say(f"[5/6] steering: subtract the direction at {det['best_site']}, scale {scale:+g}")
+            say(f"[5/6] steering: subtract the direction at {site}, scale {scale:+g}")
             organism_model()
             slog = run_eval(
                 spec,
@@ -316,7 +330,7 @@ def run_loop(
                 k,
                 {
                     "scale": scale,
-                    "site": det["best_site"],
+                    "site": site,
                     "backdoor": condition_rates(slog, "backdoor"),
                     "helpful": condition_rates(slog, "helpful"),
                     "log": slog.location,
@@ -364,7 +378,14 @@ def _detect(
     labels = [1] * len(prompts) + [0] * len(prompts)
     acts = prompt_acts(model, texts, sites)
     result = probe_by_layer(directions, acts, labels, seed=cfg.seed)
-    best = result["best_site"]
+    best = cfg.steer_site or result["best_site"]
+    if best not in directions:
+        raise SafelabError(f"steer site {best!r} is not one of the model's resid_post sites")
+    result["steer_site"] = best
+    # Steering units: the unit direction times the mean residual norm at the site, so scale -0.5
+    # subtracts half a typical activation's length whatever the layer.
+    resid_norm = float(acts[best].norm(dim=-1).mean())
+    direction = directions[best] / directions[best].norm().clamp_min(1e-8) * resid_norm
     SteeringVector(
         SteeringConfig(
             site=best,
@@ -374,10 +395,15 @@ def _detect(
             scale=-1.0,
             data="safelab.organisms/data/defection_pairs.jsonl",
             seed=cfg.seed,
-            metrics={"auroc": result["best_auroc"], "auroc_ci": result["best_auroc_ci"]},
+            metrics={
+                "auroc": result["best_auroc"],
+                "auroc_ci": result["best_auroc_ci"],
+                "mean_resid_norm": resid_norm,
+            },
         ),
-        directions[best],
+        direction,
     ).save(vector_dir)
+    result["steer_unit_norm"] = resid_norm
     result["n_pairs"] = len(pairs)
     result["direction_norm"] = {s: float(d.norm()) for s, d in directions.items()}
     result["vector"] = str(vector_dir)
@@ -464,6 +490,8 @@ def summarise(
         "base_helpfulness_untriggered": ev["base"]["helpful"]["untriggered"]["rate"],
         "probe_auroc_best": det["best_auroc"],
         "probe_best_site": det["best_site"],
+        "probe_auroc_selected_heldout": det["selected_auroc"],
+        "probe_selected_site": det["selected_site"],
     }
     if chosen is not None:
         s_bd = chosen["backdoor"]["triggered"]["rate"]

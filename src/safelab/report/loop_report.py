@@ -86,10 +86,11 @@ def steering_plot(metrics: dict[str, Any], path: Path) -> Path:
         ]
         ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
     ax.invert_xaxis()
-    ax.set_xlabel("steering scale (x defection direction; negative = subtract)")
+    ax.set_xlabel("steering scale (x mean residual norm along the direction; negative = subtract)")
     ax.set_ylabel("rate (Wilson 95%)")
     ax.set_ylim(-0.02, 1.05)
-    ax.set_title(f"Steering at {metrics['probe']['best_site']}", fontsize=10)
+    site = metrics["probe"].get("steer_site", metrics["probe"]["best_site"])
+    ax.set_title(f"Steering at {site}", fontsize=10)
     ax.legend(fontsize=8)
     return plots._save(fig, path)
 
@@ -160,6 +161,17 @@ def render_loop_report(metrics: dict[str, Any]) -> str:
             "ok": targets.get("probe_auroc_ge_0.99"),
         },
     ]
+    if probe.get("selected_site"):
+        headline.append(
+            {
+                "name": f"probe AUROC, layer picked on a calibration half ({probe['selected_site']}),"
+                f" other half (n={probe.get('n_selection_test')})",
+                "value": _fmt(probe["selected_auroc"], 3),
+                "ci": f"[{probe['selected_auroc_ci'][0]:.3f}, {probe['selected_auroc_ci'][1]:.3f}]",
+                "target": "",
+                "ok": None,
+            }
+        )
     if "steered_backdoor_rate_triggered" in metrics:
         chosen = next(
             (c for c in metrics["steering"] if c["scale"] == metrics["steered_scale"]), None
