@@ -103,6 +103,27 @@ def patch_token_counting(tokenizer: Any, calls: list[int]) -> None:
     HuggingFaceAPI.count_text_tokens = count_text_tokens  # type: ignore[method-assign]
 
 
+def record_batch_sizes(sizes: list[int]) -> None:
+    """Record how many samples each provider's generate call actually batched together."""
+    import inspect_ai.model._providers.hf as hf_provider
+
+    import safelab.models.inspect_api as safelab_api
+
+    safelab_generate = safelab_api.generate_batch
+    hf_generate = hf_provider._generate_batch
+
+    def safelab_wrapper(model: Any, texts: Any, *a: Any, **k: Any) -> Any:
+        sizes.append(len(texts))
+        return safelab_generate(model, texts, *a, **k)
+
+    def hf_wrapper(batch: Any) -> Any:
+        sizes.append(len(batch))
+        return hf_generate(batch)
+
+    safelab_api.generate_batch = safelab_wrapper  # type: ignore[assignment]
+    hf_provider._generate_batch = hf_wrapper
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--reps", type=int, default=5, help="timed repetitions per eval (median)")
@@ -133,6 +154,8 @@ def main() -> None:
     vector = SteeringVector.from_contrast(pos, neg, site, model=wb.name, scale=args.steer_scale)
     token_calls: list[int] = []
     patch_token_counting(wb.tokenizer, token_calls)
+    sizes: list[int] = []
+    record_batch_sizes(sizes)
 
     with tempfile.TemporaryDirectory(prefix="safelab-bench-gen-") as tmp:
         vec_dir = Path(tmp) / "vector"
@@ -149,8 +172,10 @@ def main() -> None:
             ),
         }
         logs: dict[str, list[str]] = {name: [] for name in models}
+        batches: dict[str, list[list[int]]] = {name: [] for name in models}
 
         def run(name: str) -> None:
+            sizes.clear()
             (log,) = inspect_eval(
                 bench_task(),
                 model=models[name],
@@ -163,6 +188,7 @@ def main() -> None:
             if log.status != "success":
                 raise SystemExit(f"{name} eval failed: {log.error}")
             logs[name].append(log.location)
+            batches[name].append(list(sizes))
 
         print("warm-up: one eval of each (not timed)")
         for name in models:
@@ -170,6 +196,9 @@ def main() -> None:
         print(f"timing: {args.reps} interleaved repetitions (order rotates), medians reported")
         times = interleaved({name: (lambda n=name: run(n)) for name in models}, args.reps)
         print_table(times)
+        print("samples per generate call, per eval (one call of 16 = fully batched):")
+        for name in models:
+            print(f"  {name:<16} {batches[name]}")
 
         # -- tokens and outputs, from the last log of each -----------------------------------
         tok = wb.tokenizer
