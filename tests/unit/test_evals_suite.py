@@ -10,6 +10,7 @@ from pathlib import Path
 
 import pytest
 from inspect_ai import eval as inspect_eval
+from inspect_ai.log import read_eval_log
 from inspect_ai.model import ModelOutput, get_model
 
 from safelab.commands import eval as eval_command
@@ -47,7 +48,10 @@ def test_run_suite_writes_results(tmp_path: Path) -> None:
     preset.write_text(PRESET)
     out = tmp_path / "out"
     results = run_suite(
-        SuiteConfig(model="mockllm/model", preset=str(preset), out=str(out)), display="none"
+        SuiteConfig(
+            model="mockllm/model", preset=str(preset), out=str(out), task_args={"max_tokens": 3}
+        ),
+        display="none",
     )
     data = json.loads((out / "results.json").read_text())
     md = (out / "results.md").read_text()
@@ -58,6 +62,9 @@ def test_run_suite_writes_results(tmp_path: Path) -> None:
     # mockllm answers "Default output..." everywhere: no refusal phrase, so rate 0 over 4 samples
     refusal = next(r for r in results.rows if r.task == "over_refusal" and r.condition == "all")
     assert (refusal.estimate, refusal.n) == (0.0, 4)
+    # -T overrides reach every task, over the preset's own arguments
+    for path in data["logs"].values():
+        assert read_eval_log(path, header_only=True).eval.task_args["max_tokens"] == 3
 
 
 def test_condition_breakdown_adds_up(tmp_path: Path) -> None:

@@ -8,13 +8,16 @@ from typing import Any
 from safelab.errors import SafelabError
 
 
-def _parse_model_args(items: list[str]) -> dict[str, Any]:
+def _parse_args(items: list[str], flag: str) -> dict[str, Any]:
+    """``name=value`` pairs; values are read as YAML scalars (``8`` is an int, ``a,b`` a string)."""
+    import yaml
+
     out: dict[str, Any] = {}
     for item in items:
         if "=" not in item:
-            raise SafelabError(f"-M {item}: use -M name=value")
+            raise SafelabError(f"{flag} {item}: use {flag} name=value")
         key, value = item.split("=", 1)
-        out[key] = value
+        out[key.strip()] = yaml.safe_load(value) if value else value
     return out
 
 
@@ -46,7 +49,8 @@ def _run(args: argparse.Namespace) -> int:
         out=args.out,
         seed=args.seed,
         max_samples=args.max_samples,
-        model_args=_parse_model_args(args.model_arg),
+        model_args=_parse_args(args.model_arg, "-M"),
+        task_args=_parse_args(args.task_arg, "-T"),
     )
     results = run_suite(config, display=args.display)
     print(f"{args.out}/results.md")
@@ -77,6 +81,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--max-samples", type=int, default=None, help="samples run concurrently")
     p.add_argument(
         "-M", "--model-arg", action="append", default=[], help="model argument name=value"
+    )
+    p.add_argument(
+        "-T",
+        "--task-arg",
+        action="append",
+        default=[],
+        help="task argument name=value, for every task run",
     )
     p.add_argument("--display", default="plain", help="Inspect display: plain, rich, none")
     p.add_argument(

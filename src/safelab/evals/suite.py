@@ -74,6 +74,7 @@ class SuiteConfig:
         seed: bootstrap seed for the tables.
         max_samples: samples run concurrently (None = Inspect's default).
         model_args: ``-M`` arguments for the model under evaluation.
+        task_args: ``-T`` arguments applied to every selected task, over the preset's.
     """
 
     model: str
@@ -85,6 +86,7 @@ class SuiteConfig:
     seed: int = DEFAULT_SEED
     max_samples: int | None = None
     model_args: dict[str, Any] = field(default_factory=dict)
+    task_args: dict[str, Any] = field(default_factory=dict)
 
 
 @dataclass
@@ -207,7 +209,7 @@ def run_suite(config: SuiteConfig, *, display: str = "plain") -> SuiteResults:
     seconds: dict[str, float] = {}
     roles = {"judge": config.judge} if config.judge else None
     for spec in specs:
-        task = TASKS[spec.name](**spec.args)
+        task = TASKS[spec.name](**{**spec.args, **config.task_args})
         limit = config.limit if config.limit is not None else spec.limit
         t0 = time.perf_counter()
         (log,) = inspect_eval(
