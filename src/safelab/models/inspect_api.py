@@ -104,10 +104,12 @@ class Batcher:
     """One worker thread per model: drains queued jobs, groups compatible ones, runs them.
 
     Jobs share a batch when their decoding settings and interventions are equal, so a steered
-    target and an unsteered judge on the same weights never leak hooks into each other.
+    target and an unsteered judge on the same weights never leak hooks into each other. A batch
+    closes when no job has arrived for ``wait_s`` (Inspect's own hf provider waits 2 s; a
+    quarter second keeps sequential agent turns responsive while loaded CPUs still fill batches).
     """
 
-    def __init__(self, model: WhiteBoxModel, max_batch: int, wait_s: float = 0.05) -> None:
+    def __init__(self, model: WhiteBoxModel, max_batch: int, wait_s: float = 0.25) -> None:
         self.model = model
         self.max_batch = max_batch
         self.wait_s = wait_s
