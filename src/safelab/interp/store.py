@@ -108,6 +108,9 @@ class ActivationStore:
     # -- writing ---------------------------------------------------------------------------
     def append(self, acts: Activations, inputs_done: int, shard_rows: int) -> None:
         """Buffer a batch; write a shard once ``shard_rows`` rows are waiting."""
+        # Cast on arrival: the buffer (the store's only memory cost) holds the store dtype.
+        dtype = _DTYPES[self.manifest.dtype]
+        acts.acts = {s: v.to(dtype) for s, v in acts.acts.items()}
         self._buffer.append(acts)
         self._buffer_rows += len(acts)
         self._pending_done = inputs_done
@@ -121,9 +124,8 @@ class ActivationStore:
         from safetensors.torch import save_file
 
         batch = Activations.concat(self._buffer)
-        dtype = _DTYPES[self.manifest.dtype]
         name = f"shard-{len(self.manifest.shards):05d}.safetensors"
-        tensors = {s: batch.acts[s].to(dtype).contiguous() for s in self.manifest.sites}
+        tensors = {s: batch.acts[s].contiguous() for s in self.manifest.sites}
         tensors.update(sample=batch.sample, position=batch.position, token=batch.token)
         tmp = tmp_path_beside(self.path / name)
         save_file(tensors, str(tmp))
