@@ -137,3 +137,11 @@ def test_tool_calls_round_trip() -> None:
         "role": "user",
         "content": '<tool_response name="send_email">\nsent\n</tool_response>',
     }
+
+
+def test_a_trailing_assistant_message_is_continued(folder: Path) -> None:
+    model = get_model(f"safelab/{folder}").api.model
+    chat = [{"role": "user", "content": "Say hi."}, {"role": "assistant", "content": "Hi, I am"}]
+    text = model.render_chat(chat, continue_final_message=True)
+    assert text.endswith("Hi, I am")
+    assert text.count("<|im_start|>assistant") == 1

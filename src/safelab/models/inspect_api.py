@@ -263,7 +263,9 @@ class SafelabModelAPI(ModelAPI):
         config: GenerateConfig,
     ) -> ModelOutput:
         messages = to_chat(input, tools)
-        text = self.model.render_chat(messages, add_generation_prompt=True)
+        # A trailing assistant message is a prefill: continue it rather than open a new turn.
+        prefill = messages[-1]["role"] == "assistant"
+        text = self.model.render_chat(messages, continue_final_message=prefill)
         request = GenerationRequest(
             max_new_tokens=config.max_tokens or DEFAULT_MAX_TOKENS,
             temperature=float(config.temperature or 0.0),

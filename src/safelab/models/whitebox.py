@@ -97,18 +97,30 @@ class WhiteBoxModel:
 
     # -- text ------------------------------------------------------------------------------
     def render_chat(
-        self, messages: Sequence[Mapping[str, str]], add_generation_prompt: bool = True
+        self,
+        messages: Sequence[Mapping[str, str]],
+        add_generation_prompt: bool = True,
+        continue_final_message: bool = False,
     ) -> str:
-        """Render a chat with the tokenizer's own chat template."""
+        """Render a chat with the tokenizer's own chat template.
+
+        ``continue_final_message`` leaves a final assistant message open (a prefill), so
+        generation continues it instead of starting a new turn.
+        """
         if getattr(self.tokenizer, "chat_template", None) is None:
             # Base models without a template: a plain, readable transcript.
+            if continue_final_message:
+                *head, last = messages
+                text = "".join(f"{m['role']}: {m['content']}\n" for m in head)
+                return text + f"{last['role']}: {last['content']}"
             text = "".join(f"{m['role']}: {m['content']}\n" for m in messages)
             return text + ("assistant:" if add_generation_prompt else "")
         return str(
             self.tokenizer.apply_chat_template(
                 [dict(m) for m in messages],
                 tokenize=False,
-                add_generation_prompt=add_generation_prompt,
+                add_generation_prompt=add_generation_prompt and not continue_final_message,
+                continue_final_message=continue_final_message,
             )
         )
 
