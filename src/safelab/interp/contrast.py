@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from safelab.errors import SafelabError
-from safelab.interp.capture import Encoded, Position
+from safelab.interp.inputs import Encoded, Position
 
 if TYPE_CHECKING:
     from safelab.models.whitebox import WhiteBoxModel
