@@ -9,6 +9,8 @@ from dataclasses import dataclass
 import numpy as np
 from inspect_ai.scorer import Metric, SampleScore, Value, metric
 
+from safelab.interp.metrics import mean_ci
+
 
 @dataclass(frozen=True)
 class MeanInterval:
@@ -29,11 +31,8 @@ def bootstrap_mean_ci(
     x = np.asarray([v for v in values if not math.isnan(v)], dtype=float)
     if x.size == 0:
         return MeanInterval(math.nan, math.nan, math.nan, 0, confidence, seed)
-    rng = np.random.default_rng(seed)
-    means = x[rng.integers(0, x.size, size=(n_resamples, x.size))].mean(axis=1)
-    alpha = (1.0 - confidence) / 2.0
-    low, high = np.quantile(means, [alpha, 1.0 - alpha])
-    return MeanInterval(float(x.mean()), float(low), float(high), int(x.size), confidence, seed)
+    mean, low, high = mean_ci(x, n_resamples=n_resamples, confidence=confidence, seed=seed)
+    return MeanInterval(mean, low, high, int(x.size), confidence, seed)
 
 
 @metric
