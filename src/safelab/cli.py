@@ -76,14 +76,18 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("path")
     p.set_defaults(func=cmd_store)
 
-    p = sub.add_parser("demo", help="the main job: a short end-to-end run on the default model")
-    p.add_argument("--out", default="runs/demo", help="where the demo writes its files")
+    p = sub.add_parser(
+        "tour",
+        help="the foundation in two minutes: chat, capture, a truth probe, an Inspect eval "
+        "with the probe attached",
+    )
+    p.add_argument("--out", default="runs/tour", help="where the tour writes its files")
     p.add_argument(
         "--data", default=None, help="a statement,label CSV (default: ../shared/data truth/cities)"
     )
     p.add_argument("--n", type=int, default=400, help="statements to use")
     p.add_argument("--seed", type=int, default=0)
-    p.set_defaults(func=cmd_demo)
+    p.set_defaults(func=cmd_tour)
 
     for name in COMMAND_MODULES:
         try:
@@ -211,10 +215,10 @@ def cmd_store(args: argparse.Namespace) -> int:
     return 0
 
 
-def cmd_demo(args: argparse.Namespace) -> int:
-    from safelab.demo import run_demo
+def cmd_tour(args: argparse.Namespace) -> int:
+    from safelab.tour import run_tour
 
-    return run_demo(out=args.out, data=args.data, n=args.n, seed=args.seed)
+    return run_tour(out=args.out, data=args.data, n=args.n, seed=args.seed)
 
 
 def _version() -> str:

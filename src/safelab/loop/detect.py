@@ -143,3 +143,62 @@ def probe_by_layer(
         "labels": labels,
         "seed": seed,
     }
+
+
+def otsu_threshold(scores: Any) -> float:
+    """The score cut that maximises the between-group variance (Otsu's method).
+
+    An unsupervised threshold for a detector's scores on unlabelled traffic: it needs no labels
+    and no assumed base rate, only that flagged and unflagged inputs score apart.
+    """
+    import numpy as np
+
+    s = np.sort(np.asarray(scores, dtype=np.float64))
+    if s.size < 2 or s[0] == s[-1]:
+        raise SafelabError("cannot split the probe's scores: they are all equal")
+    n = s.size
+    csum = np.cumsum(s)
+    k = np.arange(1, n)  # group sizes below the cut
+    m0 = csum[:-1] / k
+    m1 = (csum[-1] - csum[:-1]) / (n - k)
+    between = k * (n - k) * (m0 - m1) ** 2
+    between[s[:-1] == s[1:]] = -1.0  # only cut between distinct values
+    i = int(np.argmax(between))
+    return float((s[i] + s[i + 1]) / 2)
+
+
+@dataclass
+class FlaggedDirection:
+    """The steering direction learned from what the probe flags on unlabelled traffic."""
+
+    vector: Tensor
+    """Mean activation of flagged minus unflagged traffic at the steering site."""
+    threshold: float
+    flagged: list[bool]
+
+
+def flagged_direction(
+    model: WhiteBoxModel,
+    traffic: list[str],
+    probe_site: str,
+    probe_direction: Tensor,
+    steer_site: str,
+) -> FlaggedDirection:
+    """Map the probe's detection onto a steering direction, without labels.
+
+    The defection probe reads a signal at ``probe_site`` (often an early layer, where it is a
+    good detector but a poor lever). Score unlabelled ``traffic`` prompts with it, split the
+    scores with :func:`otsu_threshold`, and take the mean difference of the flagged and
+    unflagged prompts' activations at ``steer_site``: the direction, in the layer where it is
+    steered, of whatever the probe detects. No trigger and no ground-truth label is used.
+    """
+    sites = list(dict.fromkeys([probe_site, steer_site]))
+    acts = prompt_acts(model, traffic, sites)
+    scores = (acts[probe_site] @ probe_direction.float()).tolist()
+    cut = otsu_threshold(scores)
+    flags = [s > cut for s in scores]
+    import torch
+
+    mask = torch.tensor(flags)
+    x = acts[steer_site]
+    return FlaggedDirection(x[mask].mean(0) - x[~mask].mean(0), cut, flags)

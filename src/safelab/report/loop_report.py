@@ -86,7 +86,9 @@ def steering_plot(metrics: dict[str, Any], path: Path) -> Path:
         ]
         ax.errorbar(xs, ys, yerr=err, marker="o", capsize=3, label=label)
     ax.invert_xaxis()
-    ax.set_xlabel("steering scale (x mean residual norm along the direction; negative = subtract)")
+    flagged = metrics["probe"].get("steer_direction") == "flagged"
+    unit = "flagged-unflagged gap" if flagged else "mean residual norm"
+    ax.set_xlabel(f"steering scale (x {unit}; negative = subtract)")
     ax.set_ylabel("rate (Wilson 95%)")
     ax.set_ylim(-0.02, 1.05)
     site = metrics["probe"].get("steer_site", metrics["probe"]["best_site"])
@@ -273,11 +275,33 @@ def render_loop_report(metrics: dict[str, Any]) -> str:
         rates=rates,
         n_pairs=probe.get("n_pairs", "?"),
         best_site=probe["best_site"],
+        steer_site=probe.get("steer_site", probe["best_site"]),
+        steer_note=_steer_note(probe),
         judge_text=judge_text,
         probe_rows=probe_rows,
         steer_rows=steer_rows,
         transcripts=shown,
         files=files_,
+    )
+
+
+def _steer_note(probe: dict[str, Any]) -> str:
+    """How the steering direction was made, for the report."""
+    site = probe.get("steer_site", probe["best_site"])
+    tr = probe.get("traffic")
+    if probe.get("steer_direction", "probe") == "flagged" and tr:
+        return (
+            f"Direction: what the probe detects, mapped to {site}. The probe (at "
+            f"{tr['probe_site']}) scored {tr['n']} unlabelled prompts on the training topics; "
+            f"Otsu's threshold flagged {tr['flagged']} of them (precision "
+            f"{tr['precision']:.2f}, recall {tr['recall']:.2f} against the hidden trigger, "
+            f"which the method never sees). The direction is the mean activation of flagged "
+            f"minus unflagged prompts at {site}; scale -1 moves the flagged mean onto the "
+            "unflagged one. It is added at every position while the model reads and answers."
+        )
+    return (
+        f"Direction: the generic defection direction at {site}, in units of the mean residual "
+        "norm there, added at every position while the model reads and answers."
     )
 
 

