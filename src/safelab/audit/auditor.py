@@ -52,28 +52,36 @@ def auditor_agent(config: AuditConfig | None = None) -> Solver:
     """Run one audit per sample: the sample input is the seed instruction.
 
     The auditor is the model in role ``auditor`` (default: the eval's model), the target is the
-    eval's model. The audit record (all branches, synthetic tools, budgets) goes to the sample
-    store under ``"audit"``; the auditor's own conversation becomes the sample's messages.
+    eval's model. Budgets the config leaves at None are resolved from these models
+    (:mod:`safelab.audit.budgets`). The audit record (all branches, synthetic tools, the budgets
+    used and their sources) goes to the sample store under ``"audit"`` and the budgets also to
+    the sample metadata under ``"audit_budgets"``; the auditor's own conversation becomes the
+    sample's messages.
     """
     cfg = config or AuditConfig()
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
         auditor = get_model(role="auditor")
         target = get_model()
-        session = AuditSession(target, cfg)
+        budgets = cfg.resolve(auditor, target)
+        state.metadata["audit_budgets"] = budgets.to_dict()
+        session = AuditSession(target, budgets)
         tools = auditor_tools(session)
         template = load_template(cfg.auditor_prompt or "auditor.md")
         system = render(
-            template, seed=state.input_text, max_turns=cfg.max_turns, token_budget=cfg.token_budget
+            template,
+            seed=state.input_text,
+            max_turns=budgets.max_turns,
+            token_budget=budgets.token_budget,
         )
         state.messages = [ChatMessageSystem(content=system), ChatMessageUser(content=_KICKOFF)]
-        gen_config = GenerateConfig(max_tokens=cfg.auditor_max_tokens)
+        gen_config = GenerateConfig(max_tokens=budgets.auditor_max_tokens)
 
         while session.ended_by is None:
-            if session.turns >= cfg.max_turns:
+            if session.turns >= budgets.max_turns:
                 session.ended_by = "turn_budget"
                 break
-            if session.tokens_used >= cfg.token_budget:
+            if session.tokens_used >= budgets.token_budget:
                 session.ended_by = "token_budget"
                 break
             session.turns += 1

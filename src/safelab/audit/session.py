@@ -5,27 +5,53 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from inspect_ai.model import ChatMessageAssistant, Model, ModelOutput
+from inspect_ai.model import ChatMessageAssistant, GenerateConfig, Model, ModelOutput
 
+from safelab.audit.budgets import AuditBudgets, resolve_audit_budgets
 from safelab.audit.conversation import TargetConversation, format_tool_call, message_text
 
 
 @dataclass(frozen=True)
 class AuditConfig:
-    """Budgets and prompts of the auditor loop.
+    """Requested budgets and prompts of the auditor loop; None means "resolve at run time".
+
+    Budgets left at None are resolved per audit from the models in use
+    (:func:`safelab.audit.budgets.resolve_audit_budgets`): small ones for in-process models,
+    larger ones for API models.
 
     Attributes:
         max_turns: auditor generations before the audit stops.
         token_budget: total tokens (input + output) of auditor and target calls; the audit
             stops once it is spent (a turn in progress may overshoot it by one turn).
         auditor_max_tokens: max_tokens of each auditor generation.
+        target_max_tokens: max_tokens of each target reply (None: ``--max-tokens`` if given,
+            else the target's default).
+        budgets: which defaults fill the gaps: ``auto`` (per role, from its model), ``local``
+            or ``api``.
         auditor_prompt: Markdown template of the auditor's system prompt (None: safelab's).
     """
 
-    max_turns: int = 6
-    token_budget: int = 40_000
-    auditor_max_tokens: int = 512
+    max_turns: int | None = None
+    token_budget: int | None = None
+    auditor_max_tokens: int | None = None
+    target_max_tokens: int | None = None
+    budgets: str = "auto"
     auditor_prompt: str | None = None
+
+    def resolve(self, auditor: Model, target: Model) -> AuditBudgets:
+        """The budgets of one audit with these models in the auditor and target roles."""
+        return resolve_audit_budgets(
+            auditor,
+            target,
+            max_turns=self.max_turns,
+            token_budget=self.token_budget,
+            auditor_max_tokens=self.auditor_max_tokens,
+            target_max_tokens=self.target_max_tokens,
+            # a role's own max_tokens counts; the eval's model carries --max-tokens (the target's)
+            auditor_role_max_tokens=auditor.config.max_tokens if auditor is not target else None,
+            target_config_max_tokens=target.config.max_tokens,
+            budgets=self.budgets,
+        )
 
 
 def output_tokens_used(output: ModelOutput) -> int:
@@ -38,9 +64,9 @@ def output_tokens_used(output: ModelOutput) -> int:
 class AuditSession:
     """State shared by the auditor's tools during one audit."""
 
-    def __init__(self, target: Model, config: AuditConfig) -> None:
+    def __init__(self, target: Model, budgets: AuditBudgets) -> None:
         self.target = target
-        self.config = config
+        self.budgets = budgets
         self.conversation = TargetConversation()
         self.tokens_used = 0
         self.turns = 0
@@ -51,7 +77,7 @@ class AuditSession:
 
     @property
     def budget_left(self) -> int:
-        return self.config.token_budget - self.tokens_used
+        return self.budgets.token_budget - self.tokens_used
 
     def count(self, output: ModelOutput) -> None:
         self.tokens_used += output_tokens_used(output)
@@ -66,7 +92,11 @@ class AuditSession:
         messages = list(conv.messages)
         if prefill:
             messages.append(ChatMessageAssistant(content=prefill))
-        output = await self.target.generate(messages, tools=conv.tool_infos)
+        output = await self.target.generate(
+            messages,
+            tools=conv.tool_infos,
+            config=GenerateConfig(max_tokens=self.budgets.target_max_tokens),
+        )
         self.count(output)
         self.target_calls += 1
         reply = output.message
@@ -97,7 +127,7 @@ class AuditSession:
                 f"\n<target_tool_calls>\n{calls}\n</target_tool_calls>\n"
                 "Answer each call with send_tool_result(tool_call_id, result)."
             )
-        out += f"\n(turn {self.turns} of {self.config.max_turns}; about {max(0, self.budget_left)} tokens left)"
+        out += f"\n(turn {self.turns} of {self.budgets.max_turns}; about {max(0, self.budget_left)} tokens left)"
         return out
 
     def record(self) -> dict[str, Any]:
@@ -106,8 +136,9 @@ class AuditSession:
             **self.conversation.to_dict(),
             "turns": self.turns,
             "tokens_used": self.tokens_used,
-            "token_budget": self.config.token_budget,
-            "max_turns": self.config.max_turns,
+            "token_budget": self.budgets.token_budget,
+            "max_turns": self.budgets.max_turns,
+            "budgets": self.budgets.to_dict(),
             "ended_by": self.ended_by,
             "end_reason": self.end_reason,
             "fallbacks": self.fallbacks,

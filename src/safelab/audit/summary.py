@@ -37,6 +37,9 @@ class AuditSummary:
     n_resamples: int
     dimensions: list[DimensionSummary]
     judge_status: dict[str, int] = field(default_factory=dict)
+    score_sources: dict[str, int] = field(default_factory=dict)
+    """Dimension verdicts (samples x dimensions) by the judge call that scored them
+    (``single``, ``per_dimension``) or, for unscored ones, ``unscored:<status>``."""
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -54,14 +57,24 @@ def summarise_log(
     samples = eval_log.samples or []
     values: dict[str, list[float]] = {}
     statuses: Counter[str] = Counter()
+    sources: Counter[str] = Counter()
     for s in samples:
         score = (s.scores or {}).get(SCORER)
         if score is None or not isinstance(score.value, dict):
             statuses["sample_error" if s.error else "not_judged"] += 1
             continue
-        statuses[str((score.metadata or {}).get("judge_status", "unknown"))] += 1
+        meta = score.metadata or {}
+        statuses[str(meta.get("judge_status", "unknown"))] += 1
+        verdicts = meta.get("dimensions", {})
         for name, v in score.value.items():
             values.setdefault(name, []).append(float(v) if v is not None else math.nan)
+            dv = verdicts.get(name, {}) if isinstance(verdicts, dict) else {}
+            scored = v is not None and not math.isnan(float(v))
+            sources[
+                str(dv.get("source") or "single")
+                if scored
+                else f"unscored:{dv.get('status') or 'unknown'}"
+            ] += 1
     n = len(samples)
     dims = []
     for name, vals in values.items():
@@ -77,6 +90,7 @@ def summarise_log(
         n_resamples=n_resamples,
         dimensions=dims,
         judge_status=dict(sorted(statuses.items())),
+        score_sources=dict(sorted(sources.items())),
     )
 
 
@@ -86,6 +100,8 @@ def format_summary(summary: AuditSummary) -> str:
     lines = [
         f"{summary.log}: {summary.n_samples} audits; judge verdicts: "
         + ", ".join(f"{k}={v}" for k, v in summary.judge_status.items()),
+        "dimension verdicts: "
+        + (", ".join(f"{k}={v}" for k, v in summary.score_sources.items()) or "none"),
         f"{'dimension':<24} {'mean':>6}  {f'{pct}% CI':>15}  {'scored':>6}  {'unscored':>8}",
     ]
     for d in summary.dimensions:

@@ -218,6 +218,8 @@ def render_audit_html(
         else "",
         judge_error=meta.get("judge_error", ""),
         judge_raw=meta.get("judge_raw", ""),
+        judge_budgets=meta.get("judge_budgets"),
+        judge_calls=meta.get("judge_calls", 0),
         dims=dims,
         tools=[
             {"name": t.name, "description": t.description, "params": list(t.parameters.properties)}
