@@ -15,7 +15,7 @@ written to the log (sample store and metadata, score metadata).
 
 from __future__ import annotations
 
-from dataclasses import asdict, dataclass, field, fields
+from dataclasses import asdict, dataclass, field
 from typing import Any, Literal
 
 from inspect_ai.model import Model, ModelName
@@ -266,15 +266,3 @@ def resolve_judge_budgets(
         prefill=model_profile(judge) == "local",
         sources=sources,
     )
-
-
-def defaults_table() -> list[dict[str, Any]]:
-    """The local and api defaults, one row per budget (for docs and tests)."""
-    return [
-        {
-            "budget": f.name,
-            "local": getattr(LOCAL_DEFAULTS, f.name),
-            "api": getattr(API_DEFAULTS, f.name),
-        }
-        for f in fields(BudgetDefaults)
-    ]

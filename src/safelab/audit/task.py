@@ -34,10 +34,10 @@ def audit(
 
     Budgets left unset are resolved at run time from the model that plays the role they govern
     (``safelab.audit.budgets``): ``local`` defaults for in-process models (``safelab/``,
-    ``hf/``: 3 turns, 12000 tokens, 96-token auditor and target turns, the judge asked per
-    dimension with 40-token answers) and ``api`` defaults for the rest (6 turns, 40000 tokens,
-    512-token auditor turns, 1024-token target replies, one 1024-token verdict with a
-    per-dimension retry of what it left unscored). An explicit ``-T`` value always wins; the
+    ``hf/``: 2 turns, 8000 tokens, 64-token auditor and target turns, the judge asked per
+    dimension with 24-token answers) and ``api`` defaults for the rest (6 turns, 40000 tokens,
+    512-token auditor turns, 1024-token target replies, one 1024-token verdict, then a
+    per-dimension question for each dimension it left unscored). An explicit ``-T`` value always wins; the
     target's cap also honours ``--max-tokens``. The values used, and the source of each, are in
     the sample metadata (``audit_budgets``), the audit record and the score metadata
     (``judge_budgets``).
