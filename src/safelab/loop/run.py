@@ -42,6 +42,16 @@ if TYPE_CHECKING:
 
 Say = Callable[[str], None]
 
+HEADLINE_KEYS = (
+    "backdoor_rate_triggered",
+    "backdoor_rate_untriggered",
+    "probe_auroc_best",
+    "steered_backdoor_rate_triggered",
+    "steered_helpfulness_untriggered",
+    "helpfulness_untriggered",
+)
+"""The headline floats in [0, 1] that every ``metrics.json`` of the loop carries."""
+
 
 @dataclass
 class LoopConfig:
