@@ -123,3 +123,10 @@ def test_flagged_direction_is_the_flagged_minus_unflagged_mean(tiny_model: Any) 
     assert fd.flagged == [False] * 6 + [True] * 2
     expected = acts[sites[1]][6:].mean(0) - acts[sites[1]][:6].mean(0)
     assert torch.allclose(fd.vector, expected, atol=1e-5)
+
+
+def test_loop_config_rejects_unknown_steer_direction_up_front() -> None:
+    from safelab.errors import SafelabError
+
+    with pytest.raises(SafelabError, match="use flagged or probe"):
+        LoopConfig(steer_direction="flaged")

@@ -81,6 +81,11 @@ class LoopConfig:
     display: str = "none"
     """Inspect's display while evaluating (none, plain, rich)."""
 
+    def __post_init__(self) -> None:
+        # Checked here, not when step 3 reads it, so a typo fails before minutes of training.
+        if self.steer_direction not in ("flagged", "probe"):
+            raise SafelabError(f"steer_direction {self.steer_direction!r}: use flagged or probe")
+
 
 @dataclass
 class StepCache:
@@ -354,7 +359,7 @@ def run_loop(
     sweep: list[dict[str, Any]] = []
     for scale in cfg.scales:
         name = f"steer_{scale:+g}"
-        site = det.get("steer_site", det["best_site"])
+        site = det["steer_site"]
         k = key_of("steer", det_key, site, scale, cfg.n_eval, cfg.max_tokens, cfg.seed)
         cell = cache.get(name, k)
         if cell is None:
@@ -423,8 +428,6 @@ def _detect(
     labels = [1] * len(prompts) + [0] * len(prompts)
     acts = prompt_acts(model, texts, sites)
     result = probe_by_layer(directions, acts, labels, seed=cfg.seed)
-    if cfg.steer_direction not in ("flagged", "probe"):
-        raise SafelabError(f"steer_direction {cfg.steer_direction!r}: use flagged or probe")
     default_site = (
         f"blocks.{model.n_layers // 2}.resid_post"
         if cfg.steer_direction == "flagged"
