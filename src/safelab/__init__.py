@@ -15,7 +15,7 @@ from safelab.errors import SafelabError
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from safelab.interp.sites import Site
+    from safelab.models.sites import Site
     from safelab.models.loading import load_model
     from safelab.models.whitebox import WhiteBoxModel
 
@@ -24,7 +24,7 @@ __all__ = ["SafelabError", "Site", "WhiteBoxModel", "__version__", "load_model"]
 _LAZY = {
     "load_model": "safelab.models.loading",
     "WhiteBoxModel": "safelab.models.whitebox",
-    "Site": "safelab.interp.sites",
+    "Site": "safelab.models.sites",
 }
 
 

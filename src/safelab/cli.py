@@ -123,7 +123,7 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from safelab.interp.sites import BLOCK_KINDS, GLOBAL_SITES
+    from safelab.models.sites import BLOCK_KINDS, GLOBAL_SITES
     from safelab.models.loading import load_model
 
     model = load_model(args.model, dtype=args.dtype)

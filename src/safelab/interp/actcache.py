@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from safelab.errors import SafelabError
-from safelab.interp.capture import Activations, input_fingerprint, iter_capture
+from safelab.models.capture import Activations, input_fingerprint, iter_capture
 from safelab.interp.contrast import ContrastSet
 from safelab.interp.store import MANIFEST, ActivationStore, StoreManifest
 

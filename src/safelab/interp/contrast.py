@@ -16,7 +16,7 @@ answer letter of ``(A)`` / ``(B)``). The read position is then
 
 - ``last``: that token;
 - ``mean``: the mean over the statement/reply/answer tokens;
-- an integer: a token index, as :func:`safelab.interp.capture.capture` takes it.
+- an integer: a token index, as :func:`safelab.models.capture.capture` takes it.
 
 Templates: ``raw`` uses the text as is; ``chat`` renders the model's chat template (a
 statement becomes the assistant's message after ``user_prompt``; a pair's question is the
@@ -37,7 +37,7 @@ from typing import TYPE_CHECKING, Any, Literal
 import numpy as np
 
 from safelab.errors import SafelabError
-from safelab.interp.inputs import Encoded, Position
+from safelab.models.inputs import Encoded, Position
 
 if TYPE_CHECKING:
     from safelab.models.whitebox import WhiteBoxModel

@@ -20,7 +20,7 @@ from safelab.errors import SafelabError
 from safelab.interp.artifacts import load_artifact, save_artifact
 
 if TYPE_CHECKING:
-    from safelab.interp.capture import Input
+    from safelab.models.capture import Input
     from safelab.models.whitebox import WhiteBoxModel
 
 ProbeMethod = Literal["logistic", "mass_mean"]

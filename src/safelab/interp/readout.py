@@ -12,7 +12,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from safelab.interp.capture import Encoded, iter_capture
+from safelab.models.capture import Encoded, iter_capture
 from safelab.interp.probes import LinearProbe
 
 if TYPE_CHECKING:

@@ -29,7 +29,7 @@ from torch import Tensor
 
 from safelab.errors import SafelabError
 from safelab.interp.artifacts import atomic_write_text, tmp_path_beside
-from safelab.interp.capture import (
+from safelab.models.capture import (
     Activations,
     Input,
     Position,

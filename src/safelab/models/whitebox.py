@@ -16,12 +16,15 @@ import torch
 from torch import Tensor
 
 from safelab.errors import SafelabError
-from safelab.interp.adapters import HookFn, adapter_for
-from safelab.interp.sites import Site, all_sites, resolve_sites
+from safelab.models import capture as _capture
+from safelab.models import interventions as _interventions
+from safelab.models.adapters import ArchitectureAdapter, HookFn, ResolvedSite, adapter_for
+from safelab.models.inputs import Input, Position, encode_inputs
+from safelab.models.interventions import StepPositions
+from safelab.models.sites import Site, all_sites, resolve_sites
 
 if TYPE_CHECKING:
-    from safelab.interp.capture import Activations, Input, Position
-    from safelab.interp.interventions import StepPositions
+    from safelab.models.capture import Activations
     from safelab.models.loading import ModelSource
 
 
@@ -35,7 +38,6 @@ class WhiteBoxModel:
         self.tokenizer = tokenizer
         self.name = name
         self.source = source
-        self.adapter = adapter_for(hf)
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -44,6 +46,18 @@ class WhiteBoxModel:
             f"WhiteBoxModel({self.name!r}, {self.hf.config.model_type}, layers={self.n_layers}, "
             f"d_model={self.d_model}, dtype={self.dtype}, device={self.device})"
         )
+
+    @property
+    def hf(self) -> Any:
+        """The transformers model; replacing it (e.g. after merging a LoRA) re-resolves sites."""
+        return self._hf
+
+    @hf.setter
+    def hf(self, hf: Any) -> None:
+        self._hf = hf
+        self.adapter: ArchitectureAdapter = adapter_for(hf)
+        self._resolved: dict[str, ResolvedSite] = {}
+        self._patterns: dict[tuple[str, ...], list[Site]] = {}
 
     # -- shape -----------------------------------------------------------------------------
     @property
@@ -74,9 +88,21 @@ class WhiteBoxModel:
         return all_sites(self.n_layers)
 
     def resolve_sites(self, patterns: str | Sequence[str] | Sequence[Site]) -> list[Site]:
-        if not isinstance(patterns, str):
-            patterns = [str(p) for p in patterns]
-        return resolve_sites(patterns, self.n_layers)
+        """Expand site names and globs (comma-separated or a list); cached per pattern list."""
+        key = (patterns,) if isinstance(patterns, str) else tuple(str(p) for p in patterns)
+        if key not in self._patterns:
+            self._patterns[key] = resolve_sites(
+                patterns if isinstance(patterns, str) else list(key), self.n_layers
+            )
+        return list(self._patterns[key])
+
+    def resolved_site(self, name: str | Site) -> ResolvedSite:
+        """One site, parsed and located on the modules once, then cached."""
+        key = str(name)
+        if key not in self._resolved:
+            site = name if isinstance(name, Site) else Site.parse(key, self.n_layers)
+            self._resolved[key] = self.adapter.resolve(site)
+        return self._resolved[key]
 
     @contextmanager
     def hooks(self, fns: Mapping[str, HookFn]) -> Iterator[None]:
@@ -88,8 +114,7 @@ class WhiteBoxModel:
         handles = []
         try:
             for name, fn in fns.items():
-                (site,) = self.resolve_sites(name)
-                handles.append(self.adapter.hook_point(site).register(fn))
+                handles.append(self.resolved_site(name).point.register(fn))
             yield
         finally:
             for h in handles:
@@ -157,15 +182,11 @@ class WhiteBoxModel:
         batch_size: int = 16,
         progress: bool = False,
     ) -> Activations:
-        """Activations at ``sites`` for ``inputs``; see :func:`safelab.interp.capture.capture`."""
-        from safelab.interp.capture import capture
-
-        return capture(self, inputs, sites, position, batch_size=batch_size, progress=progress)
+        """Activations at ``sites`` for ``inputs``; see :func:`safelab.models.capture.capture`."""
+        return _capture.capture(self, inputs, sites, position, batch_size=batch_size, progress=progress)
 
     def logits(self, inputs: Sequence[Input]) -> list[Tensor]:
         """Next-token logits ``[len, vocab]`` for each input (one forward pass per batch)."""
-        from safelab.interp.capture import encode_inputs
-
         out: list[Tensor] = []
         for e in encode_inputs(self, inputs):
             ids = torch.tensor([e.ids], device=self.device)
@@ -176,19 +197,13 @@ class WhiteBoxModel:
     def steer(
         self, vector: Tensor, site: str, scale: float = 1.0, positions: StepPositions = "all"
     ) -> Any:
-        """Context manager adding ``scale * vector`` at ``site``; see :mod:`safelab.interp.interventions`."""
-        from safelab.interp.interventions import steer
-
-        return steer(self, vector, site, scale=scale, positions=positions)
+        """Context manager adding ``scale * vector`` at ``site``; see :mod:`safelab.models.interventions`."""
+        return _interventions.steer(self, vector, site, scale=scale, positions=positions)
 
     def ablate(self, direction: Tensor, sites: str | Sequence[str]) -> Any:
         """Context manager projecting ``direction`` out at ``sites``."""
-        from safelab.interp.interventions import ablate
-
-        return ablate(self, direction, sites)
+        return _interventions.ablate(self, direction, sites)
 
     def patch(self, site: str, values: Tensor, positions: Sequence[int] | None = None) -> Any:
         """Context manager overwriting the activation at ``site`` with ``values``."""
-        from safelab.interp.interventions import patch
-
-        return patch(self, site, values, positions)
+        return _interventions.patch(self, site, values, positions)
