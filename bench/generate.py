@@ -107,7 +107,7 @@ def record_batch_sizes(sizes: list[int]) -> None:
     """Record how many samples each provider's generate call actually batched together."""
     import inspect_ai.model._providers.hf as hf_provider
 
-    import safelab.models.inspect_api as safelab_api
+    import safelab.provider.batcher as safelab_api
 
     safelab_generate = safelab_api.generate_batch
     hf_generate = hf_provider._generate_batch

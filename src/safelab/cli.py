@@ -50,7 +50,11 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--system", default=None, help="a system message")
     p.add_argument("--max-tokens", type=int, default=128)
     p.add_argument("--temperature", type=float, default=0.0, help="0 = greedy (default)")
-    p.add_argument("--steer", default=None, help="a steering vector (folder or .safetensors)")
+    p.add_argument(
+        "--steer",
+        default=None,
+        help="a steering vector (folder or .safetensors); applied at its saved site and positions",
+    )
     p.add_argument(
         "--scale", type=float, default=None, help="steering scale (default: the vector's)"
     )
@@ -151,17 +155,14 @@ def cmd_describe(args: argparse.Namespace) -> int:
 def cmd_chat(args: argparse.Namespace) -> int:
     from contextlib import nullcontext
 
-    from safelab.interp.steering import SteeringVector
+    from safelab.interp.steering import resolve_steer
     from safelab.models.loading import load_model
 
+    spec = resolve_steer(args.steer, scale=args.scale) if args.steer else None
     model = load_model(args.model, dtype=args.dtype)
     messages = [{"role": "system", "content": args.system}] if args.system else []
     messages.append({"role": "user", "content": " ".join(args.prompt)})
-    ctx: Any = nullcontext()
-    if args.steer:
-        vec = SteeringVector.load(args.steer)
-        scale = args.scale if args.scale is not None else vec.cfg.scale
-        ctx = model.steer(vec.vector, vec.site, scale=scale)
+    ctx: Any = spec.apply(model) if spec else nullcontext()
     with ctx:
         (reply,) = model.generate(
             [messages], max_new_tokens=args.max_tokens, temperature=args.temperature

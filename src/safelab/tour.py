@@ -131,7 +131,7 @@ def run_tour(out: str = "runs/tour", data: str | None = None, n: int = 400, seed
 
     step("running an Inspect eval on the same model with the probe attached (-M probe=...)")
     t = time.perf_counter()
-    from safelab.models.inspect_api import share_model
+    from safelab.provider.batcher import share_model
 
     share_model(model, "default")  # the eval reuses the weights already in memory
     log_path, eval_summary = _probe_eval(out_dir, probe_path)

@@ -51,3 +51,19 @@ def test_sites_are_parsed_once(tiny_model) -> None:  # type: ignore[no-untyped-d
         with tiny_model.hooks({"blocks.0.mlp_out": lambda t: None}):
             pass
     assert len(calls) == 1  # resolved on the first hooks() call only
+
+
+def test_import_safelab_and_the_inspect_registry_stay_free_of_torch() -> None:
+    script = (
+        "import sys, safelab, safelab._registry, safelab.provider.args\n"
+        "print(sorted(m for m in ('torch', 'transformers') if m in sys.modules))"
+    )
+    out = subprocess.run(
+        [sys.executable, "-c", script],
+        cwd=ROOT,
+        capture_output=True,
+        text=True,
+        check=True,
+        env={"PYTHONPATH": str(ROOT / "src"), "HF_HUB_OFFLINE": "1", "PATH": ""},
+    )
+    assert out.stdout.strip().splitlines()[-1] == "[]", out.stdout

@@ -13,8 +13,8 @@ from inspect_ai.tool import ToolCall, ToolInfo, ToolParams
 
 from safelab.interp.probes import LinearProbe
 from safelab.interp.steering import SteeringVector
-from safelab.models import inspect_api
-from safelab.models.inspect_api import parse_tool_calls, to_chat
+from safelab.provider import batcher
+from safelab.provider.chat import parse_tool_calls, to_chat
 
 
 @pytest.fixture(scope="module")
@@ -51,13 +51,13 @@ def test_eval_is_greedy_batched_and_records_probe_scores(
     folder: Path, tmp_path: Path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
     sizes: list[int] = []
-    real = inspect_api.generate_batch
+    real = batcher.generate_batch
 
     def counting(model, texts, req, chat_formatted=None):  # type: ignore[no-untyped-def]
         sizes.append(len(texts))
         return real(model, texts, req, chat_formatted)
 
-    monkeypatch.setattr(inspect_api, "generate_batch", counting)
+    monkeypatch.setattr(batcher, "generate_batch", counting)
     kwargs = dict(temperature=0.0, max_tokens=8, log_dir=str(tmp_path), display="none")
     (first,) = eval(_task(), model=f"safelab/{folder}", **kwargs)
     assert first.status == "success"

@@ -25,6 +25,28 @@ def _floats(text: str) -> list[float]:
         ) from None
 
 
+def default_sweep_layers(n_layers: int) -> list[int]:
+    """Layers a sweep tries by default: every k-th from ``n // 10`` to ``n - 2``, ``k = max(1, n // 10)``.
+
+    About ten layers on any depth, skipping the first and last tenth (embedding-like and
+    unembedding-like layers rarely steer well): 3, 6, ..., 27 on a 30-layer model; 0, 1 on a
+    3-layer one.
+    """
+    step = max(1, n_layers // 10)
+    start = n_layers // 10
+    return list(range(start, max(start, n_layers - 2) + 1, step))
+
+
+def _sweep_sites(requested: str | None, model: Any, captured: list[str]) -> list[str]:
+    """``--layers-sites`` as given; '' for every captured site; by default the model's spread."""
+    if requested is None:
+        spread = [f"blocks.{layer}.resid_post" for layer in default_sweep_layers(model.n_layers)]
+        return [s for s in spread if s in captured] or captured
+    if not requested:
+        return captured
+    return [str(s) for s in model.resolve_sites(requested)]
+
+
 def _sweep(args: argparse.Namespace) -> int:
     from safelab.interp.contrast import read_pairs
     from safelab.interp.steer_sweep import (
@@ -63,11 +85,7 @@ def _sweep(args: argparse.Namespace) -> int:
         test_pairs = test_pairs[: args.test_limit]
     cached = activations(args, model, data)
     acts = {s: v[train_rows] for s, v in cached.acts.items()}
-    sweep_sites = (
-        [str(s) for s in model.resolve_sites(args.layers_sites)]
-        if args.layers_sites
-        else list(acts)
-    )
+    sweep_sites = _sweep_sites(args.layers_sites, model, list(acts))
     missing = [s for s in sweep_sites if s not in acts]
     if missing:
         raise SafelabError(
@@ -193,17 +211,16 @@ def _train(args: argparse.Namespace) -> int:
 
 
 def _apply(args: argparse.Namespace) -> int:
-    from safelab.interp.steering import SteeringVector
+    from safelab.interp.steering import resolve_steer
     from safelab.models.loading import load_model
 
-    vec = SteeringVector.load(args.vector)
+    spec = resolve_steer(args.vector, scale=args.scale)
     model = load_model(args.model)
-    scale = vec.cfg.scale if args.scale is None else args.scale
     chat = [{"role": "user", "content": args.prompt}]
     (plain,) = model.generate([chat], max_new_tokens=args.max_tokens)
-    with model.steer(vec.vector, vec.site, scale=scale, positions=vec.cfg.positions):  # type: ignore[arg-type]
+    with spec.apply(model):
         (steered,) = model.generate([chat], max_new_tokens=args.max_tokens)
-    print(f"--- unsteered\n{plain}\n--- steered ({vec.site}, scale {scale:+g})\n{steered}")
+    print(f"--- unsteered\n{plain}\n--- steered ({spec.site}, scale {spec.scale:+g})\n{steered}")
     return 0
 
 
@@ -243,8 +260,9 @@ def register(subparsers: Any) -> None:
     sw.add_argument("--test-limit", type=int, default=None, help="at most this many held-out pairs")
     sw.add_argument(
         "--layers-sites",
-        default="blocks.3.resid_post,blocks.6.resid_post,blocks.9.resid_post,blocks.12.resid_post,blocks.15.resid_post,blocks.18.resid_post,blocks.21.resid_post,blocks.24.resid_post,blocks.27.resid_post",
-        help="sites to sweep (default: every third layer); '' for every captured site",
+        default=None,
+        help="sites to sweep; '' for every captured site (default: resid_post every k-th layer "
+        "from n//10 to n-2, k = max(1, n//10): blocks 3,6,...,27 of a 30-layer model)",
     )
     sw.add_argument("--scales", default="-4,-1,1,4", help="comma-separated multiples of the vector")
     sw.add_argument(

@@ -26,7 +26,7 @@ from torch import Tensor
 from safelab.errors import SafelabError
 from safelab.interp.contrast import ContrastSet, Pair, Template
 from safelab.interp.metrics import DEFAULT_RESAMPLES, mean_ci
-from safelab.interp.steering import SteeringConfig, SteeringVector
+from safelab.interp.steering import SteeringConfig, SteeringVector, resolve_steer
 
 if TYPE_CHECKING:
     from safelab.models.whitebox import WhiteBoxModel
@@ -258,7 +258,7 @@ def steering_sweep(
     for site, vec in vectors.items():
         for scale in scales:
             ctx = (
-                model.steer(vec.vector, site, scale=scale, positions=positions)
+                resolve_steer(vec, scale=scale, positions=positions, site=site).apply(model)
                 if scale
                 else nullcontext()
             )
@@ -288,7 +288,7 @@ def capability_cost(
 ) -> dict[str, Any]:
     """Multiple-choice accuracy with and without steering, and the paired change."""
     base = choice_probs(model, questions, batch_size)
-    with model.steer(vector.vector, site or vector.site, scale=scale, positions=positions):
+    with resolve_steer(vector, scale=scale, positions=positions, site=site).apply(model):
         steered = choice_probs(model, questions, batch_size)
     acc_b, acc_s = (base > 0.5).astype(float), (steered > 0.5).astype(float)
     kw: dict[str, Any] = {"n_resamples": n_resamples, "seed": seed}

@@ -2,21 +2,36 @@
 
 Made by contrastive activation addition (the mean difference between activations on
 behaviour-matching and non-matching examples) or by PCA of the paired differences, and
-applied with
-:func:`safelab.interp.interventions.steer` or ``-M steer=`` in any Inspect eval.
+applied through one owner, :func:`resolve_steer`: ``safelab chat --steer``, ``safelab steer
+apply``/``sweep`` and ``-M steer=`` in any Inspect eval all turn a steer spec into a
+:class:`SteerSpec` (site, scale and positions from the vector's cfg unless overridden) and apply
+it with :meth:`SteerSpec.apply`.
+
+A steer spec is a vector folder or ``.safetensors`` file, or ``FOLDER#INDEX``: feature ``INDEX``
+of the sparse autoencoder in ``FOLDER``, resolved by the registered feature resolver
+(by default ``safelab.sae.steer.feature_vector``).
 """
 
 from __future__ import annotations
 
+import importlib
+from collections.abc import Callable
+from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any, cast
 
 import torch
 from torch import Tensor
 
 from safelab.errors import SafelabError
 from safelab.interp.artifacts import load_artifact, save_artifact
+from safelab.models.interventions import StepPositions
+
+if TYPE_CHECKING:
+    from safelab.models.whitebox import WhiteBoxModel
+
+STEER_POSITIONS: tuple[str, ...] = ("all", "last")
 
 
 @dataclass
@@ -92,3 +107,96 @@ class SteeringVector:
     def load(cls, path: str | Path) -> SteeringVector:
         cfg, tensors = load_artifact(path, "vector", SteeringConfig)
         return cls(cfg, tensors["vector"].reshape(-1))
+
+
+# -- the one owner of "apply a saved vector" ------------------------------------------------
+
+FeatureResolver = Callable[[str, int], SteeringVector]
+"""``(sae_folder, feature_index) -> SteeringVector``: turns ``FOLDER#INDEX`` into a vector."""
+
+_feature_resolver: FeatureResolver | None = None
+
+
+def register_feature_resolver(fn: FeatureResolver | None) -> None:
+    """Use ``fn`` for ``FOLDER#INDEX`` steer specs (``None`` restores the default lookup)."""
+    global _feature_resolver
+    _feature_resolver = fn
+
+
+def _resolve_feature(folder: str, index: int) -> SteeringVector:
+    fn = _feature_resolver
+    if fn is None:
+        try:
+            # Imported by name: safelab.sae is optional and may be absent from this install.
+            module = importlib.import_module("safelab.sae.steer")
+        except ModuleNotFoundError as e:
+            if e.name not in ("safelab.sae", "safelab.sae.steer"):
+                raise
+            raise SafelabError(
+                f"steer spec {folder}#{index} names an SAE feature: SAE feature steering needs "
+                "safelab.sae, which this install lacks (give a steering-vector folder instead)"
+            ) from None
+        fn = cast(FeatureResolver, module.feature_vector)
+    return fn(folder, index)
+
+
+def load_steer(spec: str | Path) -> SteeringVector:
+    """Parse a steer spec: a vector folder or ``.safetensors``, or ``FOLDER#INDEX`` (SAE feature)."""
+    text = str(spec).strip()
+    folder, sep, index = text.rpartition("#")
+    if sep and folder and index.isdigit():
+        return _resolve_feature(folder, int(index))
+    return SteeringVector.load(text)
+
+
+@dataclass(frozen=True)
+class SteerSpec:
+    """What to apply: a vector at a site, with a scale and the positions it is added at."""
+
+    vector: SteeringVector
+    site: str
+    scale: float
+    positions: StepPositions
+
+    def apply(self, model: WhiteBoxModel) -> AbstractContextManager[None]:
+        """Context manager adding ``scale * vector`` at ``site`` while the block runs."""
+        return model.steer(self.vector.vector, self.site, scale=self.scale, positions=self.positions)
+
+    def record(self) -> dict[str, Any]:
+        """What a log says was applied."""
+        return {
+            "site": self.site,
+            "scale": self.scale,
+            "positions": self.positions,
+            "method": self.vector.cfg.method,
+        }
+
+
+def resolve_steer(
+    spec: str | Path | SteeringVector,
+    scale: float | None = None,
+    positions: str | None = None,
+    site: str | None = None,
+) -> SteerSpec:
+    """The one way a saved vector becomes what is applied.
+
+    Scale, positions and site come from the vector's cfg unless given here.
+
+    Args:
+        spec: a steer spec (see :func:`load_steer`) or a vector already in memory.
+        scale: override ``cfg.scale``.
+        positions: override ``cfg.positions`` (``all`` or ``last``).
+        site: override ``cfg.site``.
+    """
+    vector = spec if isinstance(spec, SteeringVector) else load_steer(spec)
+    where = positions or vector.cfg.positions or "all"
+    if where not in STEER_POSITIONS:
+        raise SafelabError(
+            f"unknown steering positions {where!r}: use {' or '.join(STEER_POSITIONS)}"
+        )
+    return SteerSpec(
+        vector=vector,
+        site=str(site or vector.site),
+        scale=float(vector.cfg.scale if scale is None else scale),
+        positions=cast(StepPositions, where),
+    )
