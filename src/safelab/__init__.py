@@ -15,8 +15,8 @@ from safelab.errors import SafelabError
 __version__ = "0.1.0"
 
 if TYPE_CHECKING:
-    from safelab.models.sites import Site
     from safelab.models.loading import load_model
+    from safelab.models.sites import Site
     from safelab.models.whitebox import WhiteBoxModel
 
 __all__ = ["SafelabError", "Site", "WhiteBoxModel", "__version__", "load_model"]

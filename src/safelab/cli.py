@@ -127,8 +127,8 @@ def main(argv: Sequence[str] | None = None) -> int:
 
 
 def cmd_describe(args: argparse.Namespace) -> int:
-    from safelab.models.sites import BLOCK_KINDS, GLOBAL_SITES
     from safelab.models.loading import load_model
+    from safelab.models.sites import BLOCK_KINDS, GLOBAL_SITES
 
     model = load_model(args.model, dtype=args.dtype)
     cfg = model.hf.config

@@ -20,9 +20,9 @@ import torch
 from torch import Tensor
 
 from safelab.errors import SafelabError
-from safelab.models.capture import Activations, input_fingerprint, iter_capture
 from safelab.interp.contrast import ContrastSet
 from safelab.interp.store import MANIFEST, ActivationStore, StoreManifest
+from safelab.models.capture import Activations, input_fingerprint, iter_capture
 
 if TYPE_CHECKING:
     from safelab.models.whitebox import WhiteBoxModel

@@ -12,8 +12,8 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from safelab.models.capture import Encoded, iter_capture
 from safelab.interp.probes import LinearProbe
+from safelab.models.capture import Encoded, iter_capture
 
 if TYPE_CHECKING:
     from safelab.models.whitebox import WhiteBoxModel

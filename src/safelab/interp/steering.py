@@ -160,7 +160,9 @@ class SteerSpec:
 
     def apply(self, model: WhiteBoxModel) -> AbstractContextManager[None]:
         """Context manager adding ``scale * vector`` at ``site`` while the block runs."""
-        return model.steer(self.vector.vector, self.site, scale=self.scale, positions=self.positions)
+        return model.steer(
+            self.vector.vector, self.site, scale=self.scale, positions=self.positions
+        )
 
     def record(self) -> dict[str, Any]:
         """What a log says was applied."""

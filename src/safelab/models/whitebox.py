@@ -183,7 +183,9 @@ class WhiteBoxModel:
         progress: bool = False,
     ) -> Activations:
         """Activations at ``sites`` for ``inputs``; see :func:`safelab.models.capture.capture`."""
-        return _capture.capture(self, inputs, sites, position, batch_size=batch_size, progress=progress)
+        return _capture.capture(
+            self, inputs, sites, position, batch_size=batch_size, progress=progress
+        )
 
     def logits(self, inputs: Sequence[Input]) -> list[Tensor]:
         """Next-token logits ``[len, vocab]`` for each input (one forward pass per batch)."""

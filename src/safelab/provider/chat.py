@@ -26,6 +26,8 @@ Tools:
 {tools}"""
 
 _TOOL_CALL_RE = re.compile(r"<tool_call>\s*(\{.*?\})\s*(?:</tool_call>|$)", re.DOTALL)
+
+
 def to_chat(messages: Sequence[ChatMessage], tools: Sequence[ToolInfo]) -> list[dict[str, str]]:
     """Inspect messages as plain ``{role, content}`` dicts (see the module docstring)."""
     out: list[dict[str, str]] = []
