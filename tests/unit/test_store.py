@@ -4,7 +4,7 @@ import pytest
 import torch
 
 from safelab.errors import SafelabError
-from safelab.interp import capture as capture_module
+from safelab.models import capture as capture_module
 from safelab.interp.store import ActivationStore, capture_to_store
 
 TEXTS = [f"Sentence number {i} is about the quick brown fox." for i in range(23)]
