@@ -4,8 +4,8 @@ import pytest
 import torch
 
 from safelab.errors import SafelabError
-from safelab.models import capture as capture_module
 from safelab.interp.store import ActivationStore, capture_to_store
+from safelab.models import capture as capture_module
 
 TEXTS = [f"Sentence number {i} is about the quick brown fox." for i in range(23)]
 SITES = "blocks.0.resid_post,blocks.2.resid_pre"
