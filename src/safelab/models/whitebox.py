@@ -199,7 +199,11 @@ class WhiteBoxModel:
     def steer(
         self, vector: Tensor, site: str, scale: float = 1.0, positions: StepPositions = "all"
     ) -> Any:
-        """Context manager adding ``scale * vector`` at ``site``; see :mod:`safelab.models.interventions`."""
+        """Context manager adding ``scale * vector`` at ``site``; see :mod:`safelab.models.interventions`.
+
+        A saved :class:`~safelab.interp.steering.SteeringVector` carries its own site, scale and
+        positions: apply it with ``resolve_steer(path).apply(model)`` so they are honoured.
+        """
         return _interventions.steer(self, vector, site, scale=scale, positions=positions)
 
     def ablate(self, direction: Tensor, sites: str | Sequence[str]) -> Any:
