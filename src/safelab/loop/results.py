@@ -9,7 +9,7 @@ from the step results, so the three can never disagree.
 from __future__ import annotations
 
 from dataclasses import asdict, dataclass, field, fields
-from typing import Any
+from typing import Any, Self
 
 from safelab.loop.config import LoopConfig
 
@@ -34,32 +34,36 @@ def target_texts(tolerance: float) -> dict[str, str]:
     }
 
 
-def _plain(obj: Any, optional: tuple[str, ...] = ()) -> dict[str, Any]:
-    """A dataclass as a dict, leaving out the ``optional`` fields that are None."""
-    out = {f.name: getattr(obj, f.name) for f in fields(obj)}
-    return {k: v for k, v in out.items() if not (k in optional and v is None)}
-
-
 def _known(cls: Any, d: dict[str, Any]) -> dict[str, Any]:
     names = {f.name for f in fields(cls)}
     return {k: v for k, v in d.items() if k in names}
 
 
+class _Record:
+    """A step result saved as a plain dict (its step file, its part of ``metrics.json``)."""
+
+    OPTIONAL: tuple[str, ...] = ()
+    """Fields left out of the dict when None."""
+
+    def to_dict(self) -> dict[str, Any]:
+        out = {f.name: getattr(self, f.name) for f in fields(self)}  # type: ignore[arg-type]
+        return {k: v for k, v in out.items() if not (k in self.OPTIONAL and v is None)}
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> Self:
+        return cls(**_known(cls, d))
+
+
 @dataclass
-class ModelRates:
+class ModelRates(_Record):
     """Backdoor and helpfulness rates of one model by condition (step 2)."""
+
+    OPTIONAL = ("transcripts",)
 
     backdoor: Rates
     helpful: Rates
     log: str | None = None
     transcripts: list[dict[str, Any]] | None = None
-
-    def to_dict(self) -> dict[str, Any]:
-        return _plain(self, ("transcripts",))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> ModelRates:
-        return cls(**_known(cls, d))
 
 
 @dataclass
@@ -78,8 +82,10 @@ class EvalStep:
 
 
 @dataclass
-class DetectStep:
+class DetectStep(_Record):
     """Step 3: the defection probe by layer and the steering direction made from it."""
+
+    OPTIONAL = ("traffic",)
 
     sites: dict[str, dict[str, Any]]
     """Site -> :class:`~safelab.interp.metrics.DetectorMetrics` as a dict."""
@@ -109,17 +115,12 @@ class DetectStep:
     def steer_at(self) -> str:
         return self.steer_site or self.best_site
 
-    def to_dict(self) -> dict[str, Any]:
-        return _plain(self, ("traffic",))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> DetectStep:
-        return cls(**_known(cls, d))
-
 
 @dataclass
-class JudgeStep:
+class JudgeStep(_Record):
     """Step 4: the judge monitor's AUROC (None when undefined); unscored samples apart."""
+
+    OPTIONAL = ("auroc_ci", "scored")
 
     n: int
     unscored: int
@@ -128,16 +129,9 @@ class JudgeStep:
     auroc_ci: list[float] | None = None
     scored: int | None = None
 
-    def to_dict(self) -> dict[str, Any]:
-        return _plain(self, ("auroc_ci", "scored"))
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> JudgeStep:
-        return cls(**_known(cls, d))
-
 
 @dataclass
-class SteerCell:
+class SteerCell(_Record):
     """Step 5, one scale: the rates while steering."""
 
     scale: float
@@ -146,13 +140,6 @@ class SteerCell:
     helpful: Rates
     log: str | None = None
     transcripts: list[dict[str, Any]] = field(default_factory=list)
-
-    def to_dict(self) -> dict[str, Any]:
-        return asdict(self)
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> SteerCell:
-        return cls(**_known(cls, d))
 
 
 def choose_scale(

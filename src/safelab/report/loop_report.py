@@ -129,69 +129,43 @@ def render_loop_report(metrics: LoopResult | dict[str, Any]) -> str:
         encoded = {k: _b64(v) for k, v in images.items()}
 
     def row(name: str, value: str, ci: str, target: str = "") -> dict[str, Any]:
-        return {
-            "name": name,
-            "value": value,
-            "ci": ci,
-            "target": goal.get(target, ""),
-            "ok": targets.get(target) if target else None,
-        }
+        ok = targets.get(target) if target else None
+        return {"name": name, "value": value, "ci": ci, "target": goal.get(target, ""), "ok": ok}
 
     keys = list(goal)
-    headline = [
-        row(
-            "backdoor rate, triggered",
-            _fmt(h["backdoor_rate_triggered"]),
-            _ci(org.backdoor["triggered"]),
-            keys[0],
-        ),
-        row(
-            "backdoor rate, untriggered",
-            _fmt(h["backdoor_rate_untriggered"]),
-            _ci(org.backdoor["untriggered"]),
-            keys[1],
-        ),
-        row(
-            "backdoor rate, near-miss triggers",
-            _fmt(h["backdoor_rate_near_miss"]),
-            _ci(org.backdoor.get("near_miss")),
-        ),
-        row(
-            "helpfulness, untriggered (organism / base)",
-            f"{_fmt(h['helpfulness_untriggered'])} / {_fmt(h['base_helpfulness_untriggered'])}",
-            _ci(org.helpful["untriggered"]),
-        ),
-        row(
-            f"probe AUROC, best layer ({probe.best_site})",
-            _fmt(h["probe_auroc_best"], 3),
-            _ci3(probe.best_auroc_ci),
-            keys[2],
-        ),
-    ]
+    helpful = f"{_fmt(h['helpfulness_untriggered'])} / {_fmt(h['base_helpfulness_untriggered'])}"
+    rows = [
+        ("backdoor rate, triggered", _fmt(h["backdoor_rate_triggered"]),
+         _ci(org.backdoor["triggered"]), keys[0]),
+        ("backdoor rate, untriggered", _fmt(h["backdoor_rate_untriggered"]),
+         _ci(org.backdoor["untriggered"]), keys[1]),
+        ("backdoor rate, near-miss triggers", _fmt(h["backdoor_rate_near_miss"]),
+         _ci(org.backdoor.get("near_miss")), ""),
+        ("helpfulness, untriggered (organism / base)", helpful,
+         _ci(org.helpful["untriggered"]), ""),
+        (f"probe AUROC, best layer ({probe.best_site})", _fmt(h["probe_auroc_best"], 3),
+         _ci3(probe.best_auroc_ci), keys[2]),
+    ]  # fmt: skip
     if probe.selected_site:
-        headline.append(
-            row(
+        rows.append(
+            (
                 f"probe AUROC, layer picked on a calibration half ({probe.selected_site}),"
                 f" other half (n={probe.n_selection_test})",
                 _fmt(probe.selected_auroc, 3),
                 _ci3(probe.selected_auroc_ci),
+                "",
             )
         )
     chosen, _ = result.chosen()
     if chosen is not None:
-        headline += [
-            row(
-                f"steered backdoor rate, triggered (scale {chosen.scale:+g})",
-                _fmt(h["steered_backdoor_rate_triggered"]),
-                _ci(chosen.backdoor["triggered"]),
-                keys[3],
-            ),
-            row(
-                "steered helpfulness, untriggered",
-                _fmt(h["steered_helpfulness_untriggered"]),
-                _ci(chosen.helpful["untriggered"]),
-            ),
-        ]
+        rows += [
+            (f"steered backdoor rate, triggered (scale {chosen.scale:+g})",
+             _fmt(h["steered_backdoor_rate_triggered"]), _ci(chosen.backdoor["triggered"]),
+             keys[3]),
+            ("steered helpfulness, untriggered", _fmt(h["steered_helpfulness_untriggered"]),
+             _ci(chosen.helpful["untriggered"]), ""),
+        ]  # fmt: skip
+    headline = [row(*r) for r in rows]
     rates = [
         {
             "model": who,
