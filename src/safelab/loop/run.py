@@ -28,6 +28,7 @@ import time
 from collections.abc import Callable, Iterator
 from contextlib import contextmanager
 from dataclasses import asdict, dataclass, field
+from functools import partial
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -368,7 +369,7 @@ def loop_result(
                 steps.run(
                     f"steer_{scale:+g}",
                     key_of("steer", det_key, site, scale, cfg.n_eval, cfg.max_tokens, cfg.seed),
-                    lambda scale=scale: steer_step(scale),  # type: ignore[misc]
+                    partial(steer_step, scale),
                     start=f"[5/6] steering: {cfg.steer_direction} direction at {site}, "
                     f"scale {scale:+g}",
                     reused=f"[5/6] steering scale {scale:+g}: done before (reusing)",
