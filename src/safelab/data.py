@@ -1,9 +1,15 @@
-"""Reading user-supplied text inputs (one text or chat per row) with row-precise errors."""
+"""Reading inputs: user files (one text or chat per row) and the data files shipped in safelab.
+
+Every JSONL file safelab reads goes through :func:`read_jsonl_rows`, so a malformed row is
+reported the same way everywhere (``file:line``); every data file shipped inside the package
+(prompts, YAML, JSONL, templates) is found through :func:`package_file`.
+"""
 
 from __future__ import annotations
 
 import csv
 import json
+from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -56,15 +62,71 @@ def _read_csv(path: Path, column: str | None) -> list[str]:
     return out
 
 
-def _read_jsonl(path: Path, column: str | None) -> list[Any]:
-    out: list[Any] = []
-    for line, raw in enumerate(path.read_text().splitlines(), start=1):
+def package_file(package: str, *parts: str) -> Path:
+    """Path of a data file shipped inside a safelab package.
+
+    Args:
+        package: the package that ships it, e.g. ``safelab.audit``.
+        parts: the path below the package, e.g. ``"data", "seeds.jsonl"``.
+
+    Raises:
+        SafelabError: the file is not there (a broken install).
+    """
+    path = Path(str(resources.files(package).joinpath(*parts)))
+    if not path.is_file():
+        raise SafelabError(f"missing data file {path}: reinstall safelab (pip install -e .)")
+    return path
+
+
+def read_package_text(package: str, *parts: str) -> str:
+    """Text of a data file shipped inside a safelab package (see :func:`package_file`)."""
+    return package_file(package, *parts).read_text(encoding="utf-8")
+
+
+def read_package_yaml(package: str, *parts: str) -> Any:
+    """Parsed YAML of a data file shipped inside a safelab package."""
+    import yaml
+
+    return yaml.safe_load(read_package_text(package, *parts))
+
+
+def read_jsonl_rows(
+    path: str | Path, *, text: str | None = None, objects: bool = False
+) -> list[tuple[int, Any]]:
+    """The non-blank rows of a JSONL file as ``(line number, parsed value)``.
+
+    Args:
+        path: the file (also the name used in errors when ``text`` is given).
+        text: the file's text when it is already read (a shipped data file).
+        objects: every row must be a JSON object.
+
+    Raises:
+        SafelabError: a row is not valid JSON (or not an object), naming ``file:line``.
+    """
+    if text is None:
+        text = Path(path).read_text(encoding="utf-8")
+    rows: list[tuple[int, Any]] = []
+    for line, raw in enumerate(text.splitlines(), start=1):
         if not raw.strip():
             continue
         try:
-            obj = json.loads(raw)
+            value = json.loads(raw)
         except json.JSONDecodeError as e:
-            raise SafelabError(f"{path}:{line}: not valid JSON ({e.msg}): fix the row") from None
+            raise SafelabError(
+                f"{path}:{line}: not valid JSON ({e.msg}): write one JSON value per line"
+            ) from None
+        if objects and not isinstance(value, dict):
+            raise SafelabError(
+                f"{path}:{line}: expected a JSON object, got {type(value).__name__}: "
+                "write one object per line"
+            )
+        rows.append((line, value))
+    return rows
+
+
+def _read_jsonl(path: Path, column: str | None) -> list[Any]:
+    out: list[Any] = []
+    for line, obj in read_jsonl_rows(path):
         if isinstance(obj, str):
             out.append(obj)
             continue

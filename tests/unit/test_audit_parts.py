@@ -230,7 +230,7 @@ def test_judge_prompt_has_every_rubric() -> None:
     for d in DIMS.dimensions:
         assert d.name in prompt and d.rubric in prompt
     assert "{" + "transcript}" not in prompt
-    assert "{seed}" in load_template("auditor.md")
+    assert "{{ seed }}" in load_template("auditor.md")
 
 
 # ---- intervals -----------------------------------------------------------------------------
@@ -249,8 +249,12 @@ def test_bootstrap_interval() -> None:
 def test_render_is_single_pass() -> None:
     from safelab.audit.prompts import render
 
-    out = render("{seed} / {transcript} / {json}", seed="says {transcript}", transcript="T {seed}")
-    assert out == "says {transcript} / T {seed} / {json}"
+    out = render(
+        "{{ seed }} / {{ transcript }} / {json}",
+        seed="says {{ transcript }}",
+        transcript="T {seed}",
+    )
+    assert out == "says {{ transcript }} / T {seed} / {json}"
 
 
 def test_malformed_target_tool_call_is_shown() -> None:

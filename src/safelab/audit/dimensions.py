@@ -3,11 +3,11 @@
 from __future__ import annotations
 
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 
 import yaml
 
+from safelab.data import package_file
 from safelab.errors import SafelabError
 
 
@@ -34,7 +34,7 @@ class DimensionSet:
 
 def builtin_dimensions_path() -> Path:
     """Path of safelab's own dimension rubrics."""
-    return Path(str(resources.files("safelab.audit") / "data" / "dimensions.yaml"))
+    return package_file("safelab.audit", "data", "dimensions.yaml")
 
 
 def load_dimensions(path: str | Path | None = None) -> DimensionSet:

@@ -1,14 +1,12 @@
-"""Prompt templates (Markdown files in ``data/``) and their rendering."""
+"""Prompt templates (Jinja Markdown files in ``data/``) and their rendering."""
 
 from __future__ import annotations
 
-import re
-from importlib import resources
 from pathlib import Path
 
+from safelab.data import package_file
 from safelab.errors import SafelabError
-
-_PLACEHOLDER = re.compile(r"\{([a-z_]+)\}")
+from safelab.judging import render_prompt
 
 
 def load_template(name_or_path: str) -> str:
@@ -16,15 +14,18 @@ def load_template(name_or_path: str) -> str:
     path = Path(name_or_path)
     if path.is_file():
         return path.read_text(encoding="utf-8")
-    builtin = resources.files("safelab.audit") / "data" / name_or_path
-    if builtin.is_file():
-        return builtin.read_text(encoding="utf-8")
-    raise SafelabError(f"prompt template {name_or_path!r} not found; pass a Markdown file path")
+    try:
+        return package_file("safelab.audit", "data", name_or_path).read_text(encoding="utf-8")
+    except SafelabError:
+        raise SafelabError(
+            f"prompt template {name_or_path!r} not found; pass a Markdown file path"
+        ) from None
 
 
 def render(template: str, **values: object) -> str:
-    """Fill ``{name}`` placeholders; other braces (JSON in a transcript) are left alone."""
-    # One pass, so text inserted for one placeholder is never re-substituted.
-    return _PLACEHOLDER.sub(
-        lambda m: str(values[m.group(1)]) if m.group(1) in values else m.group(0), template
-    )
+    """Fill ``{{ name }}`` variables in one pass (:func:`safelab.judging.render_prompt`).
+
+    Text inserted for a variable is never re-substituted; other braces (JSON in a transcript)
+    are left alone; a variable the template uses but ``values`` lacks is an error.
+    """
+    return render_prompt(template, "audit prompt", **values)

@@ -7,14 +7,13 @@ optional list of ``tags`` loads the same way, so published seed sets can be audi
 
 from __future__ import annotations
 
-import json
 from collections.abc import Iterable
 from dataclasses import dataclass, field
-from importlib import resources
 from pathlib import Path
 
 from inspect_ai.dataset import MemoryDataset, Sample
 
+from safelab.data import package_file, read_jsonl_rows
 from safelab.errors import SafelabError
 
 _TEXT_KEYS = ("input", "instruction", "seed", "seed_instruction")
@@ -32,7 +31,7 @@ class Seed:
 
 def builtin_seeds_path() -> Path:
     """Path of safelab's own seed file."""
-    return Path(str(resources.files("safelab.audit") / "data" / "seeds.jsonl"))
+    return package_file("safelab.audit", "data", "seeds.jsonl")
 
 
 def _parse_row(row: object, path: Path, line_no: int) -> Seed:
@@ -82,22 +81,15 @@ def load_seeds(
         raise SafelabError(f"seed file {file} not found; pass a JSONL file of seed instructions")
     seeds: list[Seed] = []
     seen: dict[str, int] = {}
-    with file.open(encoding="utf-8") as f:
-        for line_no, line in enumerate(f, start=1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SafelabError(f"seed file {file}:{line_no} is not valid JSON ({e.msg})") from e
-            seed = _parse_row(row, file, line_no)
-            # Inspect needs unique sample ids; disambiguate repeats rather than fail.
-            if seed.id in seen:
-                seen[seed.id] += 1
-                seed = Seed(id=f"{seed.id}-{seen[seed.id]}", input=seed.input, tags=seed.tags)
-            else:
-                seen[seed.id] = 0
-            seeds.append(seed)
+    for line_no, row in read_jsonl_rows(file):
+        seed = _parse_row(row, file, line_no)
+        # Inspect needs unique sample ids; disambiguate repeats rather than fail.
+        if seed.id in seen:
+            seen[seed.id] += 1
+            seed = Seed(id=f"{seed.id}-{seen[seed.id]}", input=seed.input, tags=seed.tags)
+        else:
+            seen[seed.id] = 0
+        seeds.append(seed)
     wanted = _normalise_tags(tags)
     if wanted:
         seeds = [s for s in seeds if wanted.intersection(s.tags)]

@@ -6,7 +6,6 @@ import os
 import re
 import tempfile
 from dataclasses import dataclass
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
@@ -19,6 +18,7 @@ from markupsafe import Markup, escape
 from safelab.audit.auditor import STORE_KEY
 from safelab.audit.conversation import Branch, format_tool_call, message_text
 from safelab.audit.dimensions import load_dimensions
+from safelab.data import read_package_text
 from safelab.errors import SafelabError
 
 SCORER = "audit_judge"
@@ -198,9 +198,7 @@ def render_audit_html(
     }
     metadata = s.metadata or {}
     env = Environment(autoescape=True)
-    template = env.from_string(
-        (resources.files("safelab.audit") / "data" / "view.html.jinja").read_text(encoding="utf-8")
-    )
+    template = env.from_string(read_package_text("safelab.audit", "data", "view.html.jinja"))
     return template.render(
         seed_id=str(s.id),
         seed=s.input if isinstance(s.input, str) else message_text(s.input[0]),

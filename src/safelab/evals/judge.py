@@ -10,70 +10,29 @@ from __future__ import annotations
 
 import re
 from collections.abc import Sequence
-from dataclasses import asdict, dataclass
 from typing import Any
 
-import jinja2
 from inspect_ai.model import GenerateConfig, Model, get_model
 from inspect_ai.model._model import active_model
 
 from safelab.evals.data import read_text
+from safelab.judging import Verdict, ask_judge_text, is_refusal, render_prompt
+
+__all__ = ["JUDGE_ROLE", "Verdict", "ask_judge", "judge_model", "parse_verdict", "render"]
 
 JUDGE_ROLE = "judge"
 
 _VERDICT_LINE = re.compile(r"VERDICT\s*[:=]\s*(.+)", re.IGNORECASE)
-_REFUSAL = re.compile(
-    r"\b(I can(?:no|')t (?:help|assist|comply|do that)|I(?:'m| am) (?:sorry|unable)|I won'?t (?:help|assist))",
-    re.IGNORECASE,
-)
-
-
-@dataclass(frozen=True)
-class Verdict:
-    """A judge's decision, or the reason there is none.
-
-    Attributes:
-        label: one of the allowed labels, or None when unscored.
-        unscored_reason: why there is no label (``judge_error``, ``judge_refusal``,
-            ``judge_unparseable``), or None.
-        raw: the judge's full reply (or the error text).
-        judge_model: name of the model that judged.
-        judge_is_target: True when the judge is the model under evaluation.
-    """
-
-    label: str | None
-    unscored_reason: str | None
-    raw: str
-    judge_model: str
-    judge_is_target: bool
-
-    @property
-    def scored(self) -> bool:
-        return self.label is not None
-
-    def to_metadata(self) -> dict[str, Any]:
-        return {
-            f"judge_{k}" if not k.startswith("judge") else k: v for k, v in asdict(self).items()
-        }
-
-
-_env = jinja2.Environment(
-    undefined=jinja2.StrictUndefined,
-    keep_trailing_newline=True,
-    trim_blocks=True,
-    lstrip_blocks=True,
-    autoescape=False,
-)
 
 
 def render(template: str, **variables: Any) -> str:
     """Render a Jinja2 prompt template; a missing variable is an error, not an empty string."""
-    return _env.from_string(template).render(**variables)
+    return render_prompt(template, **variables)
 
 
 def render_file(*parts: str, **variables: Any) -> str:
     """Render a shipped prompt template file (see :func:`render`)."""
-    return render(read_text(*parts), **variables)
+    return render_prompt(read_text(*parts), "/".join(parts), **variables)
 
 
 def parse_verdict(text: str, labels: Sequence[str]) -> tuple[str | None, str | None]:
@@ -86,7 +45,7 @@ def parse_verdict(text: str, labels: Sequence[str]) -> tuple[str | None, str | N
     """
     matches = _VERDICT_LINE.findall(text or "")
     if not matches:
-        if text and _REFUSAL.search(text):
+        if text and is_refusal(text):
             return None, "judge_refusal"
         return None, "judge_unparseable"
     line = matches[-1].strip().strip("*`'\". ").upper()
@@ -127,18 +86,18 @@ async def ask_judge(
         model: judge to use; defaults to :func:`judge_model`.
     """
     judge = model or judge_model()
-    name = str(judge)
     is_target = _is_target(judge)
-    try:
-        output = await judge.generate(
-            prompt, config=GenerateConfig(temperature=0.0, max_tokens=max_tokens)
-        )
-    except Exception as e:  # a judge failure must be recorded, not crash the sample
-        return Verdict(None, "judge_error", f"{type(e).__name__}: {e}", name, is_target)
-    if output.error:
-        return Verdict(None, "judge_error", str(output.error), name, is_target)
-    text = output.completion
-    if output.stop_reason == "content_filter":
-        return Verdict(None, "judge_refusal", text, name, is_target)
-    label, reason = parse_verdict(text, labels)
-    return Verdict(label, reason, text, name, is_target)
+    reply = await ask_judge_text(
+        judge, prompt, GenerateConfig(temperature=0.0, max_tokens=max_tokens)
+    )
+    if isinstance(reply, Verdict):
+        reply.judge_is_target = is_target
+        return reply
+    label, reason = parse_verdict(reply, labels)
+    return Verdict(
+        label=label,
+        status="scored" if label is not None else (reason or "").removeprefix("judge_"),
+        raw=reply,
+        judge_model=str(judge),
+        judge_is_target=is_target,
+    )

@@ -36,6 +36,7 @@ from typing import TYPE_CHECKING, Any, Literal
 
 import numpy as np
 
+from safelab.data import read_jsonl_rows
 from safelab.errors import SafelabError
 from safelab.models.inputs import Encoded, Position
 
@@ -334,16 +335,7 @@ def read_pairs(path: str | Path) -> list[Pair]:
             raise SafelabError(f"{p}:{e.lineno}: invalid JSON ({e.msg})") from None
         pairs = [_pair_from_record(r, f"{p}:item {i}") for i, r in enumerate(records)]
     else:
-        for n, line in enumerate(text.splitlines(), start=1):
-            if not line.strip():
-                continue
-            try:
-                rec = json.loads(line)
-            except json.JSONDecodeError as e:
-                raise SafelabError(
-                    f"{p}:{n}: invalid JSON ({e.msg}): one object per line"
-                ) from None
-            pairs.append(_pair_from_record(rec, f"{p}:{n}"))
+        pairs = [_pair_from_record(rec, f"{p}:{n}") for n, rec in read_jsonl_rows(p, text=text)]
     if not pairs:
         raise SafelabError(f"{p}: no pairs found")
     return pairs

