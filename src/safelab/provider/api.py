@@ -27,12 +27,16 @@ from inspect_ai.model import (
 )
 from inspect_ai.tool import ToolChoice, ToolInfo
 
+from safelab.errors import SafelabError
 from safelab.interp.probes import LinearProbe
+from safelab.interp.readout import TokenReader
 from safelab.interp.steering import resolve_steer
 from safelab.models.generation import GenerationRequest, GenerationResult
 from safelab.provider.args import ProviderArgs
 from safelab.provider.batcher import Interventions, shared_batcher, shared_model
 from safelab.provider.chat import parse_tool_calls, to_chat
+from safelab.sae.record import SAEFeatureReader
+from safelab.sae.sae import load_sae
 
 __doc__ = f"{__doc__ or ''}\n{ProviderArgs.table()}\n"
 
@@ -65,21 +69,28 @@ class SafelabModelAPI(ModelAPI):
             if args.steer
             else None
         )
-        probes = tuple(
-            (Path(p).stem if Path(p).suffix else Path(p).name, LinearProbe.load(p))
-            for p in args.probe
-        )
+        probes = tuple((_artifact_name(p), LinearProbe.load(p)) for p in args.probe)
         sites = (
             tuple(str(s) for s in self.model.resolve_sites(list(args.capture)))
             if args.capture
             else ()
         )
+        readers = tuple(
+            (_artifact_name(f), _sae_reader(f, args.sae_top_k, self.model.d_model))
+            for f in args.sae
+        )
         for _, p in probes:
             self.model.resolve_sites(p.site)
+        for _, r in readers:
+            self.model.resolve_sites(r.site)
         if steer is not None:
             self.model.resolve_sites(steer.site)
         self.interventions = Interventions(
-            steer=steer, capture=sites, probes=probes, capture_vectors=args.capture_vectors
+            steer=steer,
+            capture=sites,
+            probes=probes,
+            readers=readers,
+            capture_vectors=args.capture_vectors,
         )
         self.batcher = shared_batcher(self.model, self.batch_size)
 
@@ -168,3 +179,18 @@ def _to_logprobs(result: GenerationResult) -> Logprobs | None:
             for t in result.logprobs
         ]
     )
+
+
+def _artifact_name(path: str) -> str:
+    """A probe's or SAE's key in the sample metadata: its file stem or folder name."""
+    return Path(path).stem if Path(path).suffix else Path(path).name
+
+
+def _sae_reader(folder: str, k: int, d_model: int) -> TokenReader:
+    sae = load_sae(folder)
+    if sae.cfg.d_in != d_model:
+        raise SafelabError(
+            f"-M sae={folder}: the SAE reads d_in={sae.cfg.d_in} at {sae.site} but the model's "
+            f"d_model is {d_model}; use an SAE trained on this model"
+        )
+    return SAEFeatureReader(sae, k)

@@ -57,6 +57,10 @@ class ProviderArgs:
     probe: tuple[str, ...] = _arg(
         (), "probe(s) (comma-separated paths) scored per token per sample", _split
     )
+    sae: tuple[str, ...] = _arg(
+        (), "SAE folder(s) (comma-separated): top features per response token per sample", _split
+    )
+    sae_top_k: int = _arg(5, "features recorded per token for each SAE (default 5)", int)
     capture_vectors: bool = _arg(
         True, "keep the mean response activation vector in the log (default true)", _as_bool
     )

@@ -14,6 +14,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from safelab.interp.probes import LinearProbe
+from safelab.interp.readout import TokenReader
 from safelab.interp.steering import SteerSpec
 from safelab.models.generation import GenerationRequest, GenerationResult, generate_batch
 from safelab.models.loading import load_model
@@ -27,6 +28,7 @@ class Interventions:
     steer: SteerSpec | None = None
     capture: tuple[str, ...] = ()
     probes: tuple[tuple[str, LinearProbe], ...] = ()
+    readers: tuple[tuple[str, TokenReader], ...] = ()
     capture_vectors: bool = True
 
     def enter(self, model: WhiteBoxModel, stack: ExitStack) -> None:
@@ -35,7 +37,7 @@ class Interventions:
 
     @property
     def reads(self) -> bool:
-        return bool(self.capture or self.probes)
+        return bool(self.capture or self.probes or self.readers)
 
 
 @dataclass
@@ -105,6 +107,7 @@ class Batcher:
                         [r.completion_ids for r in results],
                         list(iv.capture),
                         dict(iv.probes),
+                        readers=dict(iv.readers),
                         vectors=iv.capture_vectors,
                     )
             for job, res, rec in zip(jobs, results, records, strict=True):

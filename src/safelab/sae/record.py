@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 from typing import Any
 
 import torch
@@ -43,3 +44,19 @@ def top_features(
         ]
         out.append(rec)
     return out
+
+
+@dataclass(frozen=True)
+class SAEFeatureReader:
+    """Reads an SAE's top ``k`` features per response token (``-M sae=`` on the provider)."""
+
+    sae: SparseAutoencoder
+    k: int = 5
+
+    @property
+    def site(self) -> str:
+        return self.sae.site
+
+    def read(self, acts: Tensor, tokens: Sequence[str]) -> dict[str, Any]:
+        """The site, and each response token's top features (``[[index, activation], ...]``)."""
+        return {"site": self.site, "tokens": top_features(self.sae, acts, self.k, tokens)}
