@@ -110,9 +110,7 @@ def cmd_eval(args: argparse.Namespace) -> int:
     elif organism.card.kind == "sandbagger":
         from safelab.organisms.evals import SANDBAG_SCORERS
 
-        task = password_locked(
-            password=recipe.password, n=args.n, seed=args.seed, task=recipe.task
-        )
+        task = password_locked(password=recipe.password, n=args.n, seed=args.seed, task=recipe.task)
         scorers = [SANDBAG_SCORERS[recipe.task]]
     else:
         raise SafelabError(f"{args.path}: unknown organism kind {organism.card.kind!r}")

@@ -233,9 +233,7 @@ def _per_prompt(values: Tensor, sample: Tensor, n: int) -> tuple[np.ndarray, np.
     return sums.numpy(), counts.numpy()
 
 
-def _ratio_ci(
-    sums: np.ndarray, counts: np.ndarray, n_resamples: int, seed: int
-) -> np.ndarray:
+def _ratio_ci(sums: np.ndarray, counts: np.ndarray, n_resamples: int, seed: int) -> np.ndarray:
     """Percentile intervals ``[2, d]`` of ``sum(sums)/sum(counts)`` over prompts resampled."""
     rng = np.random.default_rng(seed)
     n = len(counts)
