@@ -15,7 +15,10 @@ from safelab.errors import SafelabError
 from safelab.sae.diff import (
     DiffConfig,
     DiffResult,
+    _effect_ci,
+    _trigger_effect,
     diff_models,
+    shared_prefix,
     trigger_positions,
 )
 from safelab.sae.diff_organisms import organism_prompts
@@ -68,6 +71,10 @@ def test_planted_latent_ranks_first_and_fires_on_the_trigger(setup: Any) -> None
     assert top.trigger is not None
     assert top.trigger.mean_on_trigger > 3 * abs(top.trigger.mean_elsewhere) + 1.0
     assert top.trigger.auroc == 1.0 and top.trigger.auroc_ci[0] > 0.5
+    # The change is on the trigger's own tokens, not carried past them.
+    assert top.rank_trigger is not None and top.rank_trigger > 0
+    # The template's shared prefix ("<|im_start|>user\n") was skipped.
+    assert result.meta["skipped_prefix"] == shared_prefix(base, inputs) > 1
     assert result.n_prompts == 12 and result.n_triggered == 6 and result.site == SITE
     # Both rankings are reported: the union of the top 3 by mean and the top 3 by frequency.
     assert {c.rank_mean for c in result.latents} >= {0, 1, 2}
@@ -79,6 +86,25 @@ def test_a_model_diffed_against_itself_changes_nothing(setup: Any) -> None:
     result = diff_models(base, base, sae, chats(False), cfg=DiffConfig(top=4, n_resamples=50))
     assert result.latents and all(c.mean_diff == 0 and c.freq_diff == 0 for c in result.latents)
     assert all(c.mean_diff_ci == [0.0, 0.0] and c.trigger is None for c in result.latents)
+    assert all(c.rank_trigger is None for c in result.latents)
+
+
+def test_trigger_effect_change_finds_a_change_past_the_trigger() -> None:
+    """Latent 2 rises in the organism on the non-trigger tokens of triggered prompts only."""
+    g = torch.Generator().manual_seed(0)
+    sample = torch.arange(8).repeat_interleave(5)  # 8 prompts x 5 tokens
+    triggered = [True] * 4 + [False] * 4
+    labels = torch.tensor(triggered)[sample]
+    off = torch.ones(40, dtype=torch.bool)
+    off[::5] = False  # the first token of each prompt is "the trigger" (ignored)
+    z_b = torch.rand(40, 6, generator=g)
+    z_o = z_b + 0.05 * torch.rand(40, 6, generator=g)
+    z_o[labels & off, 2] += 1.0
+    z_o[~off, 4] += 3.0  # a change on the trigger tokens themselves does not count
+    effect = _trigger_effect(z_o, z_b, labels, off)
+    assert int(effect.abs().argmax()) == 2 and abs(float(effect[4])) < 0.1
+    ci = _effect_ci(z_o, z_b, sample, off, triggered, 8, DiffConfig(n_resamples=200))
+    assert ci[0, 2] > 0.9 and ci[1, 2] < 1.1 and ci[0, 4] < 0.1
 
 
 def test_trigger_positions_cover_the_trigger_only(tiny_model: Any) -> None:

@@ -19,7 +19,6 @@ does not show what fine-tuning changed).
 
 from __future__ import annotations
 
-import html
 import json
 from collections.abc import Sequence
 from dataclasses import asdict, dataclass, field
@@ -56,6 +55,10 @@ class DiffConfig:
     skip_first: int = 1
     """Tokens skipped at the start of every prompt (the first token's activation is an outlier
     that SAEs reconstruct badly)."""
+    skip_shared_prefix: bool = True
+    """Also skip the token prefix every prompt shares (the chat template's system prompt): its
+    activations are the same in every prompt, so a change there is one change counted as many
+    tokens, and says nothing about the prompts."""
     n_resamples: int = 1000
     seed: int = 0
     batch_size: int = 16
@@ -96,6 +99,12 @@ class LatentChange:
     rank_freq: int
     """Rank by absolute frequency change (0 = largest)."""
     trigger: TriggerFiring | None = None
+    trigger_effect_change: float | None = None
+    """(organism: triggered minus untriggered prompts) minus (base: the same), mean activation
+    over tokens other than the trigger's own: what fine-tuning changed about the trigger's effect."""
+    trigger_effect_change_ci: list[float] | None = None
+    rank_trigger: int | None = None
+    """Rank by absolute ``trigger_effect_change`` (0 = largest)."""
 
 
 @dataclass
@@ -137,69 +146,15 @@ class DiffResult:
         atomic_write_text(out / "diff.html", self.html())
         return out
 
-    def _rows(self) -> tuple[list[str], list[list[str]]]:
-        head = ["latent", "rank (mean / freq)", "mean change [95% CI]", "freq base -> organism"]
-        if self.trigger:
-            head += [
-                "on trigger / elsewhere",
-                "trigger AUROC [95% CI]",
-                "off-trigger AUROC [95% CI]",
-                "base AUROC",
-            ]
-        rows = []
-        for c in self.latents:
-            row = [
-                str(c.latent),
-                f"{c.rank_mean} / {c.rank_freq}",
-                f"{c.mean_diff:+.3f} [{c.mean_diff_ci[0]:+.3f}, {c.mean_diff_ci[1]:+.3f}]",
-                f"{c.freq_base:.3f} -> {c.freq_organism:.3f}",
-            ]
-            if self.trigger:
-                t = c.trigger
-                row += (
-                    [
-                        f"{t.mean_on_trigger:.2f} / {t.mean_elsewhere:.2f}",
-                        f"{t.auroc:.2f} [{t.auroc_ci[0]:.2f}, {t.auroc_ci[1]:.2f}]",
-                        f"{t.auroc_off_trigger:.2f} [{t.auroc_off_trigger_ci[0]:.2f}, "
-                        f"{t.auroc_off_trigger_ci[1]:.2f}]",
-                        f"{t.base_auroc:.2f}",
-                    ]
-                    if t
-                    else ["", "", "", ""]
-                )
-            rows.append(row)
-        return head, rows
-
     def markdown(self) -> str:
-        head, rows = self._rows()
-        lines = [
-            f"# SAE diff: {self.organism} vs {self.base}",
-            "",
-            f"SAE `{self.sae}` at `{self.site}`; {self.n_prompts} prompts "
-            f"({self.n_triggered} with the trigger `{self.trigger}`), {self.n_tokens} tokens; "
-            f"bootstrap over prompts, {self.n_resamples} resamples, seed {self.seed}.",
-            "",
-            "| " + " | ".join(head) + " |",
-            "|" + "---|" * len(head),
-        ]
-        lines += ["| " + " | ".join(r) + " |" for r in rows]
-        return "\n".join(lines) + "\n"
+        from safelab.sae.diff_report import diff_markdown
+
+        return diff_markdown(self)
 
     def html(self) -> str:
-        head, rows = self._rows()
-        cells = "".join(
-            "<tr>" + "".join(f"<td>{html.escape(v)}</td>" for v in r) + "</tr>" for r in rows
-        )
-        heads = "".join(f"<th>{html.escape(h)}</th>" for h in head)
-        title = html.escape(f"SAE diff: {self.organism} vs {self.base}")
-        note = html.escape(self.markdown().splitlines()[2])
-        return (
-            f"<!doctype html><html><head><meta charset='utf-8'><title>{title}</title>"
-            "<style>body{font-family:sans-serif;margin:2em}table{border-collapse:collapse}"
-            "td,th{border:1px solid #ccc;padding:4px 8px;text-align:right}</style></head>"
-            f"<body><h1>{title}</h1><p>{note}</p><table><tr>{heads}</tr>{cells}</table>"
-            "</body></html>\n"
-        )
+        from safelab.sae.diff_report import diff_html
+
+        return diff_html(self)
 
 
 def encode_site(
@@ -287,11 +242,15 @@ def diff_models(
     z_o, sample_o, position_o = encode_site(organism, sae, inputs, cfg.batch_size)
     if not (torch.equal(sample, sample_o) and torch.equal(position, position_o)):
         raise SafelabError("base and organism tokenise the prompts differently: same base needed")
-    keep = position >= cfg.skip_first
-    if not keep.any():
-        raise SafelabError(f"skip_first={cfg.skip_first} leaves no tokens: lower it")
-    z_b, z_o, sample_k = z_b[keep], z_o[keep], sample[keep]
     n = len(inputs)
+    start = max(cfg.skip_first, shared_prefix(base, inputs) if cfg.skip_shared_prefix else 0)
+    keep = position >= start
+    if not keep.any():
+        raise SafelabError(f"skipping the first {start} tokens leaves none: lower skip_first")
+    on = torch.zeros(len(sample), dtype=torch.bool)
+    if trigger and triggered is not None:
+        on = _trigger_mask(organism, inputs, triggered, trigger, sample, position)
+    z_b, z_o, sample_k, on_k = z_b[keep], z_o[keep], sample[keep], on[keep]
 
     mean_b, mean_o = z_b.mean(0), z_o.mean(0)
     freq_b, freq_o = (z_b > 0).float().mean(0), (z_o > 0).float().mean(0)
@@ -302,8 +261,18 @@ def diff_models(
     rank_mean[order_mean] = torch.arange(len(order_mean))
     rank_freq = torch.empty_like(order_freq)
     rank_freq[order_freq] = torch.arange(len(order_freq))
+    candidates = [*order_mean[: cfg.top].tolist(), *order_freq[: cfg.top].tolist()]
+    effect: Tensor | None = None
+    rank_trig = torch.zeros(0, dtype=torch.long)
+    if trigger and triggered is not None:
+        labels_t = torch.tensor([bool(t) for t in triggered])[sample_k]
+        effect = _trigger_effect(z_o, z_b, labels_t, ~on_k)
+        order_trig = torch.argsort(effect.abs(), descending=True)
+        rank_trig = torch.empty_like(order_trig)
+        rank_trig[order_trig] = torch.arange(len(order_trig))
+        candidates += order_trig[: cfg.top].tolist()
     chosen: list[int] = []
-    for i in [*order_mean[: cfg.top].tolist(), *order_freq[: cfg.top].tolist()]:
+    for i in candidates:
         if i not in chosen:
             chosen.append(int(i))
     sel = torch.tensor(chosen, dtype=torch.long)
@@ -317,11 +286,10 @@ def diff_models(
     ci_freq = _ratio_ci(fdiff_sums[present], counts[present], cfg.n_resamples, cfg.seed)
 
     firing: list[TriggerFiring | None] = [None] * len(chosen)
+    effect_ci = np.full((2, len(chosen)), np.nan)
     if trigger and triggered is not None:
-        firing = _trigger_firing(
-            organism, inputs, triggered, trigger, z_o[:, sel], z_b[:, sel], sample_k,
-            position[keep], cfg,
-        )  # fmt: skip
+        firing = _trigger_firing(triggered, z_o[:, sel], z_b[:, sel], sample_k, on_k, n, cfg)
+        effect_ci = _effect_ci(z_o[:, sel], z_b[:, sel], sample_k, ~on_k, triggered, n, cfg)
     latents = [
         LatentChange(
             latent=lat,
@@ -336,6 +304,11 @@ def diff_models(
             rank_mean=int(rank_mean[lat]),
             rank_freq=int(rank_freq[lat]),
             trigger=firing[j],
+            trigger_effect_change=None if effect is None else float(effect[lat]),
+            trigger_effect_change_ci=None
+            if effect is None
+            else [float(effect_ci[0, j]), float(effect_ci[1, j])],
+            rank_trigger=None if effect is None else int(rank_trig[lat]),
         )
         for j, lat in enumerate(chosen)
     ]
@@ -352,33 +325,88 @@ def diff_models(
         seed=cfg.seed,
         n_resamples=cfg.n_resamples,
         latents=latents,
-        meta={"skip_first": cfg.skip_first, "top": cfg.top},
+        meta={"skip_first": cfg.skip_first, "skipped_prefix": start, "top": cfg.top},
     )
 
 
-def _trigger_firing(
-    organism: WhiteBoxModel,
+def shared_prefix(model: WhiteBoxModel, inputs: Sequence[Input]) -> int:
+    """Length of the token prefix all ``inputs`` share (at most the shortest one minus one)."""
+    from safelab.interp.inputs import encode_inputs
+
+    ids = [e.ids for e in encode_inputs(model, inputs)]
+    limit = min(len(x) for x in ids) - 1
+    n = 0
+    while n < limit and all(x[n] == ids[0][n] for x in ids):
+        n += 1
+    return n
+
+
+def _trigger_mask(
+    model: WhiteBoxModel,
     inputs: Sequence[Input],
     triggered: Sequence[bool],
     trigger: str,
-    z_o: Tensor,
-    z_b: Tensor,
     sample: Tensor,
     position: Tensor,
-    cfg: DiffConfig,
-) -> list[TriggerFiring | None]:
-    labels = np.asarray([int(t) for t in triggered])
-    if labels.min() == labels.max():
+) -> Tensor:
+    """Rows that are the trigger's own tokens."""
+    if all(triggered) or not any(triggered):
         raise SafelabError("trigger AUROC needs prompts with and without the trigger")
     on = torch.zeros(len(sample), dtype=torch.bool)
     for i, inp in enumerate(inputs):
         if not triggered[i]:
             continue
-        pos = trigger_positions(organism, inp, trigger)
+        pos = trigger_positions(model, inp, trigger)
         if not pos:
             raise SafelabError(f"prompt {i} is marked triggered but does not contain {trigger!r}")
         on |= (sample == i) & torch.isin(position, torch.tensor(pos))
-    n = len(inputs)
+    return on
+
+
+def _trigger_effect(z_o: Tensor, z_b: Tensor, labels: Tensor, off: Tensor) -> Tensor:
+    """Per latent: (organism trig - untrig) - (base trig - untrig), over off-trigger tokens."""
+
+    def effect(z: Tensor) -> Tensor:
+        return z[off & labels].mean(0) - z[off & ~labels].mean(0)
+
+    return effect(z_o) - effect(z_b)
+
+
+def _effect_ci(
+    z_o: Tensor,
+    z_b: Tensor,
+    sample: Tensor,
+    off: Tensor,
+    triggered: Sequence[bool],
+    n: int,
+    cfg: DiffConfig,
+) -> np.ndarray:
+    """Bootstrap interval of :func:`_trigger_effect`, resampling prompts within each group."""
+    d = z_o - z_b
+    sums, counts = _per_prompt(d[off], sample[off], n)
+    rng = np.random.default_rng(cfg.seed)
+    flags = np.asarray([bool(t) for t in triggered])
+    groups = [np.flatnonzero(flags), np.flatnonzero(~flags)]
+    stats = np.empty((cfg.n_resamples, d.shape[1]))
+    for r in range(cfg.n_resamples):
+        means = []
+        for g in groups:
+            idx = g[rng.integers(0, len(g), size=len(g))]
+            means.append(sums[idx].sum(0) / max(counts[idx].sum(), 1.0))
+        stats[r] = means[0] - means[1]
+    return np.quantile(stats, [0.025, 0.975], axis=0)
+
+
+def _trigger_firing(
+    triggered: Sequence[bool],
+    z_o: Tensor,
+    z_b: Tensor,
+    sample: Tensor,
+    on: Tensor,
+    n: int,
+    cfg: DiffConfig,
+) -> list[TriggerFiring | None]:
+    labels = np.asarray([int(t) for t in triggered])
     out: list[TriggerFiring | None] = []
     for j in range(z_o.shape[1]):
         max_o = _per_prompt_max(z_o[:, j], sample, n)
