@@ -374,8 +374,11 @@ def train_sae(
     threshold = trainer.calibrate_threshold(
         batches(store, cfg.site, rule, cfg.batch_size, cfg.seed + 1)
     )
-    sae = trainer.to_sae(threshold, store.manifest.model or cfg.model)
-    sae.cfg = sae.cfg.replace(train={**sae.cfg.train, "max_norm": rule.max_norm})
+    # cfg.model is what load_model accepts ("default", a folder); the store names the weights.
+    sae = trainer.to_sae(threshold, cfg.model)
+    sae.cfg = sae.cfg.replace(
+        train={**sae.cfg.train, "max_norm": rule.max_norm, "store_model": store.manifest.model}
+    )
     save_sae(sae, out)
     atomic_write_text(out / "history.json", json.dumps(trainer.history) + "\n")
     return sae
