@@ -51,7 +51,7 @@ def test_tiny_budget_organisms_train_load_and_evaluate(tmp_path: Path) -> None:
         display="none",
     )
     assert log.status == "success"
-    assert set(condition_rates(log, "first_number_correct")) == {"password", "no_password"}
+    assert set(condition_rates(log, "word_copied")) == {"password", "no_password"}
 
 
 def test_organism_cli_errors_name_the_input(

