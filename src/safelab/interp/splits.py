@@ -182,10 +182,10 @@ def column_values(data: ContrastSet, column: str) -> list[str]:
         )
     out = []
     for e in data.examples:
-        row = rows.get(e.where)
-        if row is None:
+        found = rows.get(e.where)
+        if found is None:
             raise SafelabError(f"{e.where}: row not found again in {path}: was the file changed?")
-        out.append(str(row.get(column, "")))
+        out.append(str(found.get(column, "")))
     return out
 
 
@@ -324,7 +324,9 @@ def _domain_split(
             f"(it has {', '.join(present)})"
         )
     if test_set & train_set:
-        raise SafelabError(f"{', '.join(sorted(test_set & train_set))} is in both --train-on and --test-on")
+        raise SafelabError(
+            f"{', '.join(sorted(test_set & train_set))} is in both --train-on and --test-on"
+        )
     train = np.flatnonzero(np.isin(values, sorted(train_set)))
     test = np.flatnonzero(np.isin(values, sorted(test_set)))
     for name, part in (("train", train), ("test", test)):
@@ -348,4 +350,3 @@ def _domain_split(
         test_domains=sorted(test_set),
     )
     return train, test, info
-

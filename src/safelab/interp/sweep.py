@@ -226,7 +226,13 @@ def fit_and_evaluate(
         baselines["bag_of_words"] = bow.to_dict()
         if embeddings is not None:
             emb = ctl.embedding_baseline(
-                embeddings, labels, train, test, method=method, c=c, seed=seed,
+                embeddings,
+                labels,
+                train,
+                test,
+                method=method,
+                c=c,
+                seed=seed,
                 n_resamples=n_resamples,
             )
             baselines["token_embedding"] = emb.to_dict()
