@@ -129,18 +129,18 @@ def run_tour(out: str = "runs/tour", data: str | None = None, n: int = 400, seed
         scores = probe.score(acts[site][test]).numpy()
         m = detector_metrics(scores, y[test], seed=seed)
         auc, (lo, hi) = m.auroc, m.auroc_ci
-        control = shuffled_control(acts[site], y, train, test, site, seed=seed)
+        control, control_ci = shuffled_control(acts[site], y, train, test, site, seed=seed)
         per_site[site] = m.to_dict() | {
-            "control_auroc": control.auroc,
-            "control_auroc_ci": control.auroc_ci,
-            "flags": site_flags(m.auroc_ci, control.auroc),
+            "control_auroc": control,
+            "control_auroc_ci": control_ci,
+            "flags": site_flags(m.auroc_ci, control),
         }
         table.add_row(
             site,
             f"{auc:.3f}",
             f"[{lo:.3f}, {hi:.3f}]",
             f"{m.recall_at_1pct_fpr:.2f}",
-            f"{control.auroc:.3f}",
+            f"{control:.3f}",
         )
         if best is None or auc > best[0]:
             best = (auc, site, probe)

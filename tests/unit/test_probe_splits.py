@@ -11,7 +11,12 @@ import torch
 
 from safelab.errors import SafelabError
 from safelab.interp.contrast import ContrastSet, Example, load_statements
-from safelab.interp.controls import bag_of_words, token_embeddings
+from safelab.interp.controls import (
+    bag_of_words,
+    shuffled_control,
+    shuffled_labels,
+    token_embeddings,
+)
 from safelab.interp.splits import example_groups, make_split, near_duplicate_groups
 from safelab.interp.sweep import fit_and_evaluate
 
@@ -177,3 +182,26 @@ def test_token_embedding_baseline_reads_the_last_token(tiny_model) -> None:  # t
     last = [enc.ids[-1] for enc in data.encode(tiny_model)]
     assert emb.shape == (2, table.shape[1])
     assert torch.allclose(emb, table[last].float())
+
+
+@pytest.mark.parametrize("method", ["logistic", "mass_mean"])
+def test_shuffled_control_sits_near_chance_when_truth_dominates(method: str) -> None:
+    # One direction carries most of the variance: a plain permutation's chance correlation with
+    # the labels would steer a mass-mean control to one side of 0.5.
+    g = torch.Generator().manual_seed(4)
+    n, d = 600, 64
+    w = torch.randn(d, generator=g)
+    w = w / w.norm()
+    y = (torch.rand(n, generator=g) > 0.5).long().numpy()
+    x = torch.randn(n, d, generator=g) + torch.tensor(y - 0.5).float().unsqueeze(1) * 8 * w
+    labels = np.asarray(y)
+    ctrl = shuffled_labels(labels, seed=0)
+    assert ctrl.sum() == pytest.approx(labels.sum(), abs=2)
+    assert abs(np.corrcoef(ctrl, labels)[0, 1]) < 0.01
+    draws = [
+        shuffled_control(x, labels, np.arange(450), np.arange(450, n), "s", method=method, seed=s)
+        for s in range(4)
+    ]
+    aurocs = [a for a, _ in draws]
+    assert 0.4 < float(np.mean(aurocs)) < 0.6 and all(0.2 < a < 0.8 for a in aurocs), aurocs
+    assert all(lo <= a <= hi for a, (lo, hi) in draws)

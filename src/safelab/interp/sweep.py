@@ -75,7 +75,7 @@ class SiteResult:
     n_test: int
     roc: dict[str, list[float]] = field(default_factory=dict)
     control_auroc: float | None = None
-    """The shuffled-label control probe's held-out AUROC at this site (same split)."""
+    """Mean held-out AUROC of shuffled-label control probes at this site (same split)."""
     control_auroc_ci: list[float] | None = None
     flags: list[str] = field(default_factory=list)
 
@@ -195,10 +195,9 @@ def fit_and_evaluate(
             roc={"fpr": fpr, "tpr": tpr},
         )
         if controls:
-            cm = ctl.shuffled_control(
+            results[site].control_auroc, results[site].control_auroc_ci = ctl.shuffled_control(
                 x, labels, train, test, site, method=method, c=c, seed=seed, n_resamples=n_resamples
             )
-            results[site].control_auroc, results[site].control_auroc_ci = cm.auroc, cm.auroc_ci
         results[site].flags = ctl.site_flags(m.auroc_ci, results[site].control_auroc)
         probe.cfg.metrics = {
             "held_out": results[site].summary(),
