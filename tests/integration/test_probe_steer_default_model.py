@@ -135,6 +135,7 @@ def test_steer_sweep_writes_metrics(steer_dir: Path) -> None:
     assert metrics["best_site"] == "blocks.12.resid_post" and metrics["best_scale"] in (-8.0, 8.0)
     cells = metrics["sites"]["blocks.12.resid_post"]
     assert set(cells) == {"-8", "8"}
+    assert metrics["split"]["grouped"] and metrics["split"]["how"].startswith("pairs")
     for c in cells.values():
         assert c["delta_ci"][0] <= c["delta"] <= c["delta_ci"][1]
     assert (
