@@ -54,6 +54,9 @@ def test_subject_memorising_probe_is_below_chance_on_rows_and_recovers_grouped()
     assert r.auroc_ci[1] < 0.5, r  # the whole interval below chance
     flags = {f["flag"] for f in rows.flags}
     assert {"best_below_chance", "sites_below_chance"} <= flags
+    # The words memorise subjects too: the bag-of-words baseline is below chance on the row split.
+    assert "bag_of_words_below_chance" in flags
+    assert "bag_of_words_below_chance" not in {f["flag"] for f in grouped.flags}
     assert "below_chance" in r.flags
     # Near-duplicate detection found the pairs without being told.
     assert grouped.split["how"] == "near_duplicates" and grouped.split["grouped"]

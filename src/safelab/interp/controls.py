@@ -179,6 +179,8 @@ def flags(
     - ``best_not_above_shuffled_control``: the best site's lower bound <= its shuffled control;
     - ``best_not_above_<baseline>``: the best site's lower bound <= that baseline's AUROC
       (``bag_of_words``, ``token_embedding``);
+    - ``<baseline>_below_chance``: a baseline's interval lies entirely below 0.5 (the words
+      alone are anti-predictive: held-out rows are twins of training rows);
     - ``sites_below_chance``: any site's interval lies entirely below 0.5 (a leaky split, or a
       probe that memorises subjects, is the usual cause).
     """
@@ -208,6 +210,16 @@ def flags(
                     "flag": f"best_not_above_{name}",
                     "message": f"{best_site} (lower bound {lo:.3f}) is no better than the "
                     f"{name.replace('_', '-')} baseline (AUROC {m['auroc']:.3f})",
+                }
+            )
+    for name, m in baselines.items():
+        if m.get("auroc_ci") and m["auroc_ci"][1] < 0.5:
+            out.append(
+                {
+                    "flag": f"{name}_below_chance",
+                    "message": f"the {name.replace('_', '-')} baseline is below chance "
+                    f"(AUROC {m['auroc']:.3f}, upper bound {m['auroc_ci'][1]:.3f}): held-out rows "
+                    "are twins of training rows with the opposite label (give --group COLUMN)",
                 }
             )
     below = [s for s, f in site_flag_lists.items() if "below_chance" in f]
