@@ -218,8 +218,9 @@ def flags(
                 {
                     "flag": f"{name}_below_chance",
                     "message": f"the {name.replace('_', '-')} baseline is below chance "
-                    f"(AUROC {m['auroc']:.3f}, upper bound {m['auroc_ci'][1]:.3f}): held-out rows "
-                    "are twins of training rows with the opposite label (give --group COLUMN)",
+                    f"(AUROC {m['auroc']:.3f}, upper bound {m['auroc_ci'][1]:.3f}): the words "
+                    "anti-predict the held-out labels (twins of training rows with the opposite "
+                    "label? give --group COLUMN)",
                 }
             )
     below = [s for s, f in site_flag_lists.items() if "below_chance" in f]
