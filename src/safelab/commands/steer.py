@@ -12,7 +12,13 @@ import time
 from pathlib import Path
 from typing import Any
 
-from safelab.commands.probe import activations, add_data_options, load, write_json
+from safelab.commands.probe import (
+    activations,
+    add_data_options,
+    add_split_options,
+    load,
+    write_json,
+)
 from safelab.errors import SafelabError
 
 
@@ -55,7 +61,6 @@ def _sweep(args: argparse.Namespace) -> int:
         contrast_vectors,
         steering_sweep,
     )
-    from safelab.interp.sweep import split_indices
     from safelab.report import plots
 
     t_start = time.perf_counter()
@@ -66,14 +71,19 @@ def _sweep(args: argparse.Namespace) -> int:
     pairs_all = read_pairs(data.source)
     pair_ids = sorted({e.pair for e in data.examples})
     train_rows = list(range(len(data)))
+    split_info: dict[str, Any] = {"how": "test_file", "grouped": True}
     if args.test:
         train_data = data
         test_pairs = read_pairs(args.test)
         test_source = args.test
     else:
-        train_idx, test_idx = split_indices(
-            data.labels, args.test_frac, args.seed, [e.pair for e in data.examples]
+        from safelab.interp.splits import make_split
+
+        train_idx, test_idx, info = make_split(
+            data, test_frac=args.test_frac, seed=args.seed, group=args.group
         )
+        split_info = info.to_dict()
+        print(info.line())
         train_rows = train_idx.tolist()
         train_data = data.subset(train_rows)
         test_ids = sorted({data.examples[i].pair for i in test_idx})
@@ -163,6 +173,7 @@ def _sweep(args: argparse.Namespace) -> int:
         method=args.method,
         scales=_floats(args.scales),
         n_train_pairs=len(train_data) // 2,
+        split=split_info,
         norms={
             s: {
                 "vector": float(v.vector.norm()),
@@ -257,6 +268,7 @@ def register(subparsers: Any) -> None:
         "--test", default=None, help="held-out pairs file (default: a --test-frac split of --data)"
     )
     sw.add_argument("--test-frac", type=float, default=0.25)
+    add_split_options(sw, domains=False)
     sw.add_argument("--test-limit", type=int, default=None, help="at most this many held-out pairs")
     sw.add_argument(
         "--layers-sites",

@@ -18,6 +18,7 @@ from safelab.errors import SafelabError
 from safelab.interp.contrast import ContrastSet
 from safelab.interp.metrics import DEFAULT_RESAMPLES, detector_metrics, roc_points
 from safelab.interp.probes import LinearProbe, ProbeMethod
+from safelab.interp.splits import SplitInfo, make_split
 
 
 def split_indices(
@@ -73,6 +74,10 @@ class SiteResult:
     train_accuracy: float
     n_test: int
     roc: dict[str, list[float]] = field(default_factory=dict)
+    control_auroc: float | None = None
+    """Mean held-out AUROC of shuffled-label control probes at this site (same split)."""
+    control_auroc_ci: list[float] | None = None
+    flags: list[str] = field(default_factory=list)
 
     def summary(self) -> dict[str, Any]:
         out = asdict(self)
@@ -94,6 +99,10 @@ class SweepResult:
     sites: dict[str, SiteResult]
     probes: dict[str, LinearProbe]
     fit_s: float = 0.0
+    split: dict[str, Any] = field(default_factory=dict)
+    baselines: dict[str, dict[str, Any]] = field(default_factory=dict)
+    """``bag_of_words`` / ``token_embedding``: held-out metrics on the same split."""
+    flags: list[dict[str, str]] = field(default_factory=list)
 
     @property
     def best_site(self) -> str:
@@ -112,6 +121,9 @@ class SweepResult:
             "test_frac": self.test_frac,
             "n_train": self.n_train,
             "n_test": self.n_test,
+            "flags": self.flags,
+            "split": self.split,
+            "baselines": self.baselines,
             "sites": {s: r.summary() for s, r in self.sites.items()},
         }
 
@@ -127,11 +139,27 @@ def fit_and_evaluate(
     n_resamples: int = DEFAULT_RESAMPLES,
     model_name: str = "",
     progress: bool = False,
+    split: tuple[np.ndarray, np.ndarray, SplitInfo] | None = None,
+    group: str | None = None,
+    controls: bool = True,
+    embeddings: Tensor | None = None,
 ) -> SweepResult:
-    """Fit one probe per site on a train split and score it on the held-out split."""
+    """Fit one probe per site on a train split and score it on the held-out split.
+
+    Args:
+        split: ``(train, test, info)`` from :func:`safelab.interp.splits.make_split`; default:
+            a grouped split made here (``group`` column, else pairs and near-duplicates).
+        controls: also fit a shuffled-label control per site and a bag-of-words baseline on
+            the same split, and flag results no better than them (:mod:`safelab.interp.controls`).
+        embeddings: ``[n, d_model]`` input embeddings at the read token, for the token-embedding
+            baseline (see :func:`safelab.interp.controls.token_embeddings`).
+    """
+    from safelab.interp import controls as ctl
+
     labels = np.asarray(data.labels)
-    groups = [e.pair for e in data.examples]
-    train, test = split_indices(labels, test_frac, seed, groups)
+    if split is None:
+        split = make_split(data, test_frac=test_frac, seed=seed, group=group)
+    train, test, info = split
     results: dict[str, SiteResult] = {}
     probes: dict[str, LinearProbe] = {}
     t0 = time.perf_counter()
@@ -166,21 +194,54 @@ def fit_and_evaluate(
             n_test=len(test),
             roc={"fpr": fpr, "tpr": tpr},
         )
+        if controls:
+            results[site].control_auroc, results[site].control_auroc_ci = ctl.shuffled_control(
+                x, labels, train, test, site, method=method, c=c, seed=seed, n_resamples=n_resamples
+            )
+        results[site].flags = ctl.site_flags(m.auroc_ci, results[site].control_auroc)
         probe.cfg.metrics = {
             "held_out": results[site].summary(),
             "seed": seed,
             "n_resamples": n_resamples,
             "n_train": len(train),
             "test_frac": test_frac,
+            "split": info.to_dict(),
         }
         probes[site] = probe
         if progress:
             r = results[site]
+            control = "" if r.control_auroc is None else f"  control {r.control_auroc:.3f}"
+            marks = f"  [{', '.join(r.flags)}]" if r.flags else ""
             print(
                 f"{site:>24}  AUROC {r.auroc:.3f} [{r.auroc_ci[0]:.3f}, {r.auroc_ci[1]:.3f}]  "
-                f"acc {r.accuracy:.3f}  recall@1%FPR {r.recall_at_1pct_fpr:.3f}",
+                f"acc {r.accuracy:.3f}  recall@1%FPR {r.recall_at_1pct_fpr:.3f}{control}{marks}",
                 flush=True,
             )
+    baselines: dict[str, dict[str, Any]] = {}
+    if controls:
+        bow = ctl.bag_of_words(
+            ctl.example_texts(data), labels, train, test, seed=seed, n_resamples=n_resamples
+        )
+        baselines["bag_of_words"] = bow.to_dict()
+        if embeddings is not None:
+            emb = ctl.embedding_baseline(
+                embeddings,
+                labels,
+                train,
+                test,
+                method=method,
+                c=c,
+                seed=seed,
+                n_resamples=n_resamples,
+            )
+            baselines["token_embedding"] = emb.to_dict()
+    best = max(results, key=lambda s: results[s].auroc)
+    flags = ctl.flags(
+        best,
+        results[best].auroc_ci,
+        {s: r.flags for s, r in results.items()},
+        baselines,
+    )
     return SweepResult(
         data=data.source,
         data_hash=data.data_hash,
@@ -192,6 +253,9 @@ def fit_and_evaluate(
         sites=results,
         probes=probes,
         fit_s=time.perf_counter() - t0,
+        split=info.to_dict(),
+        baselines=baselines,
+        flags=flags,
     )
 
 
@@ -223,8 +287,13 @@ def generalisation_matrix(
     test_frac: float = 0.25,
     seed: int = 0,
     n_resamples: int = DEFAULT_RESAMPLES,
+    group: str | None = None,
 ) -> GeneralisationMatrix:
-    """Train on each data set's train split at ``site``; test on every data set."""
+    """Train on each data set's train split at ``site``; test on every data set.
+
+    The diagonal's split is grouped as in :func:`fit_and_evaluate` (``group`` column, else pairs
+    and near-duplicates).
+    """
     if len(datasets) < 2:
         raise SafelabError("a generalisation matrix needs at least two data sets")
     splits = []
@@ -232,9 +301,8 @@ def generalisation_matrix(
         if site not in acts:
             raise SafelabError(f"site {site} was not captured for {data.name}")
         labels = np.asarray(data.labels)
-        splits.append(
-            (labels, *split_indices(labels, test_frac, seed, [e.pair for e in data.examples]))
-        )
+        train, test, _ = make_split(data, test_frac=test_frac, seed=seed, group=group)
+        splits.append((labels, train, test))
     n = len(datasets)
     au = [[0.0] * n for _ in range(n)]
     ci: list[list[list[float]]] = [[[0.0, 0.0] for _ in range(n)] for _ in range(n)]

@@ -133,12 +133,19 @@ def steering_curves(
 
 
 def write_html(
-    path: str | Path, title: str, images: Sequence[Path], metrics: Mapping[str, Any]
+    path: str | Path,
+    title: str,
+    images: Sequence[Path],
+    metrics: Mapping[str, Any],
+    warnings: Sequence[str] = (),
 ) -> Path:
-    """One self-contained page: the images (inlined) and the metrics as JSON."""
+    """One self-contained page: warnings first (in red), the images (inlined), the metrics."""
     parts = [
         f"<!doctype html><meta charset='utf-8'><title>{html.escape(title)}</title>",
         f"<h1>{html.escape(title)}</h1>",
+    ]
+    parts += [
+        f"<p style='color:#b00;font-weight:bold'>WARNING: {html.escape(w)}</p>" for w in warnings
     ]
     for img in images:
         data = base64.b64encode(Path(img).read_bytes()).decode()
