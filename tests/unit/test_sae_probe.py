@@ -67,3 +67,24 @@ def test_bad_input_names_the_fix() -> None:
     sae = SparseAutoencoder.random(16, 32, "blocks.0.resid_post")
     with pytest.raises(SafelabError, match="d_in=16"):
         sparse_probe(sae, torch.zeros(4, 8), [0, 1, 0, 1], torch.zeros(4, 8), [0, 1, 0, 1])
+
+
+def test_probe_sweep_adds_the_sparse_sae_column(tiny_folder, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    import json
+
+    from safelab import cli
+    from safelab.sae.sae import SparseAutoencoder, save_sae
+
+    rows = [f"The city number {i} is in country {i % 7}.,{i % 2}" for i in range(40)]
+    data = tmp_path / "statements.csv"
+    data.write_text("statement,label\n" + "\n".join(rows) + "\n")
+    save_sae(SparseAutoencoder.random(32, 64, "blocks.1.resid_post", seed=0), tmp_path / "sae")
+    out = tmp_path / "sweep"
+    argv = ["probe", "sweep", "--data", str(data), "--out", str(out), "--model", str(tiny_folder)]
+    argv += ["--cache", str(tmp_path / "cache"), "--resamples", "50", "--no-controls"]
+    argv += ["--sites", "blocks.0.resid_post", "--sae", str(tmp_path / "sae"), "--sae-k", "4"]
+    assert cli.main(argv) == 0
+    sp = json.loads((out / "metrics.json").read_text())["sae_probe"]
+    assert sp["site"] == "blocks.1.resid_post" and sp["k"] == 4 and len(sp["latents"]) == 4
+    assert 0.0 <= sp["auroc"] <= 1.0 and sp["auroc_ci"][0] <= sp["auroc"] <= sp["auroc_ci"][1]
+    assert sp["n_train"] + sp["n_test"] == 40

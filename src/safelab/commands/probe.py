@@ -139,6 +139,8 @@ def _sweep(args: argparse.Namespace) -> int:
     )
     best = result.best_site
     payload = result.to_dict()
+    if args.sae:
+        payload["sae_probe"] = _sae_column(args, model, data, cached, split)
     payload.update(
         model=model.name,
         name=data.name,
@@ -211,11 +213,44 @@ def _sweep(args: argparse.Namespace) -> int:
         f"recall@1%FPR {r.recall_at_1pct_fpr:.3f} (n_test={result.n_test}, seed={args.seed})"
         + (f" [{', '.join(flagged)}]" if flagged else "")
     )
+    if sp := payload.get("sae_probe"):
+        dense = result.sites.get(sp["site"])
+        dense_text = f"; dense probe there {dense.auroc:.3f}" if dense is not None else ""
+        print(
+            f"sparse SAE probe at {sp['site']} (k={sp['k']} latents of {sp['sae']}): AUROC "
+            f"{sp['auroc']:.3f} [{sp['auroc_ci'][0]:.3f}, {sp['auroc_ci'][1]:.3f}]{dense_text}"
+        )
     print(
         f"timing: capture {payload['timing']['capture_s']}s, fit+metrics {payload['timing']['fit_and_metrics_s']}s"
     )
     print(f"wrote {out / 'metrics.json'}, {out / 'probe'}")
     return 0
+
+
+def _sae_column(args: argparse.Namespace, model: Any, data: Any, cached: Any, split: Any) -> Any:
+    """The k-sparse SAE-latent probe on the same rows and split as the dense probe at its site."""
+    import numpy as np
+
+    from safelab.sae.probe import sparse_probe
+    from safelab.sae.sae import load_sae
+
+    sae = load_sae(args.sae)
+    acts = cached.acts.get(sae.site)
+    if acts is None:
+        acts = activations(args, model, data, sae.site).acts[sae.site]
+    train, test, _ = split
+    labels = np.asarray(data.labels)
+    res = sparse_probe(
+        sae,
+        acts[train],
+        labels[train],
+        acts[test],
+        labels[test],
+        k=args.sae_k,
+        seed=args.seed,
+        n_resamples=args.resamples,
+    )
+    return {"sae": str(args.sae), "site": sae.site, **res.to_dict()}
 
 
 def split_from_args(args: argparse.Namespace, data: Any) -> Any:
@@ -434,6 +469,12 @@ def register(subparsers: Any) -> None:
         action="store_false",
         help="skip the shuffled-label control and the bag-of-words / token-embedding baselines",
     )
+    sweep.add_argument(
+        "--sae",
+        default=None,
+        help="an SAE folder: add the k-sparse probe on its latents at its site (same split)",
+    )
+    sweep.add_argument("--sae-k", type=int, default=8, help="latents in the sparse SAE probe")
     sweep.set_defaults(func=_sweep)
 
     train = sub.add_parser("train", help="one probe at one site (held-out metrics saved with it)")
