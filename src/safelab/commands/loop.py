@@ -61,6 +61,11 @@ def _arguments(p: Any, out: str) -> None:
         default=None,
         help="where to steer (default: middle layer for flagged, the probe's best for probe)",
     )
+    p.add_argument(
+        "--sae",
+        default=None,
+        help="an SAE on the base model: add the SAE detector (organism-vs-base diff) to step 3",
+    )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
         "--threads",
@@ -113,6 +118,7 @@ def cmd_loop(args: argparse.Namespace) -> int:
         scales=scales,
         steer_site=args.steer_site,
         steer_direction=args.steer_direction,
+        sae=args.sae,
         seed=args.seed,
         display="none",
     )
@@ -148,6 +154,8 @@ def print_summary(console: Any, result: LoopResult | dict[str, Any], seconds: fl
     ):
         v = m.get(key)
         table.add_row(key, "n/a" if v is None else f"{v:.3f}")
+    if result.sae is not None:
+        table.add_row(f"sae_latent_{result.sae.latent}_auroc", f"{result.sae.auroc:.3f}")
     table.add_row("probe_best_site", str(m.get("probe_best_site")))
     table.add_row("steered_scale", str(m.get("steered_scale")))
     for name, ok in result.targets().items():

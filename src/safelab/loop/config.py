@@ -29,6 +29,9 @@ class LoopConfig:
     """Where to steer (default: the middle layer for ``flagged``, the probe's best for ``probe``)."""
     n_traffic: int = 64
     """Unlabelled traffic prompts (training topics, half with the trigger) for ``flagged``."""
+    sae: str | None = None
+    """An SAE trained on the base model (any format :func:`safelab.sae.sae.load_sae` reads):
+    adds the SAE detector to step 3 (organism-vs-base diff, top latent scored by AUROC)."""
     helpfulness_tolerance: float = 0.10
     max_tokens: int = 16
     seed: int = 0

@@ -117,6 +117,27 @@ class DetectStep(_Record):
 
 
 @dataclass
+class SAEStep(_Record):
+    """Step 3, with ``--sae``: the diff's top latent (chosen on selection prompts) and its
+    AUROC on the probe's prompts, on the organism and on the base (the control)."""
+
+    sae: str
+    site: str
+    latent: int
+    mean_diff: float
+    """The latent's mean change from base to organism on the selection prompts."""
+    n_select: int
+    n_score: int
+    auroc: float
+    auroc_ci: list[float]
+    base_auroc: float
+    base_auroc_ci: list[float]
+    top_latents: list[dict[str, Any]]
+    """The diff's top latents (selection prompts): latent, mean change, trigger AUROC there."""
+    seed: int
+
+
+@dataclass
 class JudgeStep(_Record):
     """Step 4: the judge monitor's AUROC (None when undefined); unscored samples apart."""
 
@@ -170,6 +191,8 @@ class LoopResult:
     judge: JudgeStep | None
     steering: list[SteerCell]
     timings_s: dict[str, float] = field(default_factory=dict)
+    sae: SAEStep | None = None
+    """The SAE detector (only with ``config.sae``)."""
 
     def chosen(self) -> tuple[SteerCell | None, bool]:
         """The steering cell reported (and whether it is the fallback: no scale kept
@@ -239,6 +262,7 @@ class LoopResult:
             transcripts=org.get("transcripts") or [],
             probe=self.probe.to_dict(),
             judge=self.judge.to_dict() if self.judge is not None else None,
+            **({"sae": self.sae.to_dict()} if self.sae is not None else {}),
             steering=[c.to_dict() for c in self.steering],
             organism=self.organism,
             config=asdict(self.config),
@@ -261,4 +285,5 @@ class LoopResult:
             judge=JudgeStep.from_dict(m["judge"]) if m.get("judge") else None,
             steering=[SteerCell.from_dict(c) for c in m.get("steering", [])],
             timings_s=m.get("timings_s", {}),
+            sae=SAEStep.from_dict(m["sae"]) if m.get("sae") else None,
         )

