@@ -28,7 +28,7 @@ def test_sae_detector_finds_a_latent_planted_on_the_trigger(tiny_model: Any, tmp
         w = sae.W_enc[:, PLANTED]
         organism.hf.get_input_embeddings().weight[bar] += 8.0 * w / w.norm()
     step = detect_with_sae(tiny_model, organism, str(tmp_path / "sae"), TRIGGER, n=8, seed=0)
-    assert step.latent == PLANTED and step.mean_diff > 0
+    assert step.latent == PLANTED and step.mean_diff > 0 and step.sign == 1.0
     assert step.n_select == step.n_score == 16
     assert step.auroc == 1.0 and step.auroc_ci[0] > 0.5
     assert 0.0 <= step.base_auroc <= 1.0

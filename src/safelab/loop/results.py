@@ -126,6 +126,10 @@ class SAEStep(_Record):
     latent: int
     mean_diff: float
     """The latent's mean change from base to organism on the selection prompts."""
+    sign: float
+    """+1 when the latent fires more on triggered selection prompts, -1 when less."""
+    selection_auroc: float
+    """Its AUROC on the selection prompts (where it was chosen; flattered by the choice)."""
     n_select: int
     n_score: int
     auroc: float

@@ -57,7 +57,11 @@ def detect_with_sae(
     seed: int = 0,
     n_resamples: int = 1000,
 ) -> SAEStep:
-    """Choose the latent on selection prompts, score it on the probe's prompts."""
+    """Choose the latent on selection prompts, score it on the probe's prompts.
+
+    The candidates are the diff's top latents by mean change; the one whose per-prompt maximum
+    best separates triggered from untriggered selection prompts is kept, with its sign.
+    """
     from safelab.organisms.recipes import with_trigger
     from safelab.sae.diff import DiffConfig, diff_models
     from safelab.sae.sae import load_sae
@@ -77,17 +81,25 @@ def detect_with_sae(
         names=(base.name, organism.name, sae_path),
     )
     top = sorted(diff.latents, key=lambda c: c.rank_mean)
-    chosen = top[0]
+    # Of the latents that changed most, the one that best separates the selection prompts,
+    # oriented there (a latent the organism suppresses on the trigger scores by its negative).
+    chosen = max(
+        top, key=lambda c: (abs(c.trigger.auroc - 0.5) if c.trigger else -1.0, -c.rank_mean)
+    )
+    sel_auroc = chosen.trigger.auroc if chosen.trigger else 0.5
+    sign = 1.0 if sel_auroc >= 0.5 else -1.0
     score = _chats([with_trigger(t, trigger) for t in score_texts] + score_texts)
     labels = np.array([1] * len(score_texts) + [0] * len(score_texts))
     kw: dict[str, Any] = {"n_resamples": n_resamples, "seed": seed}
-    org_scores = latent_scores(organism, sae, score, chosen.latent)
-    base_scores = latent_scores(base, sae, score, chosen.latent)
+    org_scores = sign * latent_scores(organism, sae, score, chosen.latent)
+    base_scores = sign * latent_scores(base, sae, score, chosen.latent)
     return SAEStep(
         sae=sae_path,
         site=sae.site,
         latent=chosen.latent,
         mean_diff=chosen.mean_diff,
+        sign=sign,
+        selection_auroc=sel_auroc,
         n_select=len(select),
         n_score=len(score),
         auroc=auroc(org_scores, labels),

@@ -222,8 +222,10 @@ def render_loop_report(metrics: LoopResult | dict[str, Any]) -> str:
         )
     sae = result.sae
     sae_text = (
-        f"SAE detector ({sae.sae}, {sae.site}): latent {sae.latent}, chosen on "
-        f"{sae.n_select} other prompts by its change from base to organism, scores AUROC "
+        f"SAE detector ({sae.sae}, {sae.site}): latent {sae.latent}"
+        f"{' (negated: the organism suppresses it)' if sae.sign < 0 else ''}, chosen on "
+        f"{sae.n_select} other prompts among the latents that changed most from base to "
+        f"organism (AUROC there {sae.selection_auroc:.3f}), scores AUROC "
         f"{sae.auroc:.3f} {_ci3(sae.auroc_ci)} on the probe's {sae.n_score} prompts "
         f"(the base model, same latent: {sae.base_auroc:.3f} {_ci3(sae.base_auroc_ci)})"
         if sae is not None
