@@ -25,6 +25,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "safelab.commands.monitor",
     "safelab.commands.organism",
     "safelab.commands.loop",
+    "safelab.commands.w2s",
 )
 
 
