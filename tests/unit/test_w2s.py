@@ -146,6 +146,27 @@ def test_splits_are_disjoint_stratified_and_fixed() -> None:
     assert len(capped) == 100 and capped.meta["rows_before_cap"] == 300
 
 
+def test_grouped_splits_keep_each_group_in_one_part(tmp_path: Path) -> None:
+    # True/false twins about one city: a group each, as truth-cities has.
+    lines = ["statement,label,city"]
+    for i in range(150):
+        lines += [f"The city of C{i} is in A{i}.,1,C{i}", f"The city of C{i} is in B{i}.,0,C{i}"]
+    path = tmp_path / "cities.csv"
+    path.write_text("\n".join(lines) + "\n")
+    task = load_labelled_file(path, group="city")
+    assert task.groups is not None and task.groups[:2] == ["C0", "C0"]
+    s = split_task(task)
+    where = {}
+    for part, idx in enumerate((s.weak_train, s.strong_train, s.test)):
+        for i in idx:
+            assert where.setdefault(task.groups[i], part) == part  # a group never straddles
+    assert sorted(s.weak_train + s.strong_train + s.test) == list(range(300))
+    assert abs(len(s.test) - 90) <= 2
+    capped = cap_rows(task, 100)
+    assert len(capped) == 100 and capped.groups is not None
+    assert all(capped.groups.count(g) == 2 for g in capped.groups)
+
+
 def test_task_file_loaders_and_bad_input(tmp_path: Path) -> None:
     rows = _synthetic_rows(40)
     task = load_labelled_file(_write_csv(tmp_path / "a.csv", rows))
@@ -256,6 +277,25 @@ def test_run_writes_metrics_and_resumes_without_repeating_cells(tmp_path: Path) 
     other = _cfg(task, tmp_path, aux_coef=0.75)
     with pytest.raises(SafelabError, match="another config"):
         run_experiment(other, tmp_path / "out", model=model, progress=False, log=lambda s: None)  # type: ignore[arg-type]
+
+
+def test_lora_student_runs_and_leaves_the_model_unchanged(tmp_path: Path) -> None:
+    from safelab.w2s.lora import LoraStudentConfig
+    from safelab.w2s.run import run_experiment
+    from tests.tiny import tiny_model
+
+    task = _write_csv(tmp_path / "syn.csv", _synthetic_rows(120))
+    model = tiny_model()
+    before = {k: v.clone() for k, v in model.hf.state_dict().items()}
+    lora = LoraStudentConfig(epochs=1, batch_size=32, target_modules=["q_proj", "v_proj"])
+    cfg = _cfg(task, tmp_path, seeds=[0], losses=["aux"], lora=True, lora_cfg=lora)
+    out = run_experiment(cfg, tmp_path / "out", model=model, progress=False, log=lambda s: None)
+    cell = out.metrics["tasks"]["syn"]["losses"]["aux"]["cells"][0]
+    assert cell["student_kind"] == "lora"
+    assert 0.0 <= cell["models"]["student"]["accuracy"] <= 1.0
+    after = model.hf.state_dict()
+    assert set(after) == set(before)  # the adapters are gone again
+    assert all(torch.equal(after[k], v) for k, v in before.items())
 
 
 def test_weak_at_chance_is_a_flagged_row(tmp_path: Path) -> None:

@@ -44,8 +44,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS, help="rows per task (seeded)")
     p.add_argument("--aux-coef", type=float, default=0.5, help="final weight of the aux term")
     p.add_argument("--warmup-frac", type=float, default=0.2, help="aux weight warm-up share")
-    p.add_argument("--epochs", type=int, default=4)
+    p.add_argument("--epochs", type=int, default=10)
     p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument(
+        "--lora",
+        action="store_true",
+        help="student and ceiling fine-tune the model with LoRA (peft) + a head: GPU-sized work",
+    )
     p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
     p.add_argument("--data-root", default=None, help="shared data folder (default ../shared/data)")
     p.add_argument("--cache", default=None, help="activation cache (default $SAFELAB_CACHE)")
@@ -84,6 +89,7 @@ def cmd_w2s(args: argparse.Namespace) -> int:
         aux_coef=args.aux_coef,
         warmup_frac=args.warmup_frac,
         student_cfg=StudentConfig(epochs=args.epochs, lr=args.lr),
+        lora=args.lora,
         n_resamples=args.resamples,
         data_root=args.data_root,
         cache=args.cache,

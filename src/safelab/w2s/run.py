@@ -25,11 +25,12 @@ import numpy as np
 
 from safelab.errors import SafelabError
 from safelab.interp.artifacts import atomic_write_text
+from safelab.w2s.lora import LoraStudentConfig, lora_student_probs
 from safelab.w2s.losses import LOSSES, LossConfig
 from safelab.w2s.pgr import performance_gap_recovered, seed_interval
 from safelab.w2s.student import StudentConfig, train_head
 from safelab.w2s.tasks import DEFAULT_MAX_ROWS, BinaryTask, cap_rows, load_task, split_task
-from safelab.w2s.weak import parse_weak, weak_probs
+from safelab.w2s.weak import DEFAULT_PROBE_SITE, parse_weak, weak_probs
 
 if TYPE_CHECKING:
     from safelab.models.whitebox import WhiteBoxModel
@@ -56,6 +57,9 @@ class W2SConfig:
     aux_coef: float = 0.5
     warmup_frac: float = 0.2
     student_cfg: StudentConfig = field(default_factory=StudentConfig)
+    lora: bool = False
+    """Fine-tune the strong model with LoRA + head instead of a head on frozen activations."""
+    lora_cfg: LoraStudentConfig = field(default_factory=LoraStudentConfig)
     n_resamples: int = 1000
     data_root: str | None = None
     cache: str | None = None
@@ -73,6 +77,8 @@ class W2SConfig:
             raise SafelabError(f"unknown position {self.position!r}: use last or mean")
         if isinstance(self.student_cfg, dict):
             self.student_cfg = StudentConfig(**self.student_cfg)
+        if isinstance(self.lora_cfg, dict):
+            self.lora_cfg = LoraStudentConfig(**self.lora_cfg)
 
     def loss(self, name: str) -> LossConfig:
         return LossConfig(name, self.aux_coef, self.warmup_frac)
@@ -142,6 +148,7 @@ def _cell_key(cfg: W2SConfig, task: BinaryTask, site: str, loss: str, seed: int)
             cfg.position,
             dataclasses.asdict(cfg.loss(loss)),
             dataclasses.asdict(cfg.student_cfg),
+            dataclasses.asdict(cfg.lora_cfg) if cfg.lora else None,
             seed,
             cfg.n_resamples,
         ]
@@ -192,7 +199,9 @@ def run_experiment(
 
             model = load_model(cfg.student, dtype="float32")
         site = resolve_site(cfg, model)
-        sites = [site] + ([weak_spec.site] if weak_spec.site and weak_spec.site != site else [])
+        # The default early probe site is always captured, so bow and probe runs share a capture.
+        early = weak_spec.site or DEFAULT_PROBE_SITE
+        sites = [site] + ([early] if early != site else [])
         keys = {
             (loss, s): _cell_key(cfg, task, site, loss, s) for loss in cfg.losses for s in cfg.seeds
         }
@@ -210,13 +219,11 @@ def run_experiment(
         bar = _bar(progress, len(todo), task.name)
         for loss, seed in todo:
             assert acts is not None and weak_p is not None
-            x = acts[site]
-            ceiling = train_head(x[strong], y[strong], cfg.loss("xent"), cfg.student_cfg, seed)
-            student = train_head(x[strong], weak_p[strong], cfg.loss(loss), cfg.student_cfg, seed)
             probs = {
                 "weak": weak_p[test],
-                "student": student.probs(x[test]),
-                "ceiling": ceiling.probs(x[test]),
+                **_train_student(
+                    cfg, model, task, site, acts, weak_p, splits.strong_train, test, loss, seed
+                ),
             }
             cell = {
                 "key": keys[(loss, seed)],
@@ -224,6 +231,7 @@ def run_experiment(
                 "loss": loss,
                 "seed": seed,
                 "site": site,
+                "student_kind": "lora" if cfg.lora else "linear_head",
                 "weak_label_mean": float(weak_p[strong].mean()),
                 "weak_label_accuracy": float(((weak_p[strong] > 0.5) == y[strong]).mean()),
                 "models": {
@@ -259,6 +267,40 @@ def run_experiment(
     path = out / "metrics.json"
     atomic_write_text(path, json.dumps(metrics, indent=2) + "\n")
     return RunSummary(metrics, computed, reused, path)
+
+
+def _train_student(
+    cfg: W2SConfig,
+    model: WhiteBoxModel,
+    task: BinaryTask,
+    site: str,
+    acts: dict[str, Any],
+    weak_p: np.ndarray,
+    strong: list[int],
+    test: np.ndarray,
+    loss: str,
+    seed: int,
+) -> dict[str, np.ndarray]:
+    """Test-set ``p(1)`` of the student (weak labels, ``loss``) and the ceiling (ground truth)."""
+    y = np.asarray(task.labels)
+    if cfg.lora:
+        layer = int(site.split(".")[1])
+        train_texts = [task.texts[i] for i in strong]
+        test_texts = [task.texts[i] for i in test]
+
+        def fit(targets: np.ndarray, how: LossConfig) -> np.ndarray:
+            return lora_student_probs(
+                model, train_texts, targets, test_texts, layer, how, cfg.lora_cfg, seed
+            )
+
+        return {
+            "student": fit(weak_p[strong], cfg.loss(loss)),
+            "ceiling": fit(y[strong], cfg.loss("xent")),
+        }
+    x = acts[site]
+    ceiling = train_head(x[strong], y[strong], cfg.loss("xent"), cfg.student_cfg, seed)
+    student = train_head(x[strong], weak_p[strong], cfg.loss(loss), cfg.student_cfg, seed)
+    return {"student": student.probs(x[test]), "ceiling": ceiling.probs(x[test])}
 
 
 def _task_summary(

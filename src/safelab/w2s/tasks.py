@@ -13,7 +13,10 @@ A :class:`BinaryTask` is a list of texts with 0/1 labels. Where they come from:
 
 Splits (:func:`split_task`) are fixed: rows are capped at ``max_rows`` by a seeded, stratified
 sample, then shuffled with :data:`SPLIT_SEED` and cut into weak-train (35%), strong-train (35%)
-and test (30%), stratified by label so each part keeps the task's class balance. The weak
+and test (30%), stratified by label so each part keeps the task's class balance. Tasks of
+paired statements carry groups (``truth-cities``: the city; ``lie-detector``: the fact), and
+whole groups go to one part: otherwise a bag of words would see "Krasnodar ... Russia" labelled
+true in training and score its false twin by the city's name, which makes it worse than chance. The weak
 supervisor learns from weak-train's ground truth, labels strong-train, and the student learns
 from those labels; every model is scored on test. The three parts never share a row index.
 """
@@ -51,8 +54,12 @@ class BinaryTask:
     labels: list[int]
     source: str
     meta: dict[str, Any] = field(default_factory=dict)
+    groups: list[str] | None = None
+    """Rows sharing a group (a true/false pair about one city) always land in one split."""
 
     def __post_init__(self) -> None:
+        if self.groups is not None and len(self.groups) != len(self.texts):
+            raise SafelabError(f"task {self.name}: {len(self.groups)} groups for {len(self)} rows")
         if len(self.texts) != len(self.labels):
             raise SafelabError(
                 f"task {self.name}: {len(self.texts)} texts, {len(self.labels)} labels"
@@ -69,6 +76,16 @@ class BinaryTask:
 
     def __len__(self) -> int:
         return len(self.texts)
+
+    def subset(self, idx: Sequence[int], **meta: Any) -> BinaryTask:
+        return BinaryTask(
+            self.name,
+            [self.texts[i] for i in idx],
+            [self.labels[i] for i in idx],
+            self.source,
+            {**self.meta, **meta},
+            None if self.groups is None else [self.groups[i] for i in idx],
+        )
 
     @property
     def data_hash(self) -> str:
@@ -113,18 +130,29 @@ def cap_rows(task: BinaryTask, max_rows: int | None, seed: int = SPLIT_SEED) -> 
         return task
     if max_rows < 20:
         raise SafelabError(f"max_rows must be at least 20, got {max_rows}")
-    y = np.asarray(task.labels)
     rng = np.random.default_rng(seed)
     keep: list[int] = []
-    for c in (0, 1):
-        idx = np.flatnonzero(y == c)
-        n = round(max_rows * len(idx) / len(y))
-        keep.extend(rng.choice(idx, size=n, replace=False).tolist())
-    keep.sort()
-    meta = {**task.meta, "rows_before_cap": len(task), "max_rows": max_rows}
-    return BinaryTask(
-        task.name, [task.texts[i] for i in keep], [task.labels[i] for i in keep], task.source, meta
-    )
+    if task.groups is not None:
+        members = _members(task.groups)
+        for g in rng.permutation(len(members)):
+            if len(keep) >= max_rows:
+                break
+            keep.extend(members[g])
+    else:
+        y = np.asarray(task.labels)
+        for c in (0, 1):
+            idx = np.flatnonzero(y == c)
+            n = round(max_rows * len(idx) / len(y))
+            keep.extend(rng.choice(idx, size=n, replace=False).tolist())
+    return task.subset(sorted(keep), rows_before_cap=len(task), max_rows=max_rows)
+
+
+def _members(groups: Sequence[str]) -> list[list[int]]:
+    """Row indices of each group, groups in order of first appearance."""
+    index: dict[str, list[int]] = {}
+    for i, g in enumerate(groups):
+        index.setdefault(g, []).append(i)
+    return list(index.values())
 
 
 def split_task(
@@ -140,7 +168,16 @@ def split_task(
     y = np.asarray(task.labels)
     rng = np.random.default_rng(seed)
     parts: list[list[int]] = [[], [], []]
-    for c in (0, 1):
+    if task.groups is not None:
+        # Whole groups in shuffled order, cut where the running row count passes each fraction.
+        members = _members(task.groups)
+        bounds = np.cumsum(fractions)[:2] * len(task)
+        done = 0
+        for g in rng.permutation(len(members)):
+            k = int((done >= bounds).sum())
+            parts[k].extend(members[g])
+            done += len(members[g])
+    for c in (0, 1) if task.groups is None else ():
         idx = rng.permutation(np.flatnonzero(y == c))
         a = round(fractions[0] * len(idx))
         b = a + round(fractions[1] * len(idx))
@@ -186,10 +223,16 @@ def _check_file(path: str | Path) -> Path:
 _TEXT_KEYS = ("text", "statement")
 
 
-def load_labelled_file(path: str | Path, name: str | None = None) -> BinaryTask:
-    """Any CSV or JSONL with a text (``text`` or ``statement``) and a 0/1 ``label`` per row."""
+def load_labelled_file(
+    path: str | Path, name: str | None = None, group: str | None = "group"
+) -> BinaryTask:
+    """Any CSV or JSONL with a text (``text`` or ``statement``) and a 0/1 ``label`` per row.
+
+    If rows have a ``group`` field (or the named one), rows of one group stay in one split.
+    """
     p = _check_file(path)
     rows: list[tuple[str, int]] = []
+    groups: list[str] = []
     try:
         if p.suffix.lower() == ".csv":
             with p.open(newline="", encoding="utf-8") as f:
@@ -207,6 +250,8 @@ def load_labelled_file(path: str | Path, name: str | None = None) -> BinaryTask:
                     if not text:
                         raise SafelabError(f"{where}: empty text: fix or remove the row")
                     rows.append((text, _label(row.get("label"), where)))
+                    if group and group in fields:
+                        groups.append(str(row.get(group)))
         else:
             for n, line in enumerate(p.read_text(encoding="utf-8").splitlines(), start=1):
                 if not line.strip():
@@ -225,18 +270,23 @@ def load_labelled_file(path: str | Path, name: str | None = None) -> BinaryTask:
                 if not text:
                     raise SafelabError(f"{where}: empty text: fix or remove the row")
                 rows.append((text, _label(rec["label"], where)))
+                if group and group in rec:
+                    groups.append(str(rec[group]))
     except UnicodeDecodeError as e:
         raise SafelabError(f"{p}: not UTF-8 text ({e.reason}): save it as UTF-8") from None
     except csv.Error as e:
         raise SafelabError(f"{p}: malformed CSV ({e})") from None
     if not rows:
         raise SafelabError(f"{p}: no rows: a task file needs labelled rows")
-    return BinaryTask(name or p.stem, [t for t, _ in rows], [y for _, y in rows], str(p))
+    if groups and len(groups) != len(rows):
+        raise SafelabError(f"{p}: some rows lack the {group!r} field: give it on every row or none")
+    texts, labels = [t for t, _ in rows], [y for _, y in rows]
+    return BinaryTask(name or p.stem, texts, labels, str(p), groups=groups or None)
 
 
-def _truth(file: str) -> Callable[[Path], BinaryTask]:
+def _truth(file: str, group: str | None = None) -> Callable[[Path], BinaryTask]:
     def load(root: Path) -> BinaryTask:
-        return load_labelled_file(root / "truth" / "datasets" / file)
+        return load_labelled_file(root / "truth" / "datasets" / file, group=group)
 
     return load
 
@@ -247,13 +297,15 @@ def load_lie_detector(root: Path) -> BinaryTask:
     records = json.loads(p.read_text(encoding="utf-8"))
     texts: list[str] = []
     labels: list[int] = []
+    groups: list[str] = []
     for key, rec in records.items():
         stem, answer, false = rec.get("statement"), rec.get("answer"), rec.get("false_statement")
         if not (isinstance(stem, str) and isinstance(answer, str) and isinstance(false, str)):
             raise SafelabError(f"{p}: item {key} lacks statement/answer/false_statement")
         texts += [f"{stem.strip()} {answer.strip()}.", false.strip()]
         labels += [1, 0]
-    return BinaryTask("lie-detector", texts, labels, str(p))
+        groups += [str(key), str(key)]
+    return BinaryTask("lie-detector", texts, labels, str(p), groups=groups)
 
 
 def load_persona(root: Path, stem: str) -> BinaryTask:
@@ -273,23 +325,32 @@ def load_persona(root: Path, stem: str) -> BinaryTask:
     return BinaryTask(f"mwe-{stem}", texts, labels, str(p))
 
 
-def load_harmful(root: Path) -> BinaryTask:
-    """Harmful (1) vs harmless (0) instructions from the refusal splits (train parts)."""
-    texts: list[str] = []
-    labels: list[int] = []
-    for label, file in ((1, "harmful_train.json"), (0, "harmless_train.json")):
-        p = _check_file(root / "refusal" / "dataset" / "splits" / file)
-        for rec in json.loads(p.read_text(encoding="utf-8")):
-            texts.append(str(rec["instruction"]).strip())
-            labels.append(label)
-    return BinaryTask("harmful", texts, labels, str(root / "refusal" / "dataset" / "splits"))
+def load_harmful(root: Path, seed: int = SPLIT_SEED) -> BinaryTask:
+    """Harmful (1) vs harmless (0) instructions from the refusal splits (train parts), balanced.
+
+    The harmless split is far larger, so a seeded sample of as many harmless instructions as
+    there are harmful ones is kept.
+    """
+    folder = root / "refusal" / "dataset" / "splits"
+    harmful, harmless = (
+        [str(r["instruction"]).strip() for r in json.loads(_check_file(folder / f).read_text())]
+        for f in ("harmful_train.json", "harmless_train.json")
+    )
+    n = min(len(harmful), len(harmless))
+    rng = np.random.default_rng(seed)
+    keep = sorted(rng.choice(len(harmless), size=n, replace=False).tolist())
+    harmful = (
+        sorted(rng.choice(harmful, size=n, replace=False).tolist()) if n < len(harmful) else harmful
+    )
+    texts = harmful + [harmless[i] for i in keep]
+    return BinaryTask("harmful", texts, [1] * len(harmful) + [0] * n, str(folder))
 
 
 BUILTIN_TASKS: dict[str, Callable[[Path], BinaryTask]] = {
-    "truth-cities": _truth("cities.csv"),
-    "truth-neg-cities": _truth("neg_cities.csv"),
+    "truth-cities": _truth("cities.csv", group="city"),
+    "truth-neg-cities": _truth("neg_cities.csv", group="city"),
     "truth-sp-en-trans": _truth("sp_en_trans.csv"),
-    "truth-larger-than": _truth("larger_than.csv"),
+    "truth-larger-than": _truth("larger_than.csv", group="n1"),
     "truth-facts": _truth("facts.csv"),
     "truth-common-claim": _truth("common_claim_true_false.csv"),
     "truth-counterfact": _truth("counterfact_true_false.csv"),
