@@ -156,7 +156,7 @@ def test_grouped_splits_keep_each_group_in_one_part(tmp_path: Path) -> None:
     task = load_labelled_file(path, group="city")
     assert task.groups is not None and task.groups[:2] == ["C0", "C0"]
     s = split_task(task)
-    where = {}
+    where: dict[str, int] = {}
     for part, idx in enumerate((s.weak_train, s.strong_train, s.test)):
         for i in idx:
             assert where.setdefault(task.groups[i], part) == part  # a group never straddles
