@@ -29,3 +29,19 @@ def test_w2s_cities_on_the_default_model(tmp_path: Path, shared_data: Path) -> N
         if pgr["ci"] is not None:
             assert pgr["ci"][0] <= pgr["value"] <= pgr["ci"][1]
     assert "data:image/png;base64," in (out / "report.html").read_text()
+
+
+def test_every_builtin_task_loads_from_shared_data(shared_data: Path) -> None:
+    from safelab.w2s.tasks import BUILTIN_TASKS, load_task, split_task
+
+    for name in BUILTIN_TASKS:
+        task = load_task(name, shared_data)
+        assert len(task) >= 300 and 0.3 < sum(task.labels) / len(task) < 0.7, name
+        split_task(task)  # disjoint parts with both classes, or a SafelabError
+    lie = load_task("lie-detector", shared_data)
+    # True and false twins share the stem and differ only in the answer.
+    import os.path
+
+    shared = os.path.commonprefix(lie.texts[:2])
+    assert lie.texts[0] != lie.texts[1] and len(shared) > len(lie.texts[0]) / 2
+    assert lie.groups is not None and lie.groups[0] == lie.groups[1]

@@ -16,8 +16,8 @@ sample, then shuffled with :data:`SPLIT_SEED` and cut into weak-train (35%), str
 and test (30%), stratified by label so each part keeps the task's class balance. Tasks of
 paired statements carry groups (``truth-cities``: the city; ``lie-detector``: the fact), and
 whole groups go to one part: otherwise a bag of words would see "Krasnodar ... Russia" labelled
-true in training and score its false twin by the city's name, which makes it worse than chance. The weak
-supervisor learns from weak-train's ground truth, labels strong-train, and the student learns
+true in training and score its false twin by the city's name, which makes it worse than chance.
+The weak supervisor learns from weak-train's ground truth, labels strong-train, and the student learns
 from those labels; every model is scored on test. The three parts never share a row index.
 """
 
@@ -292,17 +292,22 @@ def _truth(file: str, group: str | None = None) -> Callable[[Path], BinaryTask]:
 
 
 def load_lie_detector(root: Path) -> BinaryTask:
-    """The lie-detector question set as statements: each fact's true and false completion."""
+    """The lie-detector question set as statements: each fact's true and false completion.
+
+    Both share the fact's own stem ("Vinson Massif is located in the continent of") and differ
+    only in the answer (Antarctica / United States): the set's ready-made ``false_statement``
+    is worded differently from the stem, which a bag of words would learn instead of the fact.
+    """
     p = _check_file(root / "lie-detector" / "data" / "raw_questions" / "questions_1000_all.json")
     records = json.loads(p.read_text(encoding="utf-8"))
     texts: list[str] = []
     labels: list[int] = []
     groups: list[str] = []
     for key, rec in records.items():
-        stem, answer, false = rec.get("statement"), rec.get("answer"), rec.get("false_statement")
+        stem, answer, false = rec.get("statement"), rec.get("answer"), rec.get("false_answer")
         if not (isinstance(stem, str) and isinstance(answer, str) and isinstance(false, str)):
-            raise SafelabError(f"{p}: item {key} lacks statement/answer/false_statement")
-        texts += [f"{stem.strip()} {answer.strip()}.", false.strip()]
+            raise SafelabError(f"{p}: item {key} lacks statement/answer/false_answer")
+        texts += [f"{stem.strip()} {answer.strip()}.", f"{stem.strip()} {false.strip()}."]
         labels += [1, 0]
         groups += [str(key), str(key)]
     return BinaryTask("lie-detector", texts, labels, str(p), groups=groups)
