@@ -40,8 +40,6 @@ def test_every_builtin_task_loads_from_shared_data(shared_data: Path) -> None:
         split_task(task)  # disjoint parts with both classes, or a SafelabError
     lie = load_task("lie-detector", shared_data)
     # True and false twins share the stem and differ only in the answer.
-    import os.path
-
-    shared = os.path.commonprefix(lie.texts[:2])
-    assert lie.texts[0] != lie.texts[1] and len(shared) > len(lie.texts[0]) / 2
+    true, false = (t.split() for t in lie.texts[:2])
+    assert true[:-1] == false[: len(true) - 1] and true != false
     assert lie.groups is not None and lie.groups[0] == lie.groups[1]
