@@ -108,6 +108,7 @@ def test_pgr_undefined_when_ceiling_not_above_weak_is_reported_not_nan() -> None
     ceiling = np.r_[np.ones(46), np.zeros(4)].astype(int)
     p = performance_gap_recovered(weak, ceiling, ceiling, n_resamples=200)
     assert p.defined and p.ci is None and "withheld" in p.reason
+    assert "withheld" in str(p)
     assert seed_interval([p, performance_gap_recovered(weak, weak, weak)])["mean"] is None
 
 

@@ -53,8 +53,9 @@ class PerformanceGapRecovered:
     def __str__(self) -> str:
         if self.value is None:
             return f"undefined ({self.reason})"
-        ci = "n/a" if self.ci is None else f"[{self.ci[0]:.2f}, {self.ci[1]:.2f}]"
-        return f"{self.value:.2f} {ci}"
+        if self.ci is None:
+            return f"{self.value:.2f} (interval withheld: {self.reason})"
+        return f"{self.value:.2f} [{self.ci[0]:.2f}, {self.ci[1]:.2f}]"
 
 
 def pgr_value(weak: float, student: float, ceiling: float) -> float | None:
