@@ -22,7 +22,7 @@ def test_w2s_cities_on_the_default_model(tmp_path: Path, shared_data: Path) -> N
     assert task["site"] == "blocks.21.resid_post"
     # The strong model's ceiling beats a bag of words on city facts by a wide margin.
     ceiling = task["losses"]["xent"]["ceiling_accuracy"][0]
-    assert ceiling > 0.8 and ceiling > task["weak"]["accuracy"] + 0.1
+    assert ceiling >= 0.7 and ceiling > task["weak"]["accuracy"] + 0.15
     for loss in ("xent", "aux"):
         pgr = task["losses"][loss]["pgr"]
         assert pgr["defined"], pgr["reason"]
