@@ -18,6 +18,7 @@ from typing import Any
 from safelab.interp.artifacts import atomic_write_text
 from safelab.report import plots
 
+FLAG_AT_CHANCE = "weak_at_chance"
 _STYLE = (
     "body{font-family:system-ui,sans-serif;max-width:1100px;margin:2em auto;color:#222}"
     "table{border-collapse:collapse;margin:1em 0;font-size:13px}"
@@ -74,9 +75,6 @@ def pgr_plot(metrics: dict[str, Any], path: Path) -> Path:
     )
     ax.legend(fontsize=8)
     return plots._save(fig, path)
-
-
-FLAG_AT_CHANCE = "weak_at_chance"
 
 
 def _rows(metrics: dict[str, Any]) -> list[str]:

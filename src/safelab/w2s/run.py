@@ -27,9 +27,17 @@ from safelab.errors import SafelabError
 from safelab.interp.artifacts import atomic_write_text
 from safelab.w2s.lora import LoraStudentConfig, lora_student_probs
 from safelab.w2s.losses import LOSSES, LossConfig
-from safelab.w2s.pgr import performance_gap_recovered, seed_interval
+from safelab.w2s.pgr import PerformanceGapRecovered, performance_gap_recovered, seed_interval
 from safelab.w2s.student import StudentConfig, train_head
-from safelab.w2s.tasks import DEFAULT_MAX_ROWS, BinaryTask, cap_rows, load_task, split_task
+from safelab.w2s.tasks import (
+    DEFAULT_MAX_ROWS,
+    SPLIT_FRACTIONS,
+    SPLIT_SEED,
+    BinaryTask,
+    cap_rows,
+    load_task,
+    split_task,
+)
 from safelab.w2s.weak import DEFAULT_PROBE_SITE, parse_weak, weak_probs
 
 if TYPE_CHECKING:
@@ -258,7 +266,12 @@ def run_experiment(
         results[task.name] = _task_summary(task, splits.sizes(), site, cells, cfg)  # type: ignore[arg-type]
     metrics = {
         "config": cfg.to_dict(),
-        "split": {"seed": 0, "fractions": {"weak_train": 0.35, "strong_train": 0.35, "test": 0.30}},
+        "split": {
+            "seed": SPLIT_SEED,
+            "fractions": dict(
+                zip(("weak_train", "strong_train", "test"), SPLIT_FRACTIONS, strict=True)
+            ),
+        },
         "tasks": results,
         "seconds": round(time.perf_counter() - t0, 1),
         "cells_computed": computed,
@@ -324,8 +337,6 @@ def _task_summary(
         pooled = performance_gap_recovered(
             stack["weak"], stack["student"], stack["ceiling"], n_resamples=cfg.n_resamples
         )
-        from safelab.w2s.pgr import PerformanceGapRecovered
-
         per_seed = [PerformanceGapRecovered(**_pgr_fields(r["pgr"])) for r in rows]
         losses[loss] = {
             "pgr": pooled.to_dict(),
