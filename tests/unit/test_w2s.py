@@ -352,6 +352,8 @@ def test_cli_runs_resumes_and_report_renders_in_chromium(
     err = capsys.readouterr().err
     assert err.count("\n") == 1 and "text,label" in err
     report = out / "report.html"
+    report.unlink()
+    assert main(["w2s", "--out", str(out), "--report-only"]) == 0
     page = report.read_text()
     assert page.count("data:image/png;base64,") == 1 and "<table id='pgr'>" in page
     assert "<b>x</b>" not in page

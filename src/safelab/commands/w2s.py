@@ -31,7 +31,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument(
         "--task",
-        required=True,
+        default=None,
         help=f"comma-separated tasks: {', '.join(BUILTIN_TASKS)}, hub:sciq|boolq|anthropic_hh "
         "(needs `datasets`), or a text,label CSV/JSONL",
     )
@@ -77,6 +77,8 @@ def cmd_w2s(args: argparse.Namespace) -> int:
         report = write_w2s_report(json.loads(path.read_text()), out / "report.html")
         print(f"report: {report}")
         return 0
+    if not args.task:
+        raise SafelabError("no task: give --task (e.g. truth-cities,lie-detector)")
     cfg = W2SConfig(
         tasks=_names(args.task),
         weak=args.weak,
