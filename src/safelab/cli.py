@@ -26,6 +26,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "safelab.commands.organism",
     "safelab.commands.loop",
     "safelab.commands.sae",
+    "safelab.commands.w2s",
 )
 
 
