@@ -67,6 +67,10 @@ def register(subparsers: Any) -> None:
     fe.add_argument("--out", default="sae_features.html")
     fe.set_defaults(func=_features)
 
+    from safelab.commands.sae_diff import add_diff_parser
+
+    add_diff_parser(sub)
+
 
 def prepare_store(args: argparse.Namespace, model: Any) -> Path:
     """Reuse ``--store`` (or OUT/store) when its site and width match; capture it otherwise."""

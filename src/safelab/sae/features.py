@@ -2,7 +2,8 @@
 
 For each chosen latent ``i``:
 
-- the top-activating contexts among the given texts, the maximally active token outlined and
+- the top-activating contexts among the given texts (tokens the SAE skips, the first token and
+  massive activations, never count), the maximally active token outlined and
   every token shaded by the latent's activation on it;
 - a histogram of its non-zero activations (inline SVG);
 - the logit effect of its decoder direction, ``W_dec[i] @ W_U`` (the unembedding, without the
@@ -83,8 +84,13 @@ def feature_page(
     if not texts:
         raise SafelabError("no texts to read features from: give --data with at least one text")
     acts = model.capture(list(texts), sae.site, position="all")
+    from safelab.sae.metrics import row_filter
+
+    x = acts[sae.site].float()
+    # Rows the SAE was trained to leave alone (first token, massive activations) read as zero.
+    keep = row_filter(sae).keep(x, acts.sample, acts.position)
     with torch.no_grad():
-        z = sae.encode(acts[sae.site].float())
+        z = sae.encode(x) * keep[:, None]
     if features is None:
         freq = (z > 0).float().mean(0)
         features = freq.topk(min(top, sae.d_sae)).indices.tolist()

@@ -63,7 +63,7 @@ class SAETrainConfig:
     k: int = 32
     tokens: int = 2_000_000
     batch_size: int = 1024
-    base_lr: float = 2e-4
+    base_lr: float = 8e-4
     aux_k: int = 256
     aux_coef: float = 1 / 32
     dead_tokens: int = 200_000
