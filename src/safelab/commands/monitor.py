@@ -8,7 +8,7 @@ from typing import Any
 
 
 def _report(args: argparse.Namespace) -> int:
-    from safelab.commands.probe import write_json
+    from safelab.commands.data_options import write_json
     from safelab.monitors.roc import format_report, monitor_report
     from safelab.report import plots
 

@@ -12,7 +12,7 @@ import time
 from pathlib import Path
 from typing import Any
 
-from safelab.commands.probe import (
+from safelab.commands.data_options import (
     activations,
     add_data_options,
     add_split_options,

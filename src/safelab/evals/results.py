@@ -75,27 +75,14 @@ class ResultRow:
         return asdict(self)
 
 
-def _rate_row(task: str, quantity: str, condition: str, est: RateEstimate) -> ResultRow:
+def _row(task: str, quantity: str, condition: str, est: RateEstimate | MeanEstimate) -> ResultRow:
+    """A table row from a rate (Wilson) or a mean (normal) estimate."""
+    value = est.rate if isinstance(est, RateEstimate) else est.mean
     return ResultRow(
         task,
         quantity,
         condition,
-        est.rate,
-        est.ci_low,
-        est.ci_high,
-        est.stderr,
-        est.n,
-        est.unscored,
-        est.method,
-    )
-
-
-def _mean_row(task: str, quantity: str, condition: str, est: MeanEstimate) -> ResultRow:
-    return ResultRow(
-        task,
-        quantity,
-        condition,
-        est.mean,
+        value,
         est.ci_low,
         est.ci_high,
         est.stderr,
@@ -150,14 +137,12 @@ def rate_rows(
     task: str, quantity: str, records: Sequence[tuple[Any, Mapping[str, Any]]], key: str | None
 ) -> list[ResultRow]:
     """The overall rate and one row per level of every experiment variable."""
-    rows = [_rate_row(task, quantity, "all", rate([score_component(v, key) for v, _ in records]))]
+    rows = [_row(task, quantity, "all", rate([score_component(v, key) for v, _ in records]))]
     for variable in _variables(records):
         levels = rates_by_level(records, variable, key)
         if len(levels) < 2:
             continue  # a variable held fixed adds no information
-        rows += [
-            _rate_row(task, quantity, f"{variable}={level}", est) for level, est in levels.items()
-        ]
+        rows += [_row(task, quantity, f"{variable}={level}", est) for level, est in levels.items()]
     return rows
 
 
@@ -187,7 +172,7 @@ def summarise_log(
     if base in MODEL_WRITTEN:
         probs = [(score_component(v, "p_matching"), m) for v, m in records]
         rows.append(
-            _mean_row(
+            _row(
                 task,
                 "P(matching) from answer-token probabilities",
                 "all",
@@ -211,9 +196,7 @@ def _faithfulness_rows(
     for condition, values in groups.items():
         est = faithfulness_estimate(values, seed=seed)
         rows.append(
-            _rate_row(
-                task, "raw faithfulness (hint acknowledged | moved to hint)", condition, est.raw
-            )
+            _row(task, "raw faithfulness (hint acknowledged | moved to hint)", condition, est.raw)
         )
         rows.append(
             _boot_row(
