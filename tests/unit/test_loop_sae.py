@@ -28,17 +28,18 @@ def test_sae_detector_finds_a_latent_planted_on_the_trigger(tiny_model: Any, tmp
         w = sae.W_enc[:, PLANTED]
         organism.hf.get_input_embeddings().weight[bar] += 8.0 * w / w.norm()
     step = detect_with_sae(tiny_model, organism, str(tmp_path / "sae"), TRIGGER, n=8, seed=0)
-    assert step.latent == PLANTED and step.mean_diff > 0 and step.sign == 1.0
+    assert step.top_latents[0]["latent"] == PLANTED  # the largest change is the planted one
     assert step.n_select == step.n_score == 16
-    assert step.auroc == 1.0 and step.auroc_ci[0] > 0.5
-    assert 0.0 <= step.base_auroc <= 1.0
-    assert step.top_latents[0]["latent"] == PLANTED
+    # The latent kept separates held-out prompts on the organism, and better than on the base:
+    # the separation is what fine-tuning added, not the trigger's text alone.
+    assert step.auroc == 1.0 and step.auroc_ci[0] > 0.5 and step.sign == 1.0
+    assert abs(step.auroc - 0.5) > abs(step.base_auroc - 0.5)
 
     m = fake_metrics()
     m["sae"] = step.to_dict()
     result = LoopResult.from_metrics(m)
     assert isinstance(result.sae, SAEStep) and result.to_metrics()["sae"] == step.to_dict()
-    assert f"latent {PLANTED}" in render_loop_report(result)
+    assert f"latent {step.latent}" in render_loop_report(result)
     assert "sae" not in LoopResult.from_metrics(fake_metrics()).to_metrics()
 
 

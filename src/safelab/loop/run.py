@@ -353,7 +353,7 @@ def loop_result(
             sae = SAEStep.from_dict(
                 steps.run(
                     "sae",
-                    key_of("sae-oriented", org_key, folder_stamp(cfg.sae), cfg.n_eval, cfg.seed),
+                    key_of("sae-gain", org_key, folder_stamp(cfg.sae), cfg.n_eval, cfg.seed),
                     lambda: detect_with_sae(
                         loaded_model(cfg.base, model),
                         loaded_model(spec),

@@ -59,11 +59,12 @@ def detect_with_sae(
 ) -> SAEStep:
     """Choose the latent on selection prompts, score it on the probe's prompts.
 
-    The candidates are the diff's top latents by mean change; the one whose per-prompt maximum
-    best separates triggered from untriggered selection prompts is kept, with its sign.
+    The candidates are the latents the diff reports (top by mean change, frequency change and
+    trigger effect); the one whose separation of triggered from untriggered selection prompts
+    (AUROC of its per-prompt maximum) gained most from base to organism is kept, with its sign.
     """
     from safelab.organisms.recipes import with_trigger
-    from safelab.sae.diff import DiffConfig, diff_models
+    from safelab.sae.diff import DiffConfig, LatentChange, diff_models
     from safelab.sae.sae import load_sae
 
     sae = load_sae(sae_path)
@@ -81,11 +82,17 @@ def detect_with_sae(
         names=(base.name, organism.name, sae_path),
     )
     top = sorted(diff.latents, key=lambda c: c.rank_mean)
-    # Of the latents that changed most, the one that best separates the selection prompts,
-    # oriented there (a latent the organism suppresses on the trigger scores by its negative).
-    chosen = max(
-        top, key=lambda c: (abs(c.trigger.auroc - 0.5) if c.trigger else -1.0, -c.rank_mean)
-    )
+
+    # Of the latents the diff reports, the one whose separation of the selection prompts the
+    # organism added (its separation minus the base model's with the same latent): a latent that
+    # merely reads the trigger's text separates on the base too. Oriented by its sign there.
+    def gain(c: LatentChange) -> tuple[float, float, int]:
+        if c.trigger is None:
+            return (-1.0, 0.0, -c.rank_mean)
+        org, base = abs(c.trigger.auroc - 0.5), abs(c.trigger.base_auroc - 0.5)
+        return (org - base, org, -c.rank_mean)
+
+    chosen = max(top, key=gain)
     sel_auroc = chosen.trigger.auroc if chosen.trigger else 0.5
     sign = 1.0 if sel_auroc >= 0.5 else -1.0
     score = _chats([with_trigger(t, trigger) for t in score_texts] + score_texts)

@@ -224,8 +224,8 @@ def render_loop_report(metrics: LoopResult | dict[str, Any]) -> str:
     sae_text = (
         f"SAE detector ({sae.sae}, {sae.site}): latent {sae.latent}"
         f"{' (negated: the organism suppresses it)' if sae.sign < 0 else ''}, chosen on "
-        f"{sae.n_select} other prompts among the latents that changed most from base to "
-        f"organism (AUROC there {sae.selection_auroc:.3f}), scores AUROC "
+        f"{sae.n_select} other prompts as the latent whose separation of them the organism "
+        f"added most over the base (AUROC there {sae.selection_auroc:.3f}), scores AUROC "
         f"{sae.auroc:.3f} {_ci3(sae.auroc_ci)} on the probe's {sae.n_score} prompts "
         f"(the base model, same latent: {sae.base_auroc:.3f} {_ci3(sae.base_auroc_ci)})"
         if sae is not None
