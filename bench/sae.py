@@ -9,24 +9,30 @@ rows renormalised, Adam at the same learning rate. What differs is how:
   the entries above a hint from the previous batch (exact; full top-k as fallback), decoding
   gathers the k active decoder rows per token (``embedding_bag``), Adam is a few fused in-place ops;
 - **plain**: ``relu(pre).flatten().topk(k * batch)``, a dense code ``z`` scattered into
-  ``[batch, d_sae]`` and ``z @ W_dec``, ``torch.optim.Adam``.
-
-SAELens's trainer is not measured: it is not installed and this machine has no network to fetch
-``sae-lens`` (which also pulls transformer-lens and its dependencies); the plain loop stands in
-for it.
+  ``[batch, d_sae]`` and ``z @ W_dec``, ``torch.optim.Adam``;
+- **saelens** (optional, only when ``sae_lens`` imports, e.g. in ``.venv-bench``): SAELens's own
+  step, ``SAETrainer._train_step`` on a ``BatchTopKTrainingSAE`` (its training forward pass with
+  AuxK, backward, grad-norm clipping, the ``Adam`` its trainer builds, its dead-latent counters).
+  The batches are fed to the SAE directly (no model, no hub, no data provider is read). Same
+  d_in, d_sae, k, batch, learning rate and dead window (in steps); SAELens's own defaults
+  otherwise (``k_aux = d_in // 2``, AuxK coefficient set to safelab's ``aux_coef``, decoder
+  norms rescaled into the activations rather than renormalised).
 
 Run::
 
     HF_HUB_OFFLINE=1 .venv/bin/python bench/sae.py [--steps 10] [--reps 3]
+    HF_HUB_OFFLINE=1 .venv-bench/bin/python bench/sae.py   # with sae-lens installed there
 
-Last line: ``{"train_vs_plain": r, "tokens_per_s": t, "plain_tokens_per_s": p}``, where ``r`` is
-plain time / safelab time (above 1: safelab is faster).
+Last line: ``{"train_vs_plain": r, "tokens_per_s": t, "plain_tokens_per_s": p}``, plus
+``"saelens_vs_safelab"`` and ``"saelens_tokens_per_s"`` when SAELens ran, where the ratios are
+peer time / safelab time (above 1: safelab is faster).
 """
 
 from __future__ import annotations
 
 import argparse
 import math
+from collections.abc import Callable
 
 import torch
 
@@ -81,6 +87,40 @@ class PlainLoop:
             self.since_fired[(z > 0).any(0)] = 0
 
 
+def saelens_step(
+    cfg: SAETrainConfig, d: int, batch_size: int
+) -> tuple[Callable[[torch.Tensor], object] | None, str]:
+    """SAELens's own BatchTopK training step, or None and why it cannot run."""
+    try:
+        import sae_lens
+        from sae_lens import BatchTopKTrainingSAE, BatchTopKTrainingSAEConfig, SAETrainer
+        from sae_lens.config import SAETrainerConfig
+    except Exception as e:  # any import failure means "peer skipped"
+        return None, f"{type(e).__name__}: {e}"
+    d_sae = d * cfg.expansion
+    torch.manual_seed(cfg.seed)
+    sae = BatchTopKTrainingSAE(
+        BatchTopKTrainingSAEConfig(
+            d_in=d, d_sae=d_sae, k=cfg.k, aux_loss_coefficient=cfg.aux_coef, device="cpu"
+        )
+    )
+    lr = cfg.lr(d_sae)
+    trainer = SAETrainer(
+        cfg=SAETrainerConfig(
+            total_training_samples=10**12,
+            train_batch_size_samples=batch_size,
+            lr=lr,
+            lr_end=lr,
+            # dead after more than this many steps without firing = safelab's dead_tokens
+            dead_feature_window=max(cfg.dead_tokens // batch_size - 1, 0),
+            device="cpu",
+        ),
+        sae=sae,
+        data_provider=iter(()),
+    )
+    return (lambda x: trainer._train_step(sae, x)), f"sae_lens {sae_lens.__version__}"
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     ap.add_argument("--d", type=int, default=576)
@@ -102,10 +142,12 @@ def main() -> None:
     g = torch.Generator().manual_seed(0)
     batches = [torch.randn(args.batch_size, args.d, generator=g) for _ in range(args.steps)]
     ours, plain = BatchTopKTrainer(cfg, args.d), PlainLoop(cfg, args.d)
+    saelens, why = saelens_step(cfg, args.d, args.batch_size)
     print(
         f"d={args.d} d_sae={args.d * args.expansion} k={args.k} batch={args.batch_size}, "
         f"{args.steps} steps per repetition, CPU"
     )
+    print(f"SAELens peer: {why}" if saelens else f"SAELens peer skipped ({why})")
     print(machine_note())
 
     def run_ours() -> None:
@@ -116,18 +158,30 @@ def main() -> None:
         for b in batches:
             plain.step(b)
 
-    run_ours(), run_plain()  # warm-up (and latents start dying, so AuxK is active)
-    times = interleaved({"safelab": run_ours, "plain": run_plain}, args.reps)
+    peers: dict[str, Callable[[], None]] = {"safelab": run_ours, "plain": run_plain}
+    if saelens is not None:
+        step = saelens
+
+        def run_saelens() -> None:
+            for b in batches:
+                step(b)
+
+        peers["saelens"] = run_saelens
+    for run in peers.values():
+        run()  # warm-up (and latents start dying, so AuxK is active)
+    times = interleaved(peers, args.reps)
     print_table(times)
     tokens = args.steps * args.batch_size
     print(machine_note())
-    final_json(
-        {
-            "train_vs_plain": ratio(times["plain"], times["safelab"]),
-            "tokens_per_s": round(tokens / median(times["safelab"]), 1),
-            "plain_tokens_per_s": round(tokens / median(times["plain"]), 1),
-        }
-    )
+    result = {
+        "train_vs_plain": ratio(times["plain"], times["safelab"]),
+        "tokens_per_s": round(tokens / median(times["safelab"]), 1),
+        "plain_tokens_per_s": round(tokens / median(times["plain"]), 1),
+    }
+    if "saelens" in times:
+        result["saelens_vs_safelab"] = ratio(times["saelens"], times["safelab"])
+        result["saelens_tokens_per_s"] = round(tokens / median(times["saelens"]), 1)
+    final_json(result)
 
 
 if __name__ == "__main__":
