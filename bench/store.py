@@ -30,10 +30,7 @@ Last line: ``{"tokens": n, "peak_rss_gb": x, "tokens_per_s": t}`` (peak_rss_gb f
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 import os
-import random
 import resource
 import shutil
 import signal
@@ -44,57 +41,11 @@ from pathlib import Path
 from typing import Any
 
 from _util import final_json, machine_note
+from safelab.errors import SafelabError
+from safelab.sae.texts import build_passages, read_sentences
 
 SITE = "blocks.15.resid_post"
 DATA = Path(__file__).resolve().parents[1] / ".." / "shared" / "data"
-
-
-def read_sentences(data: Path) -> list[str]:
-    """Statements of the truth CSVs and instructions of the refusal splits."""
-    out: list[str] = []
-    truth = data / "truth" / "datasets"
-    refusal = data / "refusal" / "dataset" / "splits"
-    if not truth.is_dir() or not refusal.is_dir():
-        raise SystemExit(f"shared data not found under {data} (need truth/ and refusal/)")
-    for f in sorted(truth.glob("*.csv")):
-        with f.open(newline="", encoding="utf-8") as fh:
-            out.extend(row["statement"].strip() for row in csv.DictReader(fh) if row["statement"])
-    for f in sorted(refusal.glob("*.json")):
-        out.extend(str(r["instruction"]).strip() for r in json.loads(f.read_text()))
-    return [s for s in out if s]
-
-
-def build_texts(
-    sentences: list[str], tokenizer: Any, total: int, per_text: int
-) -> tuple[list[str], int]:
-    """Passages of about ``per_text`` tokens until ``total`` tokens; returns (texts, tokens)."""
-    lengths = dict(
-        zip(
-            sentences,
-            (len(ids) for ids in tokenizer(sentences, add_special_tokens=False)["input_ids"]),
-            strict=True,
-        )
-    )
-    texts: list[str] = []
-    tokens = 0
-    seed = 0
-    while tokens < total:
-        order = list(sentences)
-        random.Random(seed).shuffle(order)
-        seed += 1
-        parts: list[str] = []
-        n = 0
-        for s in order:
-            parts.append(s)
-            n += lengths[s] + 1  # the joining space may merge, so recount below
-            if n >= per_text:
-                text = " ".join(parts)
-                texts.append(text)
-                tokens += len(tokenizer(text, add_special_tokens=True)["input_ids"])
-                parts, n = [], 0
-                if tokens >= total:
-                    break
-    return texts, tokens
 
 
 class RssSampler:
@@ -154,9 +105,14 @@ def main() -> None:
     from safelab.models.loading import load_model
 
     model = load_model("default", dtype="float32", device="cpu")
-    sentences = read_sentences(args.data)
+    try:
+        sentences = read_sentences(args.data)
+    except SafelabError as err:
+        raise SystemExit(str(err)) from None
     t0 = time.perf_counter()
-    texts, tokens = build_texts(sentences, model.tokenizer, args.tokens, args.text_tokens)
+    # The same passages `safelab sae train` captures by default (safelab.sae.texts).
+    texts = build_passages(sentences, model.tokenizer, args.tokens, args.text_tokens)
+    tokens = sum(len(ids) for ids in model.tokenizer(texts, add_special_tokens=True)["input_ids"])
     print(
         f"{len(sentences)} sentences from {args.data.resolve()} -> {len(texts)} passages, "
         f"{tokens} tokens (built in {time.perf_counter() - t0:.1f}s)"

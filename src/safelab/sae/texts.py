@@ -55,10 +55,11 @@ def build_passages(
         n = 0
         for s in order:
             parts.append(s)
-            n += lengths[s] + 1
+            n += lengths[s] + 1  # the joining space may merge tokens: recount the passage
             if n >= per_text:
-                texts.append(" ".join(parts))
-                tokens += n
+                text = " ".join(parts)
+                texts.append(text)
+                tokens += len(tokenizer(text, add_special_tokens=True)["input_ids"])
                 parts, n = [], 0
                 if tokens >= total:
                     break
