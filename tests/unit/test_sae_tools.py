@@ -2,8 +2,6 @@
 
 import json
 import re
-import shutil
-import subprocess
 from pathlib import Path
 
 import pytest
@@ -17,6 +15,7 @@ from safelab.sae.metrics import evaluate
 from safelab.sae.record import top_features
 from safelab.sae.sae import SAEConfig, SparseAutoencoder, save_sae
 from safelab.sae.steer import feature_vector, parse_feature_ref
+from tests.browser import dump_dom
 
 SITE = "blocks.1.resid_post"
 TEXTS = [f"Text {i}: the quick brown fox asks what two plus two is, safely." for i in range(12)]
@@ -103,16 +102,6 @@ def test_top_features_per_token() -> None:
         top_features(sae, torch.randn(4, 5))
 
 
-def _chromium() -> str:
-    for name in ("/usr/bin/chromium", "chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail(
-        "headless Chromium is needed for the feature page test: apt-get install -y chromium"
-    )
-
-
 def test_feature_page_renders_in_headless_chromium(tiny_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
     sae = SparseAutoencoder.random(tiny_model.d_model, 64, SITE, seed=2)
     with pytest.raises(SafelabError, match="feature 64 is out of range"):
@@ -120,22 +109,7 @@ def test_feature_page_renders_in_headless_chromium(tiny_model, tmp_path: Path) -
     page = feature_page(sae, tiny_model, TEXTS, tmp_path / "p.html", features=[3, 5, 9])
     text = page.read_text()
     assert "<script" not in text and "http" not in text.replace("http://www.w3.org/2000/svg", "")
-    cmd = [
-        _chromium(),
-        "--headless",
-        "--no-sandbox",
-        "--disable-gpu",
-        "--disable-dev-shm-usage",
-        "--disable-background-networking",
-        "--disable-component-update",
-        "--no-first-run",
-        f"--user-data-dir={tmp_path / 'profile'}",
-        "--dump-dom",
-        page.resolve().as_uri(),
-    ]
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    dom = done.stdout
-    assert done.returncode == 0 and "<body" in dom, done.stderr[-2000:]
+    dom = dump_dom(page, tmp_path / "profile")
     assert re.findall(r"<section id=\"f(\d+)\"", dom) == ["3", "5", "9"]
     assert len(re.findall(r"<svg", dom)) == 3 and len(re.findall(r"<rect", dom)) >= 3
     assert len(re.findall(r'class="max"', dom)) >= 3  # the top context's token is outlined

@@ -314,23 +314,13 @@ def test_weak_at_chance_is_a_flagged_row(tmp_path: Path) -> None:
     assert FLAG_WEAK_AT_CHANCE in out.metrics["tasks"]["noise"]["flags"]
 
 
-def _chromium() -> str:
-    import shutil
-
-    for name in ("/usr/bin/chromium", "chromium", "chromium-browser"):
-        path = shutil.which(name)
-        if path:
-            return path
-    pytest.fail("headless Chromium is needed for the report test: `apt-get install -y chromium`")
-
-
 def test_cli_runs_resumes_and_report_renders_in_chromium(
     tmp_path: Path, monkeypatch: pytest.MonkeyPatch, capsys: pytest.CaptureFixture[str]
 ) -> None:
     import re
-    import subprocess
 
     from safelab.models import loading
+    from tests.browser import dump_dom, with_image_probe
     from tests.tiny import tiny_model
 
     monkeypatch.setattr(loading, "load_model", lambda *a, **k: tiny_model())
@@ -357,22 +347,7 @@ def test_cli_runs_resumes_and_report_renders_in_chromium(
     page = report.read_text()
     assert page.count("data:image/png;base64,") == 1 and "<table id='pgr'>" in page
     assert "<b>x</b>" not in page
-    probe = tmp_path / "probe.html"
-    probe.write_text(
-        page.replace(
-            "</body>",
-            "<script>window.addEventListener('load', () => {"
-            "const ok = [...document.images].filter(i => i.complete && i.naturalWidth > 0);"
-            "document.body.setAttribute('data-decoded', String(ok.length));});</script></body>",
-        )
-    )
-    cmd = [_chromium(), "--headless", "--no-sandbox", "--disable-gpu", "--disable-dev-shm-usage",
-           "--disable-background-networking", "--disable-component-update", "--no-first-run",
-           f"--user-data-dir={tmp_path / 'profile'}", "--virtual-time-budget=5000", "--dump-dom",
-           probe.resolve().as_uri()]  # fmt: skip
-    done = subprocess.run(cmd, capture_output=True, text=True, timeout=180)
-    dom = done.stdout
-    assert done.returncode == 0 and "<body" in dom, done.stderr[-2000:]
+    dom = dump_dom(with_image_probe(report, tmp_path / "probe.html"), tmp_path / "profile")
     assert 'data-decoded="1"' in dom, "the browser did not decode the PGR plot"
     table = re.search(r'<table id="pgr">(.*?)</table>', dom, re.S)
     assert (
