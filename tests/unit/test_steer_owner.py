@@ -19,7 +19,6 @@ from safelab.interp import steer_sweep
 from safelab.interp.steering import (
     SteeringConfig,
     SteeringVector,
-    register_feature_resolver,
     resolve_steer,
 )
 from safelab.models import loading
@@ -128,18 +127,19 @@ def test_resolve_steer_takes_the_cfg_unless_overridden(saved: Path) -> None:
         resolve_steer(saved, positions="first")
 
 
-def test_sae_feature_specs_go_to_the_registered_resolver(saved: Path) -> None:
+def test_sae_feature_specs_go_to_the_sae_feature_resolver(
+    saved: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    from safelab.sae import steer as sae_steer
+
     calls: list[tuple[str, int]] = []
 
     def feature_vector(folder: str, index: int) -> SteeringVector:
         calls.append((folder, index))
         return SteeringVector.load(saved)
 
-    register_feature_resolver(feature_vector)
-    try:
-        assert resolve_steer("runs/sae#1234", scale=2).scale == 2.0
-    finally:
-        register_feature_resolver(None)
+    monkeypatch.setattr(sae_steer, "feature_vector", feature_vector)
+    assert resolve_steer("runs/sae#1234", scale=2).scale == 2.0
     assert calls == [("runs/sae", 1234)]
 
 

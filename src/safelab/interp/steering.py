@@ -8,14 +8,11 @@ apply``/``sweep`` and ``-M steer=`` in any Inspect eval all turn a steer spec in
 it with :meth:`SteerSpec.apply`.
 
 A steer spec is a vector folder or ``.safetensors`` file, or ``FOLDER#INDEX``: feature ``INDEX``
-of the sparse autoencoder in ``FOLDER``, resolved by the registered feature resolver
-(by default ``safelab.sae.steer.feature_vector``).
+of the sparse autoencoder in ``FOLDER``, resolved by ``safelab.sae.steer.feature_vector``.
 """
 
 from __future__ import annotations
 
-import importlib
-from collections.abc import Callable
 from contextlib import AbstractContextManager
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -111,41 +108,16 @@ class SteeringVector:
 
 # -- the one owner of "apply a saved vector" ------------------------------------------------
 
-FeatureResolver = Callable[[str, int], SteeringVector]
-"""``(sae_folder, feature_index) -> SteeringVector``: turns ``FOLDER#INDEX`` into a vector."""
-
-_feature_resolver: FeatureResolver | None = None
-
-
-def register_feature_resolver(fn: FeatureResolver | None) -> None:
-    """Use ``fn`` for ``FOLDER#INDEX`` steer specs (``None`` restores the default lookup)."""
-    global _feature_resolver
-    _feature_resolver = fn
-
-
-def _resolve_feature(folder: str, index: int) -> SteeringVector:
-    fn = _feature_resolver
-    if fn is None:
-        try:
-            # Imported by name: safelab.sae is optional and may be absent from this install.
-            module = importlib.import_module("safelab.sae.steer")
-        except ModuleNotFoundError as e:
-            if e.name not in ("safelab.sae", "safelab.sae.steer"):
-                raise
-            raise SafelabError(
-                f"steer spec {folder}#{index} names an SAE feature: SAE feature steering needs "
-                "safelab.sae, which this install lacks (give a steering-vector folder instead)"
-            ) from None
-        fn = cast(FeatureResolver, module.feature_vector)
-    return fn(folder, index)
-
 
 def load_steer(spec: str | Path) -> SteeringVector:
     """Parse a steer spec: a vector folder or ``.safetensors``, or ``FOLDER#INDEX`` (SAE feature)."""
     text = str(spec).strip()
     folder, sep, index = text.rpartition("#")
     if sep and folder and index.isdigit():
-        return _resolve_feature(folder, int(index))
+        # Imported here: safelab.sae builds on this module (its features are SteeringVectors).
+        from safelab.sae.steer import feature_vector
+
+        return feature_vector(folder, int(index))
     return SteeringVector.load(text)
 
 
