@@ -44,5 +44,5 @@ def test_sae_detector_finds_a_latent_planted_on_the_trigger(tiny_model: Any, tmp
 
 
 def test_selection_and_scoring_prompts_are_disjoint() -> None:
-    score, select = prompt_sets(32, TRIGGER, seed=0)
+    score, select = prompt_sets(32, seed=0)
     assert len(score) == len(select) == 32 and not set(score) & set(select)

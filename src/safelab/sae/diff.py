@@ -409,9 +409,9 @@ def _trigger_firing(
     labels = np.asarray([int(t) for t in triggered])
     out: list[TriggerFiring | None] = []
     for j in range(z_o.shape[1]):
-        max_o = _per_prompt_max(z_o[:, j], sample, n)
-        max_b = _per_prompt_max(z_b[:, j], sample, n)
-        max_off = _per_prompt_max(torch.where(on, 0.0, z_o[:, j]), sample, n)
+        max_o = per_prompt_max(z_o[:, j], sample, n)
+        max_b = per_prompt_max(z_b[:, j], sample, n)
+        max_off = per_prompt_max(torch.where(on, 0.0, z_o[:, j]), sample, n)
         kw: dict[str, Any] = {"n_resamples": cfg.n_resamples, "seed": cfg.seed}
         out.append(
             TriggerFiring(
@@ -428,7 +428,8 @@ def _trigger_firing(
     return out
 
 
-def _per_prompt_max(values: Tensor, sample: Tensor, n: int) -> np.ndarray:
+def per_prompt_max(values: Tensor, sample: Tensor, n: int) -> np.ndarray:
+    """Each prompt's largest value, at least 0 (``values`` per token, ``sample`` its prompt)."""
     out = torch.zeros(n, dtype=values.dtype)
     out.scatter_reduce_(0, sample, values, reduce="amax", include_self=True)
     return out.numpy().astype(np.float64)
@@ -441,5 +442,6 @@ __all__ = [
     "TriggerFiring",
     "diff_models",
     "encode_site",
+    "per_prompt_max",
     "trigger_positions",
 ]
