@@ -27,11 +27,11 @@ from inspect_ai.model import (
 )
 from inspect_ai.tool import ToolChoice, ToolInfo
 
-from safelab.errors import SafelabError
 from safelab.interp.probes import LinearProbe
 from safelab.interp.readout import TokenReader
 from safelab.interp.steering import resolve_steer
 from safelab.models.generation import GenerationRequest, GenerationResult
+from safelab.models.whitebox import WhiteBoxModel
 from safelab.provider.args import ProviderArgs
 from safelab.provider.batcher import Interventions, shared_batcher, shared_model
 from safelab.provider.chat import parse_tool_calls, to_chat
@@ -76,8 +76,7 @@ class SafelabModelAPI(ModelAPI):
             else ()
         )
         readers = tuple(
-            (_artifact_name(f), _sae_reader(f, args.sae_top_k, self.model.d_model))
-            for f in args.sae
+            (_artifact_name(f), _sae_reader(f, args.sae_top_k, self.model)) for f in args.sae
         )
         for _, p in probes:
             self.model.resolve_sites(p.site)
@@ -186,11 +185,7 @@ def _artifact_name(path: str) -> str:
     return Path(path).stem if Path(path).suffix else Path(path).name
 
 
-def _sae_reader(folder: str, k: int, d_model: int) -> TokenReader:
+def _sae_reader(folder: str, k: int, model: WhiteBoxModel) -> TokenReader:
     sae = load_sae(folder)
-    if sae.cfg.d_in != d_model:
-        raise SafelabError(
-            f"-M sae={folder}: the SAE reads d_in={sae.cfg.d_in} at {sae.site} but the model's "
-            f"d_model is {d_model}; use an SAE trained on this model"
-        )
+    sae.check_fits(model, f"-M sae={folder}")
     return SAEFeatureReader(sae, k)

@@ -45,6 +45,8 @@ class Encoder(Protocol):
 
     def encode(self, x: Tensor) -> Tensor: ...
 
+    def check_fits(self, model: WhiteBoxModel, source: str = "") -> None: ...
+
 
 @dataclass
 class DiffConfig:
@@ -162,11 +164,7 @@ def encode_site(
 ) -> tuple[Tensor, Tensor, Tensor]:
     """SAE latents of every token of ``inputs`` at the SAE's site: ``(z, sample, position)``."""
     site = str(sae.cfg.site)
-    if int(sae.cfg.d_in) != model.d_model:
-        raise SafelabError(
-            f"the SAE reads d_in={sae.cfg.d_in} but {model.name} has d_model={model.d_model}: "
-            "use an SAE trained on this model"
-        )
+    sae.check_fits(model)
     acts = model.capture(inputs, site, position="all", batch_size=batch_size)
     with torch.inference_mode():
         z = sae.encode(acts[site].float()).float()

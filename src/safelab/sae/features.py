@@ -73,11 +73,7 @@ def feature_page(
     contexts: int = 8,
 ) -> Path:
     """Write the feature page for ``features`` (default: the ``top`` most often active)."""
-    if model.d_model != sae.cfg.d_in:
-        raise SafelabError(
-            f"the model {model.name} has d_model {model.d_model}, the SAE reads {sae.cfg.d_in}: "
-            "use the SAE's own model"
-        )
+    sae.check_fits(model)
     if features is not None:
         for i in features:
             check_index(sae, i)

@@ -199,11 +199,7 @@ def evaluate(
         evs.append(1 - err[i].sum() / (x2[i].sum() - rows[i].sum() * float(mean @ mean)))
     rec["explained_variance_ci"] = [float(np.percentile(evs, 2.5)), float(np.percentile(evs, 97.5))]
     if model is not None:
-        if model.d_model != sae.cfg.d_in:
-            raise SafelabError(
-                f"the model {model.name} has d_model {model.d_model} but the SAE reads "
-                f"{sae.cfg.d_in}: evaluate with the SAE's own model ({sae.cfg.model})"
-            )
+        sae.check_fits(model)
         seqs = heldout_sequences(store, rule, ce_tokens)
         ce = ce_losses(model, sae, seqs, rule)
         rec.update(_ce_summary(ce, rng, resamples))

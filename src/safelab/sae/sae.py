@@ -18,10 +18,15 @@ from __future__ import annotations
 import dataclasses
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import torch
 from torch import Tensor, nn
+
+from safelab.errors import SafelabError
+
+if TYPE_CHECKING:
+    from safelab.models.whitebox import WhiteBoxModel
 
 ARCHITECTURES = ("jumprelu", "topk", "relu")
 
@@ -82,6 +87,15 @@ class SparseAutoencoder(nn.Module):
     @property
     def d_sae(self) -> int:
         return self.cfg.d_sae
+
+    def check_fits(self, model: WhiteBoxModel, source: str = "") -> None:
+        """One line naming both widths when ``model`` is not the width the SAE reads."""
+        if model.d_model != self.cfg.d_in:
+            raise SafelabError(
+                f"{source + ': ' if source else ''}the model {model.name} has d_model "
+                f"{model.d_model} but the SAE reads {self.cfg.d_in} at {self.site}: use an SAE "
+                f"trained on this model (this one was trained on {self.cfg.model})"
+            )
 
     def pre_acts(self, x: Tensor) -> Tensor:
         """``x @ W_enc + b_enc`` (before the activation function)."""
