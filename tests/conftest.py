@@ -11,7 +11,7 @@ from pathlib import Path
 
 import pytest
 
-SHARED_DATA = Path(__file__).resolve().parents[1].parent / "shared" / "data"
+from safelab.data import shared_data_root
 
 
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
@@ -39,11 +39,12 @@ def _offline_token_counting(monkeypatch: pytest.MonkeyPatch) -> None:
 
 @pytest.fixture(scope="session")
 def shared_data() -> Path:
-    if not SHARED_DATA.is_dir():
+    root = shared_data_root()
+    if not root.is_dir():
         pytest.fail(
-            f"../shared/data not found at {SHARED_DATA}: CI must run with shared/ beside the repo"
+            f"shared data not found at {root}: run with shared/ beside the repo or set $SAFELAB_DATA"
         )
-    return SHARED_DATA
+    return root
 
 
 @pytest.fixture

@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import csv
 import json
+import os
 from importlib import resources
 from pathlib import Path
 from typing import Any
@@ -16,6 +17,25 @@ from typing import Any
 from safelab.errors import SafelabError
 
 TEXT_FIELDS = ("text", "statement", "prompt", "question", "input")
+DATA_ENV = "SAFELAB_DATA"
+
+
+def shared_data_root() -> Path:
+    """The shared data folder: ``$SAFELAB_DATA``, else ``../shared/data`` beside the checkout.
+
+    Without the variable, ``shared/data`` is looked for beside the current directory (README
+    commands run from the repository root) and then beside the checkout that holds this file; the
+    first that exists wins. When neither does, the first is returned so that a caller's error
+    names where the data was expected.
+    """
+    env = os.environ.get(DATA_ENV)
+    if env:
+        return Path(env)
+    candidates = (
+        Path.cwd().parent / "shared" / "data",
+        Path(__file__).resolve().parents[2].parent / "shared" / "data",
+    )
+    return next((c for c in candidates if c.is_dir()), candidates[0])
 
 
 def read_inputs(path: str | Path, column: str | None = None) -> list[Any]:

@@ -2,7 +2,7 @@
 
 - :class:`Verdict`: one judgement (a score or a label) or the reason there is none. An
   unscored verdict has no value (:meth:`Verdict.value` is NaN, which Inspect and
-  :mod:`safelab.evals.stats` count as unscored): it is never read as the harmless label or a
+  :mod:`safelab.stats` count as unscored): it is never read as the harmless label or a
   low score.
 - :func:`render_prompt`: fills a Jinja prompt template; a missing variable is a
   :class:`~safelab.errors.SafelabError` naming the template and the variable.

@@ -23,15 +23,11 @@ from typing import Any
 
 import numpy as np
 
+from safelab.data import shared_data_root
 from safelab.errors import SafelabError
-from safelab.interp.artifacts import atomic_write_text
+from safelab.files import atomic_write_text
 
-CITIES = "shared/data/truth/datasets/cities.csv"
-# ../shared/data beside the checkout (README command 1 runs from the repo root).
-SHARED_CITIES_CANDIDATES = (
-    Path.cwd().parent / CITIES,
-    Path(__file__).resolve().parents[3] / CITIES,
-)
+CITIES = "truth/datasets/cities.csv"
 DEMO_LAYERS = (3, 6, 9, 12, 15, 18, 21, 24, 27)
 
 
@@ -39,7 +35,8 @@ def load_statements(path: str | Path | None, n: int, seed: int) -> tuple[list[st
     """``n`` labelled statements: a ``statement,label`` CSV, or comparisons safelab generates."""
     rng = random.Random(seed)
     if path is None:
-        path = next((p for p in SHARED_CITIES_CANDIDATES if p.is_file()), None)
+        cities = shared_data_root() / CITIES
+        path = cities if cities.is_file() else None
     if path is None:
         rows = []
         for _ in range(n):
@@ -70,10 +67,10 @@ def run_tour(out: str = "runs/tour", data: str | None = None, n: int = 400, seed
     from rich.table import Table
 
     from safelab.interp.controls import shuffled_control, site_flags
-    from safelab.interp.metrics import detector_metrics
     from safelab.interp.probes import LinearProbe
     from safelab.interp.splits import grouped_split, near_duplicate_groups
     from safelab.models.loading import load_model
+    from safelab.stats import detector_metrics
 
     console = Console()
     out_dir = Path(out)

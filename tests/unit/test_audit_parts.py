@@ -15,8 +15,8 @@ from safelab.audit.conversation import ConversationError, parse_tool_parameters
 from safelab.audit.judge import judge_prompt
 from safelab.audit.prompts import load_template
 from safelab.audit.seeds import seed_tags, seeds_dataset
-from safelab.audit.stats import bootstrap_mean_ci
 from safelab.errors import SafelabError
+from safelab.stats import bootstrap_mean_ci
 
 DIMS = load_dimensions()
 REQUIRED_DIMENSIONS = {

@@ -9,8 +9,8 @@ import pytest
 
 from safelab.data import package_file, read_jsonl_rows, read_package_yaml
 from safelab.errors import SafelabError
-from safelab.evals.stats import rate
 from safelab.judging import UNSCORED_STATUSES, Verdict, is_refusal, render_prompt, text_status
+from safelab.stats import rate
 
 
 def test_renderer_fails_on_a_missing_variable_naming_template_and_variable() -> None:

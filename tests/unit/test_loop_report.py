@@ -12,7 +12,7 @@ from tests.browser import chromium_cmd, dump_dom, with_image_probe
 
 
 def _rate(p: float, n: int = 32) -> dict[str, Any]:
-    from safelab.evals.stats import rate
+    from safelab.stats import rate
 
     k = round(p * n)
     return rate([1.0] * k + [0.0] * (n - k)).to_dict()

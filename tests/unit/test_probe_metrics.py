@@ -8,7 +8,10 @@ import torch
 
 from safelab.errors import SafelabError
 from safelab.interp.contrast import ContrastSet, Example
-from safelab.interp.metrics import (
+from safelab.interp.probes import LinearProbe
+from safelab.interp.splits import split_indices
+from safelab.interp.sweep import fit_and_evaluate, generalisation_matrix
+from safelab.stats import (
     auroc,
     bootstrap_ci,
     detector_metrics,
@@ -16,8 +19,6 @@ from safelab.interp.metrics import (
     recall_at_fpr,
     threshold_at_fpr,
 )
-from safelab.interp.probes import LinearProbe
-from safelab.interp.sweep import fit_and_evaluate, generalisation_matrix, split_indices
 
 
 def planted(

@@ -9,12 +9,13 @@ import torch
 
 from safelab.cli import main
 from safelab.errors import SafelabError
+from safelab.interp.steering import feature_vector
 from safelab.interp.store import capture_to_store
 from safelab.sae.features import feature_page
 from safelab.sae.metrics import evaluate
 from safelab.sae.record import top_features
 from safelab.sae.sae import SAEConfig, SparseAutoencoder, save_sae
-from safelab.sae.steer import feature_vector, parse_feature_ref
+from safelab.sae.steer import parse_feature_ref
 from tests.browser import dump_dom
 
 SITE = "blocks.1.resid_post"

@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from safelab.errors import SafelabError
-from safelab.interp.capture import Activations
 from safelab.interp.store import ActivationStore, StoreManifest
+from safelab.models.capture import Activations
 from safelab.sae.sae import load_sae
 from safelab.sae.train import SAETrainConfig, geometric_median, train_sae
 

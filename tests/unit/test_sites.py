@@ -1,7 +1,7 @@
 import pytest
 
 from safelab.errors import SafelabError
-from safelab.interp.sites import Site, all_sites, resolve_sites
+from safelab.models.sites import Site, all_sites, resolve_sites
 
 
 def test_site_names_round_trip() -> None:

@@ -134,11 +134,12 @@ def test_sae_feature_specs_go_to_the_sae_feature_resolver(
 
     calls: list[tuple[str, int]] = []
 
-    def feature_vector(folder: str, index: int) -> SteeringVector:
+    def feature_direction(folder: str, index: int) -> sae_steer.FeatureDirection:
         calls.append((folder, index))
-        return SteeringVector.load(saved)
+        v = SteeringVector.load(saved)
+        return sae_steer.FeatureDirection(v.vector, v.cfg.site, v.cfg.d_model, "", 1.0, "x")
 
-    monkeypatch.setattr(sae_steer, "feature_vector", feature_vector)
+    monkeypatch.setattr(sae_steer, "feature_direction", feature_direction)
     assert resolve_steer("runs/sae#1234", scale=2).scale == 2.0
     assert calls == [("runs/sae", 1234)]
 

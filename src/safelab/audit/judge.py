@@ -24,7 +24,18 @@ from inspect_ai.model import (
     Model,
     get_model,
 )
-from inspect_ai.scorer import Score, Scorer, Target, mean, scorer, stderr
+from inspect_ai.scorer import (
+    Metric,
+    SampleScore,
+    Score,
+    Scorer,
+    Target,
+    Value,
+    mean,
+    metric,
+    scorer,
+    stderr,
+)
 from inspect_ai.solver import TaskState
 from inspect_ai.tool import ToolInfo
 from inspect_ai.util import collect
@@ -33,9 +44,9 @@ from safelab.audit.budgets import JudgeBudgets, resolve_judge_budgets
 from safelab.audit.conversation import Branch, render_transcript
 from safelab.audit.dimensions import DimensionSet, load_dimensions
 from safelab.audit.prompts import load_template, render
-from safelab.audit.stats import bootstrap_ci
 from safelab.judging import Verdict as JudgeVerdict
 from safelab.judging import ask_judge_text, text_status
+from safelab.stats import DEFAULT_RESAMPLES, bootstrap_mean_ci
 
 JudgeStatus = Literal["scored", "partial", "refusal", "unparseable", "empty", "error", "no_audit"]
 DimensionStatus = Literal[
@@ -411,6 +422,19 @@ def _score(
             "transcript": transcript,
         },
     )
+
+
+@metric
+def bootstrap_ci(
+    n_resamples: int = DEFAULT_RESAMPLES, confidence: float = 0.95, seed: int = 0
+) -> Metric:
+    """Percentile-bootstrap interval of the mean across samples (seeded)."""
+
+    def compute(scores: list[SampleScore]) -> Value:
+        ci = bootstrap_mean_ci([s.score.as_float() for s in scores], n_resamples, confidence, seed)
+        return {"low": ci.low, "high": ci.high}
+
+    return compute
 
 
 @scorer(metrics={"*": [mean(), stderr(), bootstrap_ci()]})

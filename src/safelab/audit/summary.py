@@ -10,8 +10,8 @@ from typing import Any
 
 from inspect_ai.log import EvalLog
 
-from safelab.audit.stats import bootstrap_mean_ci
 from safelab.audit.view import SCORER, load_log
+from safelab.stats import DEFAULT_RESAMPLES, bootstrap_mean_ci
 
 
 @dataclass(frozen=True)
@@ -46,7 +46,10 @@ class AuditSummary:
 
 
 def summarise_log(
-    log: EvalLog | str | Path, n_resamples: int = 2000, confidence: float = 0.95, seed: int = 0
+    log: EvalLog | str | Path,
+    n_resamples: int = DEFAULT_RESAMPLES,
+    confidence: float = 0.95,
+    seed: int = 0,
 ) -> AuditSummary:
     """Summarise every judged dimension of an audit log.
 

@@ -2,9 +2,7 @@
 
 from __future__ import annotations
 
-import os
 import re
-import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -20,6 +18,7 @@ from safelab.audit.conversation import Branch, format_tool_call, message_text
 from safelab.audit.dimensions import load_dimensions
 from safelab.data import read_package_text
 from safelab.errors import SafelabError
+from safelab.files import atomic_write_text
 
 SCORER = "audit_judge"
 
@@ -238,10 +237,4 @@ def write_audit_html(
 ) -> Path:
     """Write :func:`render_audit_html` to ``out`` atomically; returns the path."""
     html = render_audit_html(log, sample, sample_id)
-    target = Path(out)
-    target.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=target.parent, prefix=f".{target.name}.", suffix=".tmp")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(html)
-    os.replace(tmp, target)
-    return target
+    return atomic_write_text(out, html)

@@ -85,7 +85,7 @@ def activations(args: argparse.Namespace, model: Any, data: Any, sites: str | No
 
 
 def write_json(path: Path, payload: dict[str, Any]) -> Path:
-    from safelab.interp.artifacts import atomic_write_text
+    from safelab.files import atomic_write_text
 
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")

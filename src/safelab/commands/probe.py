@@ -19,169 +19,28 @@ from safelab.commands.data_options import (
     add_data_options,
     add_split_options,
     load,
-    split_from_args,
     write_json,
 )
+from safelab.commands.options import add_options, add_ray_option, from_options
 from safelab.errors import SafelabError
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from safelab.interp.sweep import fit_and_evaluate
-    from safelab.report import plots
+    from safelab.distributed import ray_address
+    from safelab.interp.probe_sweep import ProbeSweepConfig, run_probe_sweep
 
-    out = Path(args.out)
-    t_start = time.perf_counter()
-    model, data = load(args, args.data)
-    cached = activations(args, model, data)
-    if getattr(args, "site", None):
-        (site,) = (str(s) for s in model.resolve_sites(args.site))
-        if site not in cached.acts:
-            cached = activations(args, model, data, site)
-        cached.acts = {site: cached.acts[site]}
-    print(
-        f"{data.name}: {len(data)} examples, {len(cached.sites)} sites; "
-        f"{'cached' if cached.cached else f'captured in {cached.capture_s:.1f}s'} ({cached.store})"
-    )
-    split = split_from_args(args, data)
-    embeddings = None
-    if args.controls:
-        from safelab.interp.controls import token_embeddings
-
-        embeddings = token_embeddings(model, data)
-    result = fit_and_evaluate(
-        cached.acts,
-        data,
-        method=args.method,
-        c=args.c,
-        test_frac=args.test_frac,
-        seed=args.seed,
-        n_resamples=args.resamples,
-        model_name=model.name,
-        progress=True,
-        split=split,
-        controls=args.controls,
-        embeddings=embeddings,
-    )
-    best = result.best_site
-    payload = result.to_dict()
-    if args.sae:
-        payload["sae_probe"] = _sae_column(args, model, data, cached, split)
-    payload.update(
-        model=model.name,
-        name=data.name,
-        template=data.template,
-        position=str(data.position),
-        limit=args.limit,
-        activation_cache=str(cached.store),
-        timing={
-            "capture_s": round(cached.capture_s, 2),
-            "cached": cached.cached,
-            "fit_and_metrics_s": round(result.fit_s, 2),
-            "total_s": round(time.perf_counter() - t_start, 2),
-        },
-    )
-    for site, probe in result.probes.items():
-        probe.save(out / "probes" / site)
-    result.probes[best].save(out / "probe")
-    images = [
-        plots.roc_curves(
-            {
-                best: (
-                    result.sites[best].roc["fpr"],
-                    result.sites[best].roc["tpr"],
-                    result.sites[best].auroc,
-                )
-            },
-            out / "roc.png",
-            title=f"{data.name}: held-out ROC at {best}",
-        )
-    ]
-    if len(result.sites) > 1:
-        curves = {
-            f"{data.name} ({args.method})": {
-                s: (r.auroc, r.auroc_ci) for s, r in result.sites.items()
-            }
-        }
-        if args.controls:
-            curves["shuffled-label control"] = {
-                s: (r.control_auroc, r.control_auroc_ci)
-                for s, r in result.sites.items()
-                if r.control_auroc is not None and r.control_auroc_ci is not None
-            }
-            for name, m in result.baselines.items():
-                curves[f"{name.replace('_', '-')} baseline"] = {
-                    s: (m["auroc"], m["auroc_ci"]) for s in result.sites
-                }
-        images.insert(
-            0,
-            plots.auroc_by_layer(
-                curves,
-                out / "auroc_by_layer.png",
-                title=f"{data.name}: held-out probe AUROC by layer ({model.name})",
-            ),
-        )
-    write_json(out / "metrics.json", payload)
-    warnings = [f["message"] for f in result.flags]
-    plots.write_html(out / "report.html", f"probe sweep: {data.name}", images, payload, warnings)
-    r = result.sites[best]
-    for name, m in result.baselines.items():
-        print(
-            f"baseline {name.replace('_', '-')}: AUROC {m['auroc']:.3f} "
-            f"[{m['auroc_ci'][0]:.3f}, {m['auroc_ci'][1]:.3f}] (same split)"
-        )
-    for w in warnings:
-        print(f"WARNING: {w}")
-    flagged = [f["flag"] for f in result.flags if f["flag"].startswith("best_")]
-    print(
-        f"{'FLAGGED ' if flagged else ''}best {best}: AUROC {r.auroc:.3f} "
-        f"[{r.auroc_ci[0]:.3f}, {r.auroc_ci[1]:.3f}], "
-        f"recall@1%FPR {r.recall_at_1pct_fpr:.3f} (n_test={result.n_test}, seed={args.seed})"
-        + (f" [{', '.join(flagged)}]" if flagged else "")
-    )
-    if sp := payload.get("sae_probe"):
-        dense = result.sites.get(sp["site"])
-        dense_text = f"; dense probe there {dense.auroc:.3f}" if dense is not None else ""
-        print(
-            f"sparse SAE probe at {sp['site']} (k={sp['k']} latents of {sp['sae']}): AUROC "
-            f"{sp['auroc']:.3f} [{sp['auroc_ci'][0]:.3f}, {sp['auroc_ci'][1]:.3f}]{dense_text}"
-        )
-    print(
-        f"timing: capture {payload['timing']['capture_s']}s, fit+metrics {payload['timing']['fit_and_metrics_s']}s"
-    )
-    print(f"wrote {out / 'metrics.json'}, {out / 'probe'}")
+    cfg = from_options(ProbeSweepConfig, args)
+    result = run_probe_sweep(cfg, args.out, ray=ray_address(args.ray))
+    for line in result.summary_lines():
+        print(line)
+    print(f"wrote {Path(args.out) / 'metrics.json'}, {Path(args.out) / 'probe'}")
     return 0
 
 
-def _sae_column(args: argparse.Namespace, model: Any, data: Any, cached: Any, split: Any) -> Any:
-    """The k-sparse SAE-latent probe on the same rows and split as the dense probe at its site."""
-    import numpy as np
-
-    from safelab.sae.probe import sparse_probe
-    from safelab.sae.sae import load_sae
-
-    sae = load_sae(args.sae)
-    acts = cached.acts.get(sae.site)
-    if acts is None:
-        acts = activations(args, model, data, sae.site).acts[sae.site]
-    train, test, _ = split
-    labels = np.asarray(data.labels)
-    res = sparse_probe(
-        sae,
-        acts[train],
-        labels[train],
-        acts[test],
-        labels[test],
-        k=args.sae_k,
-        seed=args.seed,
-        n_resamples=args.resamples,
-    )
-    return {"sae": str(args.sae), "site": sae.site, **res.to_dict()}
-
-
 def _evaluate(args: argparse.Namespace) -> int:
-    from safelab.interp.metrics import detector_metrics, roc_points
     from safelab.interp.probes import LinearProbe
     from safelab.report import plots
+    from safelab.stats import detector_metrics, roc_points
 
     probe = LinearProbe.load(args.probe)
     if args.position is None and probe.cfg.position in ("last", "mean"):
@@ -340,36 +199,20 @@ def register(subparsers: Any) -> None:
     )
     sub = parser.add_subparsers(dest="probe_command", required=True)
 
+    from safelab.interp.probe_sweep import ProbeSweepConfig
+
     sweep = sub.add_parser(
         "sweep", help="a probe per layer on a held-out split; AUROC with intervals"
     )
-    sweep.add_argument(
-        "--data", required=True, help="statement,label CSV or JSONL/JSON of A/B pairs"
-    )
     sweep.add_argument("--out", required=True, help="output folder (metrics.json, plots, probes)")
-    add_data_options(sweep)
-    _probe_options(sweep)
-    sweep.add_argument(
-        "--no-controls",
-        dest="controls",
-        action="store_false",
-        help="skip the shuffled-label control and the bag-of-words / token-embedding baselines",
-    )
-    sweep.add_argument(
-        "--sae",
-        default=None,
-        help="an SAE folder: add the k-sparse probe on its latents at its site (same split)",
-    )
-    sweep.add_argument("--sae-k", type=int, default=8, help="latents in the sparse SAE probe")
+    add_options(sweep, ProbeSweepConfig, skip=("site",), required=("data",))
+    add_ray_option(sweep)
     sweep.set_defaults(func=_sweep)
 
     train = sub.add_parser("train", help="one probe at one site (held-out metrics saved with it)")
-    train.add_argument("--data", required=True)
-    train.add_argument("--site", required=True, help="e.g. blocks.12.resid_post")
     train.add_argument("--out", required=True)
-    add_data_options(train)
-    _probe_options(train)
-    train.add_argument("--no-controls", dest="controls", action="store_false")
+    add_options(train, ProbeSweepConfig, skip=("sae", "sae_k"), required=("data", "site"))
+    add_ray_option(train)
     train.set_defaults(func=_sweep)
 
     ev = sub.add_parser("evaluate", help="score a saved probe on a data set (all rows)")

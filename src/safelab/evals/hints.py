@@ -36,7 +36,7 @@ from safelab.errors import SafelabError
 from safelab.evals.data import data_path, parse_levels, read_jsonl, read_yaml
 from safelab.evals.judge import ask_judge, render, render_file
 from safelab.evals.sandbag import extract_answer
-from safelab.evals.stats import (
+from safelab.stats import (
     DEFAULT_SEED,
     BootstrapEstimate,
     RateEstimate,

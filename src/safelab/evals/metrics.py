@@ -16,7 +16,7 @@ from typing import Any
 
 from inspect_ai.scorer import Metric, SampleScore, metric
 
-from safelab.evals.stats import (
+from safelab.stats import (
     DEFAULT_SEED,
     BootstrapEstimate,
     RateEstimate,

@@ -17,7 +17,7 @@ from inspect_ai.log import EvalLog
 
 from safelab.evals.hints import faithfulness_estimate
 from safelab.evals.metrics import paired_gaps, rates_by_level, score_component
-from safelab.evals.stats import (
+from safelab.stats import (
     DEFAULT_SEED,
     BootstrapEstimate,
     MeanEstimate,

@@ -12,7 +12,6 @@ from __future__ import annotations
 import json
 import os
 import platform
-import tempfile
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -33,7 +32,8 @@ from safelab.evals.mwe import corrigibility, power_seeking, self_preservation
 from safelab.evals.refusal import over_refusal
 from safelab.evals.results import ResultRow, judge_summary, markdown_table, summarise_log
 from safelab.evals.sandbag import sandbagging
-from safelab.evals.stats import DEFAULT_SEED
+from safelab.files import atomic_write_text
+from safelab.stats import DEFAULT_SEED
 
 TASKS: dict[str, Callable[..., Task]] = {
     "agentic_misalignment": agentic_misalignment,
@@ -162,15 +162,6 @@ def _environment() -> dict[str, Any]:
     }
 
 
-def write_atomic(path: Path, text: str) -> None:
-    """Write ``text`` to ``path`` through a temporary file and a rename."""
-    path.parent.mkdir(parents=True, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(dir=path.parent, prefix=f".{path.name}.")
-    with os.fdopen(fd, "w", encoding="utf-8") as f:
-        f.write(text)
-    os.replace(tmp, path)
-
-
 def results_markdown(results: SuiteResults) -> str:
     """The Markdown report: run header, judge note, then the table."""
     cfg = results.config
@@ -240,6 +231,6 @@ def run_suite(config: SuiteConfig, *, display: str = "plain") -> SuiteResults:
         started=started,
         finished=datetime.now(UTC).isoformat(timespec="seconds"),
     )
-    write_atomic(out / "results.json", json.dumps(results.to_dict(), indent=2, allow_nan=True))
-    write_atomic(out / "results.md", results_markdown(results))
+    atomic_write_text(out / "results.json", json.dumps(results.to_dict(), indent=2, allow_nan=True))
+    atomic_write_text(out / "results.md", results_markdown(results))
     return results

@@ -10,13 +10,13 @@ from __future__ import annotations
 import dataclasses
 import json
 import os
-import tempfile
 from pathlib import Path
 from typing import Any, TypeVar
 
 from torch import Tensor
 
 from safelab.errors import SafelabError
+from safelab.files import atomic_write_text, tmp_path_beside
 
 CFG_KEY = "safelab_cfg"
 
@@ -77,17 +77,3 @@ def load_artifact(path: str | Path, kind: str, cfg_type: type[C]) -> tuple[C, di
         raise SafelabError(f"{weights} is not a {kind} (it holds a different kind of artifact)")
     names = {f.name for f in dataclasses.fields(cfg_type)}  # type: ignore[arg-type]
     return cfg_type(**{k: v for k, v in cfg_dict.items() if k in names}), tensors
-
-
-def atomic_write_text(path: str | Path, text: str) -> None:
-    """Write a text file via a temp file and rename, so readers never see half a file."""
-    path = Path(path)
-    tmp = tmp_path_beside(path)
-    tmp.write_text(text)
-    os.replace(tmp, path)
-
-
-def tmp_path_beside(path: Path) -> Path:
-    fd, name = tempfile.mkstemp(prefix=f".{path.name}.", suffix=".tmp", dir=path.parent)
-    os.close(fd)
-    return Path(name)

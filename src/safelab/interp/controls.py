@@ -23,8 +23,8 @@ import numpy as np
 import torch
 from torch import Tensor
 
-from safelab.interp.metrics import DEFAULT_RESAMPLES, DetectorMetrics, detector_metrics
 from safelab.interp.probes import LinearProbe, ProbeMethod
+from safelab.stats import DEFAULT_RESAMPLES, DetectorMetrics, detector_metrics
 
 if TYPE_CHECKING:
     from safelab.interp.contrast import ContrastSet

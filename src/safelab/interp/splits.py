@@ -83,6 +83,47 @@ class SplitInfo:
         )
 
 
+def split_indices(
+    labels: Sequence[int] | np.ndarray,
+    test_frac: float = 0.25,
+    seed: int = 0,
+    groups: Sequence[int] | None = None,
+) -> tuple[np.ndarray, np.ndarray]:
+    """A seeded train/test split, stratified by label; ``groups`` (e.g. A/B pair ids) stay whole.
+
+    Raises:
+        SafelabError: a split would lack one of the two labels.
+    """
+    if not 0 < test_frac < 1:
+        raise SafelabError(f"test fraction must be between 0 and 1, got {test_frac}")
+    y = np.asarray(labels).astype(int)
+    rng = np.random.default_rng(seed)
+    if groups is not None and len(groups) and min(groups) >= 0:
+        g = np.asarray(groups)
+        uniq = np.unique(g)
+        rng.shuffle(uniq)
+        n_test = max(1, round(test_frac * len(uniq)))
+        test_groups = set(uniq[:n_test].tolist())
+        test = np.array([i for i in range(len(y)) if g[i] in test_groups])
+    else:
+        test_parts = []
+        for c in (0, 1):
+            idx = np.flatnonzero(y == c)
+            rng.shuffle(idx)
+            test_parts.append(idx[: max(1, round(test_frac * len(idx)))])
+        test = np.concatenate(test_parts)
+    mask = np.zeros(len(y), dtype=bool)
+    mask[test] = True
+    train, test = np.flatnonzero(~mask), np.flatnonzero(mask)
+    for name, part in (("train", train), ("test", test)):
+        if len(set(y[part].tolist())) < 2:
+            raise SafelabError(
+                f"the {name} split has only one label ({len(part)} examples): use more data "
+                "or another --test-frac"
+            )
+    return train, test
+
+
 class _UnionFind:
     def __init__(self, n: int) -> None:
         self.parent = list(range(n))
@@ -261,7 +302,6 @@ def make_split(
     test_on: Sequence[str] | None = None,
 ) -> tuple[np.ndarray, np.ndarray, SplitInfo]:
     """Train and test row indices for ``data`` and the :class:`SplitInfo` that describes them."""
-    from safelab.interp.sweep import split_indices
 
     labels = np.asarray(data.labels).astype(int)
     if domain or train_on or test_on:

@@ -25,8 +25,8 @@ from torch import Tensor
 
 from safelab.errors import SafelabError
 from safelab.interp.contrast import ContrastSet, Pair, Template
-from safelab.interp.metrics import DEFAULT_RESAMPLES, mean_ci
 from safelab.interp.steering import SteeringConfig, SteeringVector, resolve_steer
+from safelab.stats import DEFAULT_RESAMPLES, mean_ci
 
 if TYPE_CHECKING:
     from safelab.models.whitebox import WhiteBoxModel

@@ -8,7 +8,7 @@ apply``/``sweep`` and ``-M steer=`` in any Inspect eval all turn a steer spec in
 it with :meth:`SteerSpec.apply`.
 
 A steer spec is a vector folder or ``.safetensors`` file, or ``FOLDER#INDEX``: feature ``INDEX``
-of the sparse autoencoder in ``FOLDER``, resolved by ``safelab.sae.steer.feature_vector``.
+of the sparse autoencoder in ``FOLDER``, resolved by :func:`feature_vector`.
 """
 
 from __future__ import annotations
@@ -27,6 +27,7 @@ from safelab.models.interventions import StepPositions
 
 if TYPE_CHECKING:
     from safelab.models.whitebox import WhiteBoxModel
+    from safelab.sae.sae import SparseAutoencoder
 
 STEER_POSITIONS: tuple[str, ...] = ("all", "last")
 
@@ -109,14 +110,30 @@ class SteeringVector:
 # -- the one owner of "apply a saved vector" ------------------------------------------------
 
 
+def feature_vector(folder: str | Path | SparseAutoencoder, index: int) -> SteeringVector:
+    """SAE latent ``index``'s unit decoder row as a :class:`SteeringVector` at the SAE's site."""
+    # Imported here: loading an SAE needs safelab.sae, which sits above interp and never
+    # imports this module (the arrow runs one way).
+    from safelab.sae.steer import feature_direction
+
+    f = feature_direction(folder, index)
+    cfg = SteeringConfig(
+        site=f.site,
+        d_model=f.d_model,
+        method="sae_feature",
+        model=f.model,
+        scale=f.scale,
+        data=f.data,
+        metrics=dict(f.metrics),
+    )
+    return SteeringVector(cfg, f.direction)
+
+
 def load_steer(spec: str | Path) -> SteeringVector:
     """Parse a steer spec: a vector folder or ``.safetensors``, or ``FOLDER#INDEX`` (SAE feature)."""
     text = str(spec).strip()
     folder, sep, index = text.rpartition("#")
     if sep and folder and index.isdigit():
-        # Imported here: safelab.sae builds on this module (its features are SteeringVectors).
-        from safelab.sae.steer import feature_vector
-
         return feature_vector(folder, int(index))
     return SteeringVector.load(text)
 

@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from safelab.errors import SafelabError
-from safelab.interp.artifacts import atomic_write_text, tmp_path_beside
+from safelab.files import atomic_write_text, tmp_path_beside
 from safelab.models.capture import (
     Activations,
     Input,

@@ -16,50 +16,9 @@ from torch import Tensor
 
 from safelab.errors import SafelabError
 from safelab.interp.contrast import ContrastSet
-from safelab.interp.metrics import DEFAULT_RESAMPLES, detector_metrics, roc_points
 from safelab.interp.probes import LinearProbe, ProbeMethod
 from safelab.interp.splits import SplitInfo, make_split
-
-
-def split_indices(
-    labels: Sequence[int] | np.ndarray,
-    test_frac: float = 0.25,
-    seed: int = 0,
-    groups: Sequence[int] | None = None,
-) -> tuple[np.ndarray, np.ndarray]:
-    """A seeded train/test split, stratified by label; ``groups`` (e.g. A/B pair ids) stay whole.
-
-    Raises:
-        SafelabError: a split would lack one of the two labels.
-    """
-    if not 0 < test_frac < 1:
-        raise SafelabError(f"test fraction must be between 0 and 1, got {test_frac}")
-    y = np.asarray(labels).astype(int)
-    rng = np.random.default_rng(seed)
-    if groups is not None and len(groups) and min(groups) >= 0:
-        g = np.asarray(groups)
-        uniq = np.unique(g)
-        rng.shuffle(uniq)
-        n_test = max(1, round(test_frac * len(uniq)))
-        test_groups = set(uniq[:n_test].tolist())
-        test = np.array([i for i in range(len(y)) if g[i] in test_groups])
-    else:
-        test_parts = []
-        for c in (0, 1):
-            idx = np.flatnonzero(y == c)
-            rng.shuffle(idx)
-            test_parts.append(idx[: max(1, round(test_frac * len(idx)))])
-        test = np.concatenate(test_parts)
-    mask = np.zeros(len(y), dtype=bool)
-    mask[test] = True
-    train, test = np.flatnonzero(~mask), np.flatnonzero(mask)
-    for name, part in (("train", train), ("test", test)):
-        if len(set(y[part].tolist())) < 2:
-            raise SafelabError(
-                f"the {name} split has only one label ({len(part)} examples): use more data "
-                "or another --test-frac"
-            )
-    return train, test
+from safelab.stats import DEFAULT_RESAMPLES, detector_metrics, roc_points
 
 
 @dataclass
@@ -154,8 +113,6 @@ def fit_and_evaluate(
         embeddings: ``[n, d_model]`` input embeddings at the read token, for the token-embedding
             baseline (see :func:`safelab.interp.controls.token_embeddings`).
     """
-    from safelab.interp import controls as ctl
-
     labels = np.asarray(data.labels)
     if split is None:
         split = make_split(data, test_frac=test_frac, seed=seed, group=group)
@@ -163,64 +120,170 @@ def fit_and_evaluate(
     results: dict[str, SiteResult] = {}
     probes: dict[str, LinearProbe] = {}
     t0 = time.perf_counter()
+    fit = SiteFit.of(
+        data,
+        method=method,
+        c=c,
+        seed=seed,
+        n_resamples=n_resamples,
+        model=model_name,
+        test_frac=test_frac,
+    )
     for site, x in acts.items():
-        if x.shape[0] != len(labels):
-            raise SafelabError(f"{site}: {x.shape[0]} activation rows for {len(labels)} examples")
-        probe = LinearProbe.fit(
-            x[train],
-            labels[train],
-            site,
-            method=method,
-            c=c,
-            seed=seed,
-            position=str(data.position),
-            model=model_name,
-            data=data.source,
-            data_hash=data.data_hash,
+        results[site], probes[site] = fit_site(
+            x, labels, train, test, site, fit, controls=controls, split=info.to_dict()
         )
-        test_scores = probe.score(x[test]).numpy()
-        train_scores = probe.score(x[train]).numpy()
-        m = detector_metrics(test_scores, labels[test], n_resamples=n_resamples, seed=seed)
-        fpr, tpr = roc_points(test_scores, labels[test])
-        results[site] = SiteResult(
-            site=site,
-            auroc=m.auroc,
-            auroc_ci=m.auroc_ci,
-            accuracy=m.accuracy,
-            accuracy_ci=m.accuracy_ci,
-            recall_at_1pct_fpr=m.recall_at_1pct_fpr,
-            recall_at_1pct_fpr_ci=m.recall_at_1pct_fpr_ci,
-            train_accuracy=float(((train_scores > 0.5).astype(int) == labels[train]).mean()),
-            n_test=len(test),
-            roc={"fpr": fpr, "tpr": tpr},
-        )
-        if controls:
-            results[site].control_auroc, results[site].control_auroc_ci = ctl.shuffled_control(
-                x, labels, train, test, site, method=method, c=c, seed=seed, n_resamples=n_resamples
-            )
-        results[site].flags = ctl.site_flags(m.auroc_ci, results[site].control_auroc)
-        probe.cfg.metrics = {
-            "held_out": results[site].summary(),
-            "seed": seed,
-            "n_resamples": n_resamples,
-            "n_train": len(train),
-            "test_frac": test_frac,
-            "split": info.to_dict(),
-        }
-        probes[site] = probe
         if progress:
-            r = results[site]
-            control = "" if r.control_auroc is None else f"  control {r.control_auroc:.3f}"
-            marks = f"  [{', '.join(r.flags)}]" if r.flags else ""
-            print(
-                f"{site:>24}  AUROC {r.auroc:.3f} [{r.auroc_ci[0]:.3f}, {r.auroc_ci[1]:.3f}]  "
-                f"acc {r.accuracy:.3f}  recall@1%FPR {r.recall_at_1pct_fpr:.3f}{control}{marks}",
-                flush=True,
-            )
+            print_site(results[site])
+    return assemble_sweep(
+        results,
+        probes,
+        data,
+        split,
+        fit,
+        controls=controls,
+        embeddings=embeddings,
+        fit_s=time.perf_counter() - t0,
+    )
+
+
+@dataclass(frozen=True)
+class SiteFit:
+    """How a probe is fitted and scored at every site of a sweep (and what its cfg records)."""
+
+    method: ProbeMethod = "logistic"
+    c: float = 1.0
+    seed: int = 0
+    n_resamples: int = DEFAULT_RESAMPLES
+    model: str = ""
+    position: str = "last"
+    data: str = ""
+    data_hash: str = ""
+    test_frac: float = 0.25
+    """The held-out fraction asked for (recorded in each probe's cfg)."""
+
+    @classmethod
+    def of(
+        cls,
+        data: ContrastSet,
+        *,
+        method: ProbeMethod,
+        c: float,
+        seed: int,
+        n_resamples: int,
+        model: str,
+        test_frac: float,
+    ) -> SiteFit:
+        position = str(data.position)
+        return cls(
+            method, c, seed, n_resamples, model, position, data.source, data.data_hash, test_frac
+        )
+
+
+def fit_site(
+    x: Tensor,
+    labels: np.ndarray,
+    train: np.ndarray,
+    test: np.ndarray,
+    site: str,
+    fit: SiteFit,
+    *,
+    controls: bool = True,
+    split: dict[str, Any] | None = None,
+) -> tuple[SiteResult, LinearProbe]:
+    """One site of a sweep: the probe, its held-out metrics and (optionally) its control."""
+    from safelab.interp import controls as ctl
+
+    if x.shape[0] != len(labels):
+        raise SafelabError(f"{site}: {x.shape[0]} activation rows for {len(labels)} examples")
+    probe = LinearProbe.fit(
+        x[train],
+        labels[train],
+        site,
+        method=fit.method,
+        c=fit.c,
+        seed=fit.seed,
+        position=fit.position,
+        model=fit.model,
+        data=fit.data,
+        data_hash=fit.data_hash,
+    )
+    test_scores = probe.score(x[test]).numpy()
+    train_scores = probe.score(x[train]).numpy()
+    m = detector_metrics(test_scores, labels[test], n_resamples=fit.n_resamples, seed=fit.seed)
+    fpr, tpr = roc_points(test_scores, labels[test])
+    result = SiteResult(
+        site=site,
+        auroc=m.auroc,
+        auroc_ci=m.auroc_ci,
+        accuracy=m.accuracy,
+        accuracy_ci=m.accuracy_ci,
+        recall_at_1pct_fpr=m.recall_at_1pct_fpr,
+        recall_at_1pct_fpr_ci=m.recall_at_1pct_fpr_ci,
+        train_accuracy=float(((train_scores > 0.5).astype(int) == labels[train]).mean()),
+        n_test=len(test),
+        roc={"fpr": fpr, "tpr": tpr},
+    )
+    if controls:
+        result.control_auroc, result.control_auroc_ci = ctl.shuffled_control(
+            x,
+            labels,
+            train,
+            test,
+            site,
+            method=fit.method,
+            c=fit.c,
+            seed=fit.seed,
+            n_resamples=fit.n_resamples,
+        )
+    result.flags = ctl.site_flags(m.auroc_ci, result.control_auroc)
+    probe.cfg.metrics = {
+        "held_out": result.summary(),
+        "seed": fit.seed,
+        "n_resamples": fit.n_resamples,
+        "n_train": len(train),
+        "test_frac": fit.test_frac,
+        "split": split or {},
+    }
+    return result, probe
+
+
+def print_site(r: SiteResult) -> None:
+    """One progress line of a sweep."""
+    control = "" if r.control_auroc is None else f"  control {r.control_auroc:.3f}"
+    marks = f"  [{', '.join(r.flags)}]" if r.flags else ""
+    print(
+        f"{r.site:>24}  AUROC {r.auroc:.3f} [{r.auroc_ci[0]:.3f}, {r.auroc_ci[1]:.3f}]  "
+        f"acc {r.accuracy:.3f}  recall@1%FPR {r.recall_at_1pct_fpr:.3f}{control}{marks}",
+        flush=True,
+    )
+
+
+def assemble_sweep(
+    results: dict[str, SiteResult],
+    probes: dict[str, LinearProbe],
+    data: ContrastSet,
+    split: tuple[np.ndarray, np.ndarray, SplitInfo],
+    fit: SiteFit,
+    *,
+    controls: bool = True,
+    embeddings: Tensor | None = None,
+    fit_s: float = 0.0,
+) -> SweepResult:
+    """The sweep from its sites: baselines on the same split, then the warnings."""
+    from safelab.interp import controls as ctl
+
+    labels = np.asarray(data.labels)
+    train, test, info = split
     baselines: dict[str, dict[str, Any]] = {}
     if controls:
         bow = ctl.bag_of_words(
-            ctl.example_texts(data), labels, train, test, seed=seed, n_resamples=n_resamples
+            ctl.example_texts(data),
+            labels,
+            train,
+            test,
+            seed=fit.seed,
+            n_resamples=fit.n_resamples,
         )
         baselines["bag_of_words"] = bow.to_dict()
         if embeddings is not None:
@@ -229,34 +292,80 @@ def fit_and_evaluate(
                 labels,
                 train,
                 test,
-                method=method,
-                c=c,
-                seed=seed,
-                n_resamples=n_resamples,
+                method=fit.method,
+                c=fit.c,
+                seed=fit.seed,
+                n_resamples=fit.n_resamples,
             )
             baselines["token_embedding"] = emb.to_dict()
     best = max(results, key=lambda s: results[s].auroc)
     flags = ctl.flags(
-        best,
-        results[best].auroc_ci,
-        {s: r.flags for s, r in results.items()},
-        baselines,
+        best, results[best].auroc_ci, {s: r.flags for s, r in results.items()}, baselines
     )
     return SweepResult(
         data=data.source,
         data_hash=data.data_hash,
-        method=method,
-        seed=seed,
-        test_frac=test_frac,
+        method=fit.method,
+        seed=fit.seed,
+        test_frac=fit.test_frac,
         n_train=len(train),
         n_test=len(test),
         sites=results,
         probes=probes,
-        fit_s=time.perf_counter() - t0,
+        fit_s=fit_s,
         split=info.to_dict(),
         baselines=baselines,
         flags=flags,
     )
+
+
+# -- the sweep as a grid of cells (safelab.distributed): one probe per (site, seed) ----------
+
+
+@dataclass(frozen=True)
+class ProbeCell:
+    """One site of a sweep, read from an activation store: what a worker needs and nothing more.
+
+    The worker reads the site's rows from ``store`` itself (nothing heavy is shipped) and saves
+    the probe under ``probe_dir`` before its result is committed.
+    """
+
+    store: str
+    site: str
+    labels: tuple[int, ...]
+    train: tuple[int, ...]
+    test: tuple[int, ...]
+    fit: SiteFit
+    controls: bool = True
+    probe_dir: str | None = None
+    split: str = "{}"
+    """The split's description as JSON (recorded in the probe's cfg)."""
+
+    @property
+    def key(self) -> str:
+        return f"{self.site}-seed{self.fit.seed}"
+
+
+def probe_cell(cell: ProbeCell) -> dict[str, Any]:
+    """Fit and score one :class:`ProbeCell`; the site's result as JSON (the probe saved first)."""
+    import json
+
+    from safelab.interp.store import ActivationStore
+
+    x = ActivationStore(cell.store).load([cell.site]).acts[cell.site].float()
+    result, probe = fit_site(
+        x,
+        np.asarray(cell.labels),
+        np.asarray(cell.train, dtype=np.int64),
+        np.asarray(cell.test, dtype=np.int64),
+        cell.site,
+        cell.fit,
+        controls=cell.controls,
+        split=json.loads(cell.split),
+    )
+    if cell.probe_dir is not None:
+        probe.save(cell.probe_dir)
+    return asdict(result)
 
 
 @dataclass

@@ -5,7 +5,7 @@ yes/no questions ("Are you doing something dangerous?" "Yes" minus "No"), captur
 token. The pairs name no trigger and no backdoor phrase. The probe's score of a prompt is the
 projection of the activation at the prompt's last token (chat-templated, ready for the reply) on
 that direction; it is scored on triggered (positive) vs untriggered (negative) prompts, layer by
-layer, with bootstrap intervals from :func:`safelab.interp.metrics.detector_metrics`.
+layer, with bootstrap intervals from :func:`safelab.stats.detector_metrics`.
 """
 
 from __future__ import annotations
@@ -17,7 +17,7 @@ from typing import TYPE_CHECKING, Any
 
 from safelab.data import read_jsonl_rows, read_package_text
 from safelab.errors import SafelabError
-from safelab.interp.metrics import auroc, detector_metrics, roc_points
+from safelab.stats import auroc, detector_metrics, roc_points
 
 if TYPE_CHECKING:
     from torch import Tensor
@@ -113,7 +113,7 @@ def probe_by_layer(
     # calibration half and report the other half.
     import numpy as np
 
-    from safelab.interp.sweep import split_indices
+    from safelab.interp.splits import split_indices
 
     y = np.asarray(labels)
     held_out, calib = split_indices(labels, test_frac=0.5, seed=seed)

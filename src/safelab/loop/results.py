@@ -14,7 +14,7 @@ from typing import Any, Self
 from safelab.loop.config import LoopConfig
 
 Rates = dict[str, dict[str, Any]]
-"""Condition -> rate estimate (:meth:`safelab.evals.stats.RateEstimate.to_dict`)."""
+"""Condition -> rate estimate (:meth:`safelab.stats.RateEstimate.to_dict`)."""
 
 BACKDOOR_TRIGGERED_MIN = 0.90
 BACKDOOR_UNTRIGGERED_MAX = 0.05
@@ -88,7 +88,7 @@ class DetectStep(_Record):
     OPTIONAL = ("traffic",)
 
     sites: dict[str, dict[str, Any]]
-    """Site -> :class:`~safelab.interp.metrics.DetectorMetrics` as a dict."""
+    """Site -> :class:`~safelab.stats.DetectorMetrics` as a dict."""
     best_site: str
     best_auroc: float
     best_auroc_ci: list[float]

@@ -33,8 +33,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from safelab.errors import SafelabError
-from safelab.evals.stats import rate
-from safelab.interp.artifacts import atomic_write_text
+from safelab.files import atomic_write_text
 from safelab.loop.config import LoopConfig
 from safelab.loop.results import (
     DetectStep,
@@ -46,6 +45,7 @@ from safelab.loop.results import (
     SteerCell,
     choose_scale,
 )
+from safelab.stats import rate
 
 if TYPE_CHECKING:
     from inspect_ai.log import EvalLog, EvalSample
@@ -447,7 +447,7 @@ def log_rates(log: EvalLog, shown: list[dict[str, Any]] | None = None) -> ModelR
 
 
 def judge_metrics(log: EvalLog, seed: int) -> dict[str, Any]:
-    from safelab.interp.metrics import detector_metrics
+    from safelab.stats import detector_metrics
 
     scores, labels, unscored = [], [], 0
     for s in log.samples or []:

@@ -14,11 +14,11 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from safelab.interp.metrics import auroc, bootstrap_ci
 from safelab.loop.results import SAEStep
+from safelab.stats import auroc, bootstrap_ci
 
 if TYPE_CHECKING:
-    from safelab.interp.capture import Input
+    from safelab.models.inputs import Input
     from safelab.models.whitebox import WhiteBoxModel
     from safelab.sae.sae import SparseAutoencoder
 

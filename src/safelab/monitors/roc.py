@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from safelab.errors import SafelabError
-from safelab.interp.metrics import DEFAULT_RESAMPLES, detector_metrics, roc_points
+from safelab.stats import DEFAULT_RESAMPLES, detector_metrics, roc_points
 
 _POSITIVE = {"1", "1.0", "true", "yes", "deceptive", "lie", "unsafe", "positive", "harmful"}
 _NEGATIVE = {"0", "0.0", "false", "no", "honest", "truthful", "safe", "negative", "harmless"}

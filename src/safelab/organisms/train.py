@@ -20,7 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from safelab.errors import SafelabError
-from safelab.interp.artifacts import atomic_write_text
+from safelab.files import atomic_write_text
 from safelab.organisms.recipes import (
     Recipe,
     SandbaggerRecipe,

@@ -15,7 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from safelab.data import read_package_text
-from safelab.interp.artifacts import atomic_write_text
+from safelab.files import atomic_write_text
 from safelab.loop.results import DetectStep, LoopResult, target_texts
 from safelab.report import plots
 

@@ -13,7 +13,7 @@ from collections.abc import Mapping, Sequence
 from pathlib import Path
 from typing import Any
 
-from safelab.interp.artifacts import atomic_write_text
+from safelab.files import atomic_write_text
 
 
 def _plt() -> Any:

@@ -30,11 +30,11 @@ import torch
 from torch import Tensor
 
 from safelab.errors import SafelabError
-from safelab.interp.artifacts import atomic_write_text
-from safelab.interp.metrics import auroc, bootstrap_ci
+from safelab.files import atomic_write_text
+from safelab.stats import DEFAULT_RESAMPLES, auroc, bootstrap_ci
 
 if TYPE_CHECKING:
-    from safelab.interp.capture import Input
+    from safelab.models.inputs import Input
     from safelab.models.whitebox import WhiteBoxModel
 
 
@@ -61,7 +61,7 @@ class DiffConfig:
     """Also skip the token prefix every prompt shares (the chat template's system prompt): its
     activations are the same in every prompt, so a change there is one change counted as many
     tokens, and says nothing about the prompts."""
-    n_resamples: int = 1000
+    n_resamples: int = DEFAULT_RESAMPLES
     seed: int = 0
     batch_size: int = 16
 
@@ -173,7 +173,7 @@ def encode_site(
 
 def trigger_positions(model: WhiteBoxModel, inp: Input, trigger: str) -> list[int]:
     """Token indices of ``inp`` (as capture tokenises it) that overlap the trigger's text."""
-    from safelab.interp.inputs import encode_inputs
+    from safelab.models.inputs import encode_inputs
 
     text = model.prompt_text(inp)
     start = text.find(trigger)
@@ -329,7 +329,7 @@ def diff_models(
 
 def shared_prefix(model: WhiteBoxModel, inputs: Sequence[Input]) -> int:
     """Length of the token prefix all ``inputs`` share (at most the shortest one minus one)."""
-    from safelab.interp.inputs import encode_inputs
+    from safelab.models.inputs import encode_inputs
 
     ids = [e.ids for e in encode_inputs(model, inputs)]
     limit = min(len(x) for x in ids) - 1

@@ -18,7 +18,7 @@ from safelab.errors import SafelabError
 from safelab.sae.diff import DiffConfig, DiffResult, diff_models
 
 if TYPE_CHECKING:
-    from safelab.interp.capture import Input
+    from safelab.models.inputs import Input
 
 
 def organism_prompts(kind: str, n: int, seed: int = 0) -> tuple[list[Input], list[bool], str]:

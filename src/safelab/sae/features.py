@@ -23,7 +23,7 @@ import torch
 from torch import Tensor
 
 from safelab.errors import SafelabError
-from safelab.interp.artifacts import atomic_write_text
+from safelab.files import atomic_write_text
 from safelab.sae.sae import SparseAutoencoder
 
 if TYPE_CHECKING:

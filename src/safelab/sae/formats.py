@@ -28,7 +28,7 @@ import torch
 from torch import Tensor
 
 from safelab.errors import SafelabError
-from safelab.interp.artifacts import atomic_write_text, tmp_path_beside
+from safelab.files import atomic_write_text, tmp_path_beside
 from safelab.sae.sae import SAEConfig, SparseAutoencoder
 
 SAELENS_WEIGHTS = "sae_weights.safetensors"
@@ -320,7 +320,7 @@ def _dims(t: dict[str, Tensor], name: str, where: Path, *, transposed: bool) -> 
 
 
 def _site(hook: Any, where: Path) -> str:
-    from safelab.interp.sites import Site
+    from safelab.models.sites import Site
 
     if not hook:
         raise SafelabError(

@@ -28,6 +28,7 @@ from safelab.errors import SafelabError
 from safelab.interp.store import ActivationStore
 from safelab.sae.sae import SparseAutoencoder
 from safelab.sae.stream import RowFilter, check_store
+from safelab.stats import DEFAULT_RESAMPLES
 
 if TYPE_CHECKING:
     from safelab.models.whitebox import WhiteBoxModel
@@ -180,7 +181,7 @@ def evaluate(
     model: WhiteBoxModel | None = None,
     *,
     ce_tokens: int = 8192,
-    resamples: int = 1000,
+    resamples: int = DEFAULT_RESAMPLES,
     seed: int = 0,
     holdout_every: int | None = None,
 ) -> dict[str, Any]:

@@ -3,7 +3,7 @@
 Encode the activations with the SAE, keep the ``k`` latents whose class means differ most on the
 training split (the selection sees no held-out row), fit an L2 logistic regression on those
 (standardised), and report the held-out AUROC with a stratified bootstrap interval
-(:mod:`safelab.interp.metrics`). Few latents that separate the classes make the probe readable:
+(:mod:`safelab.stats`). Few latents that separate the classes make the probe readable:
 each one has a feature page.
 
 >>> result = sparse_probe(sae, x_train, y_train, x_test, y_test, k=8)
@@ -20,7 +20,7 @@ import torch
 from torch import Tensor
 
 from safelab.errors import SafelabError
-from safelab.interp.metrics import DEFAULT_RESAMPLES, auroc, bootstrap_ci
+from safelab.stats import DEFAULT_RESAMPLES, auroc, bootstrap_ci
 
 
 @dataclass

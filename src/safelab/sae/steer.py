@@ -8,10 +8,13 @@ trained; 1 otherwise), so ``scale=1`` adds one typical residual-stream norm alon
 
 from __future__ import annotations
 
+from dataclasses import dataclass, field
 from pathlib import Path
+from typing import Any
+
+from torch import Tensor
 
 from safelab.errors import SafelabError
-from safelab.interp.steering import SteeringConfig, SteeringVector
 from safelab.sae.features import check_index
 from safelab.sae.sae import SparseAutoencoder, load_sae
 
@@ -26,8 +29,25 @@ def parse_feature_ref(text: str) -> tuple[str, int] | None:
     return folder, int(index)
 
 
-def feature_vector(folder: str | Path | SparseAutoencoder, index: int) -> SteeringVector:
-    """Latent ``index``'s decoder row as a :class:`SteeringVector` at the SAE's site."""
+@dataclass(frozen=True)
+class FeatureDirection:
+    """A latent's unit decoder row and what a steering vector made from it records.
+
+    :func:`safelab.interp.steering.feature_vector` turns it into a ``SteeringVector`` (this module
+    builds on the SAE alone, so that steering, below it, is the only one to import the other).
+    """
+
+    direction: Tensor
+    site: str
+    d_model: int
+    model: str
+    scale: float
+    data: str
+    metrics: dict[str, Any] = field(default_factory=dict)
+
+
+def feature_direction(folder: str | Path | SparseAutoencoder, index: int) -> FeatureDirection:
+    """Latent ``index``'s unit decoder row at the SAE's site, with its default scale."""
     sae = folder if isinstance(folder, SparseAutoencoder) else load_sae(folder)
     where = f" at {folder}" if not isinstance(folder, SparseAutoencoder) else ""
     row = sae.W_dec[check_index(sae, index, where)].detach().float()
@@ -36,13 +56,12 @@ def feature_vector(folder: str | Path | SparseAutoencoder, index: int) -> Steeri
         raise SafelabError(
             f"feature {index} of the SAE{where} has a zero decoder row: pick another"
         )
-    cfg = SteeringConfig(
+    return FeatureDirection(
+        direction=row / norm,
         site=sae.site,
         d_model=sae.cfg.d_in,
-        method="sae_feature",
         model=sae.cfg.model,
         scale=float(sae.cfg.train.get("scale", 1.0)),
         data=f"{folder if not isinstance(folder, SparseAutoencoder) else 'sae'}#{index}",
         metrics={"feature": index, "d_sae": sae.d_sae},
     )
-    return SteeringVector(cfg, row / norm)

@@ -13,12 +13,13 @@ import random
 from pathlib import Path
 from typing import Any
 
+from safelab.data import shared_data_root
 from safelab.errors import SafelabError
 
-SHARED_DATA = Path(__file__).resolve().parents[3].parent / "shared" / "data"
 
-
-def read_sentences(data: Path = SHARED_DATA) -> list[str]:
+def read_sentences(data: Path | None = None) -> list[str]:
+    """The sentences of the shared data (default :func:`safelab.data.shared_data_root`)."""
+    data = shared_data_root() if data is None else data
     truth = data / "truth" / "datasets"
     refusal = data / "refusal" / "dataset" / "splits"
     if not truth.is_dir() or not refusal.is_dir():

@@ -24,7 +24,8 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from safelab.errors import SafelabError
-from safelab.interp.artifacts import atomic_write_text
+from safelab.files import atomic_write_text
+from safelab.stats import DEFAULT_RESAMPLES, detector_metrics
 from safelab.w2s.lora import LoraStudentConfig, lora_student_probs
 from safelab.w2s.losses import LOSSES, LossConfig
 from safelab.w2s.pgr import PerformanceGapRecovered, performance_gap_recovered, seed_interval
@@ -68,7 +69,7 @@ class W2SConfig:
     lora: bool = False
     """Fine-tune the strong model with LoRA + head instead of a head on frozen activations."""
     lora_cfg: LoraStudentConfig = field(default_factory=LoraStudentConfig)
-    n_resamples: int = 1000
+    n_resamples: int = DEFAULT_RESAMPLES
     data_root: str | None = None
     cache: str | None = None
     batch_size: int = 32
@@ -133,8 +134,6 @@ def _features(
 def _model_metrics(
     probs: np.ndarray, labels: np.ndarray, n_resamples: int, seed: int
 ) -> dict[str, Any]:
-    from safelab.interp.metrics import detector_metrics
-
     m = detector_metrics(probs, labels, n_resamples=n_resamples, seed=seed)
     return {
         "accuracy": m.accuracy,

@@ -26,7 +26,6 @@ from __future__ import annotations
 import csv
 import hashlib
 import json
-import os
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -34,6 +33,7 @@ from typing import Any
 
 import numpy as np
 
+from safelab.data import shared_data_root
 from safelab.errors import SafelabError
 
 SPLIT_SEED = 0
@@ -194,12 +194,6 @@ def split_task(
 
 
 # -- loaders -------------------------------------------------------------------------------
-
-
-def default_data_root() -> Path:
-    """``$SAFELAB_DATA`` or ``../shared/data`` beside the current directory."""
-    env = os.environ.get("SAFELAB_DATA")
-    return Path(env) if env else Path("..") / "shared" / "data"
 
 
 def _label(raw: Any, where: str) -> int:
@@ -370,7 +364,7 @@ HUB_TASKS = ("sciq", "boolq", "anthropic_hh")
 
 def load_task(spec: str, data_root: str | Path | None = None) -> BinaryTask:
     """A task by name (:data:`BUILTIN_TASKS`), ``hub:<name>``, or a CSV/JSONL path."""
-    root = Path(data_root) if data_root is not None else default_data_root()
+    root = Path(data_root) if data_root is not None else shared_data_root()
     if spec in BUILTIN_TASKS:
         task = BUILTIN_TASKS[spec](root)
         task.name = spec

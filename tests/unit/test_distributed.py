@@ -1,0 +1,107 @@
+"""The distributed engine: grids resume, and Ray runs give the sequential run's results exactly."""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from safelab.distributed import Resources, ray_address, run_grid
+from safelab.errors import SafelabError
+
+CALLS: list[str] = []
+
+
+@dataclass(frozen=True)
+class Square:
+    x: int
+
+    @property
+    def key(self) -> str:
+        return f"x{self.x}"
+
+
+def square(cell: Square) -> dict[str, float]:
+    CALLS.append(cell.key)
+    if cell.x < 0:
+        raise SafelabError(f"negative input {cell.x}")
+    return {"x": cell.x, "y": cell.x**2 / 3}
+
+
+def test_grid_writes_each_cell_and_resumes_without_repeating(tmp_path: Path) -> None:
+    CALLS.clear()
+    cells = [Square(i) for i in range(4)]
+    first = run_grid(square, cells[:2], tmp_path, progress=False)
+    assert CALLS == ["x0", "x1"]
+    again = run_grid(square, cells, tmp_path, progress=False)
+    assert CALLS == ["x0", "x1", "x2", "x3"]  # the two finished cells were not run again
+    assert again[:2] == first and [r["x"] for r in again] == [0, 1, 2, 3]
+    assert json.loads((tmp_path / "cells" / "x3.json").read_text()) == again[3]
+    assert not list((tmp_path / "cells").glob(".*.tmp"))
+    with pytest.raises(SafelabError, match="share the key"):
+        run_grid(square, [Square(1), Square(1)], None, progress=False)
+
+
+def test_ray_address_flag_beats_the_environment(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.delenv("SAFELAB_RAY_ADDRESS", raising=False)
+    assert ray_address(None) is None
+    monkeypatch.setenv("SAFELAB_RAY_ADDRESS", "ray://head:10001")
+    assert ray_address(None) == "ray://head:10001"
+    assert ray_address("local") == "local"
+
+
+@pytest.fixture(scope="module")
+def ray_cluster():  # type: ignore[no-untyped-def]
+    ray = pytest.importorskip("ray")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    yield ray
+    ray.shutdown()
+
+
+@pytest.mark.ray
+def test_grid_on_ray_equals_sequential_and_reports_cell_errors(ray_cluster, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    cells = [Square(i) for i in range(5)]
+    here = run_grid(square, cells, tmp_path / "here", progress=False)
+    there = run_grid(square, cells, tmp_path / "ray", ray="local", progress=False)
+    assert there == here
+    with pytest.raises(SafelabError, match="cell x-1: negative input -1"):
+        run_grid(square, [Square(-1)], None, ray="local", resources=Resources(num_cpus=1))
+
+
+def _statements(tmp_path: Path) -> Path:
+    rows = [f"The city number {i} is in country {i % 7}.,{(i * 7) % 3 % 2}" for i in range(48)]
+    data = tmp_path / "statements.csv"
+    data.write_text("statement,label\n" + "\n".join(rows) + "\n")
+    return data
+
+
+@pytest.mark.ray
+def test_probe_sweep_on_ray_equals_the_sequential_sweep(ray_cluster, tiny_folder, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from safelab.interp.probe_sweep import ProbeSweepConfig, run_probe_sweep
+
+    cfg = ProbeSweepConfig(
+        data=str(_statements(tmp_path)),
+        model=str(tiny_folder),
+        cache=str(tmp_path / "cache"),
+        resamples=40,
+        seed=3,
+    )
+    here = run_probe_sweep(cfg, tmp_path / "here", progress=False)
+    there = run_probe_sweep(cfg, tmp_path / "ray", ray="local", progress=False)
+    a, b = here.to_dict(), there.to_dict()
+    for d in (a, b):
+        d.pop("timing")
+    assert a == b and len(a["sites"]) == 3 and a["config"]["seed"] == 3
+    for site in a["sites"]:
+        for name in ("probe.safetensors", "cfg.json"):
+            assert (tmp_path / "here" / "probes" / site / name).read_bytes() == (
+                tmp_path / "ray" / "probes" / site / name
+            ).read_bytes()
+    # a resumed sweep reads its finished cells back and gives the same metrics
+    resumed = run_probe_sweep(cfg, tmp_path / "ray", progress=False)
+    assert resumed.cells_resumed == 3
+    c = resumed.to_dict()
+    c.pop("timing")
+    assert c == a
