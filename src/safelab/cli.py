@@ -13,6 +13,8 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
+from safelab.commands.options import add_ray_option
+from safelab.distributed import ray_address
 from safelab.errors import SafelabError
 
 # Subcommand modules that register themselves: ``register(subparsers)``. Missing ones are
@@ -76,6 +78,13 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--store-dtype", default="float32", help="float32, float16 or bfloat16")
     p.add_argument("--shard-rows", type=int, default=65536)
     p.add_argument("--limit", type=int, default=None, help="only the first N inputs")
+    add_ray_option(p)
+    p.add_argument(
+        "--workers", type=int, default=2, help="with --ray: actors, each holding one model"
+    )
+    p.add_argument(
+        "--gpus-per-worker", type=float, default=0.0, help="with --ray: GPUs each actor asks for"
+    )
     p.set_defaults(func=cmd_capture)
 
     p = sub.add_parser("store", help="describe an activation store")
@@ -182,19 +191,32 @@ def cmd_capture(args: argparse.Namespace) -> int:
     if args.limit is not None:
         inputs = inputs[: args.limit]
     position: Any = int(args.position) if args.position.lstrip("-").isdigit() else args.position
-    model = load_model(args.model, dtype="float32")
-    store = capture_to_store(
-        model,
-        inputs,
-        args.sites,
-        args.out,
-        position=position,
-        batch_size=args.batch_size,
-        shard_rows=args.shard_rows,
-        dtype=args.store_dtype,
-        progress=True,
-        meta={"data": os.path.abspath(args.data)},
-    )
+    kw: dict[str, Any] = {
+        "position": position,
+        "batch_size": args.batch_size,
+        "shard_rows": args.shard_rows,
+        "dtype": args.store_dtype,
+        "progress": True,
+        "meta": {"data": os.path.abspath(args.data)},
+    }
+    if address := ray_address(args.ray):
+        from safelab.distributed import Resources
+        from safelab.interp.capture_ray import capture_to_store_ray
+
+        resources = Resources(num_cpus=1, num_gpus=args.gpus_per_worker)
+        store = capture_to_store_ray(
+            args.model,
+            inputs,
+            args.sites,
+            args.out,
+            workers=args.workers,
+            resources=resources,
+            ray=address,
+            **kw,
+        )
+    else:
+        model = load_model(args.model, dtype="float32")
+        store = capture_to_store(model, inputs, args.sites, args.out, **kw)
     m = store.manifest
     print(
         f"stored {m.rows} rows x {len(m.sites)} sites from {m.inputs_done} inputs in {store.path}"

@@ -55,6 +55,9 @@ class Resources:
     num_gpus: float = 0.0
 
 
+ONE_CPU = Resources()
+
+
 def ray_address(flag: str | None) -> str | None:
     """The cluster to use: the ``--ray [ADDRESS]`` value, else ``$SAFELAB_RAY_ADDRESS``, else None.
 
@@ -94,7 +97,7 @@ def run_grid(
     out: str | Path | None,
     *,
     ray: str | None = None,
-    resources: Resources = Resources(),
+    resources: Resources = ONE_CPU,
     progress: bool = True,
     desc: str = "cells",
 ) -> list[dict[str, Any]]:

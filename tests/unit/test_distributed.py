@@ -105,3 +105,42 @@ def test_probe_sweep_on_ray_equals_the_sequential_sweep(ray_cluster, tiny_folder
     c = resumed.to_dict()
     c.pop("timing")
     assert c == a
+
+
+@pytest.mark.ray
+def test_capture_on_ray_actors_equals_the_single_process_store(
+    ray_cluster, tiny_folder, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from safelab.interp.capture_ray import capture_to_store_ray, plan_shards
+    from safelab.interp.store import capture_to_store
+    from safelab.models.inputs import encode_inputs
+    from safelab.models.loading import load_model
+
+    model = load_model(str(tiny_folder))
+    texts = [f"sample {i} " + "word " * (i % 9) for i in range(40)]
+    kw = {"batch_size": 4, "shard_rows": 60, "dtype": "bfloat16"}
+    one = capture_to_store(
+        model, texts, "blocks.*.resid_post", tmp_path / "one", progress=False, **kw
+    )
+    items = plan_shards(encode_inputs(model, texts), "all", 4, 60)
+    assert len(one.manifest.shards) == len(items) > 2  # the plan cuts where the store cut
+    two = capture_to_store_ray(
+        str(tiny_folder), texts, "blocks.*.resid_post", tmp_path / "two", progress=False, **kw
+    )
+    files = sorted(p.name for p in (tmp_path / "one").iterdir())
+    assert files == sorted(p.name for p in (tmp_path / "two").iterdir())
+    for name in files:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    # resume: a lost shard is captured again, and only it
+    (tmp_path / "two" / "shard-00001.safetensors").unlink()
+    m = json.loads((tmp_path / "two" / "manifest.json").read_text())
+    m.update(shards=[], rows=0, inputs_done=0)
+    (tmp_path / "two" / "manifest.json").write_text(json.dumps(m, indent=2))
+    kept = (tmp_path / "two" / "shard-00000.safetensors").stat().st_mtime_ns
+    capture_to_store_ray(
+        str(tiny_folder), texts, "blocks.*.resid_post", tmp_path / "two", progress=False, **kw
+    )
+    assert (tmp_path / "two" / "shard-00000.safetensors").stat().st_mtime_ns == kept
+    for name in files:
+        assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
+    assert len(two) == len(one)

@@ -45,6 +45,33 @@ MANIFEST = "manifest.json"
 _DTYPES = {"float32": torch.float32, "float16": torch.float16, "bfloat16": torch.bfloat16}
 
 
+def shard_name(index: int) -> str:
+    return f"shard-{index:05d}.safetensors"
+
+
+def write_shard(path: Path, parts: Sequence[Activations], sites: Sequence[str]) -> int:
+    """Write buffered batches (already in the store dtype) as one shard file; returns its rows.
+
+    The one writer of shard files: the single-process store and the distributed capture
+    (:mod:`safelab.interp.capture_ray`) both go through it, so their shards are the same bytes.
+    """
+    from safetensors.torch import save_file
+
+    batch = Activations.concat(parts)
+    tensors = {s: batch.acts[s].contiguous() for s in sites}
+    tensors.update(sample=batch.sample, position=batch.position, token=batch.token)
+    tmp = tmp_path_beside(path)
+    save_file(tensors, str(tmp))
+    os.replace(tmp, path)
+    return len(batch)
+
+
+def store_dtype(name: str) -> torch.dtype:
+    if name not in _DTYPES:
+        raise SafelabError(f"unknown store dtype {name!r}: use {', '.join(_DTYPES)}")
+    return _DTYPES[name]
+
+
 @dataclass
 class StoreManifest:
     model: str
@@ -121,22 +148,19 @@ class ActivationStore:
         """Write buffered rows as one shard, then commit it in the manifest."""
         if not self._buffer:
             return
-        from safetensors.torch import save_file
-
-        batch = Activations.concat(self._buffer)
-        name = f"shard-{len(self.manifest.shards):05d}.safetensors"
-        tensors = {s: batch.acts[s].contiguous() for s in self.manifest.sites}
-        tensors.update(sample=batch.sample, position=batch.position, token=batch.token)
-        tmp = tmp_path_beside(self.path / name)
-        save_file(tensors, str(tmp))
-        os.replace(tmp, self.path / name)
-        self.manifest.shards.append({"file": name, "rows": len(batch)})
-        self.manifest.rows += len(batch)
+        name = shard_name(len(self.manifest.shards))
+        rows = write_shard(self.path / name, self._buffer, self.manifest.sites)
+        self.manifest.shards.append({"file": name, "rows": rows})
+        self.manifest.rows += rows
         self.manifest.inputs_done = self._pending_done
+        self.write_manifest()
+        self._buffer, self._buffer_rows = [], 0
+
+    def write_manifest(self) -> None:
+        """Commit the manifest (temp file, then rename)."""
         atomic_write_text(
             self.path / MANIFEST, json.dumps(dataclasses.asdict(self.manifest), indent=2)
         )
-        self._buffer, self._buffer_rows = [], 0
 
     def remove_orphans(self) -> None:
         """Delete shard files a crash left behind that the manifest never committed."""
@@ -204,8 +228,7 @@ def capture_to_store(
     Raises:
         SafelabError: ``path`` holds a store made from other inputs, sites, position or model.
     """
-    if dtype not in _DTYPES:
-        raise SafelabError(f"unknown store dtype {dtype!r}: use {', '.join(_DTYPES)}")
+    store_dtype(dtype)
     encoded = encode_inputs(model, inputs)
     resolved = [str(s) for s in model.resolve_sites(sites)]
     wanted = StoreManifest(
@@ -218,23 +241,7 @@ def capture_to_store(
         fingerprint=input_fingerprint(encoded),
         meta=dict(meta or {}),
     )
-    path = Path(path)
-    if (path / MANIFEST).is_file():
-        store = ActivationStore(path)
-        have = store.manifest
-        for key in ("model", "sites", "position", "dtype", "n_inputs", "fingerprint"):
-            if getattr(have, key) != getattr(wanted, key):
-                raise SafelabError(
-                    f"{path} holds a store made with a different {key} ({getattr(have, key)!r}): "
-                    "choose another output folder or delete it"
-                )
-        store.remove_orphans()
-    elif path.exists() and any(path.iterdir()):
-        raise SafelabError(
-            f"{path} exists and is not an activation store: choose an empty or new folder"
-        )
-    else:
-        store = ActivationStore.create(path, wanted)
+    store = open_store(path, wanted)
     if store.manifest.complete:
         return store
     for done, acts in iter_capture(
@@ -249,3 +256,35 @@ def capture_to_store(
         store.append(acts, done, shard_rows)
     store.flush()
     return store
+
+
+def open_store(
+    path: str | Path, wanted: StoreManifest, *, keep_shards: bool = False
+) -> ActivationStore:
+    """The store at ``path`` if it was made for ``wanted`` (else a new one there).
+
+    ``keep_shards`` leaves uncommitted shard files in place (the distributed capture's progress);
+    otherwise a crash's leftovers are deleted.
+
+    Raises:
+        SafelabError: ``path`` holds a store made from other inputs, sites, position or model,
+            or something that is not a store.
+    """
+    path = Path(path)
+    if (path / MANIFEST).is_file():
+        store = ActivationStore(path)
+        have = store.manifest
+        for key in ("model", "sites", "position", "dtype", "n_inputs", "fingerprint"):
+            if getattr(have, key) != getattr(wanted, key):
+                raise SafelabError(
+                    f"{path} holds a store made with a different {key} ({getattr(have, key)!r}): "
+                    "choose another output folder or delete it"
+                )
+        if not keep_shards:
+            store.remove_orphans()
+        return store
+    if path.exists() and any(path.iterdir()):
+        raise SafelabError(
+            f"{path} exists and is not an activation store: choose an empty or new folder"
+        )
+    return ActivationStore.create(path, wanted)
