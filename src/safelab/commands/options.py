@@ -26,6 +26,8 @@ def _base_type(tp: Any) -> tuple[type, bool]:
         return _base_type(args[0])[0], True
     if origin is typing.Literal:
         return str, False
+    if origin is tuple:
+        return tuple, False
     return (tp if isinstance(tp, type) else str), False
 
 
@@ -65,6 +67,8 @@ def add_options(
                 parser.add_argument(flag, dest=f.name, action="store_true", help=help_text)
             continue
         kwargs: dict[str, Any] = {"dest": f.name, "help": help_text, "type": tp}
+        if tp is tuple:  # tuple[str, ...]: one or more values
+            kwargs.update(type=str, nargs="+")
         if CHOICES in f.metadata:
             kwargs["choices"] = list(f.metadata[CHOICES])
         if f.name in required:
@@ -86,6 +90,7 @@ def from_options(cls: type[T], options: argparse.Namespace, **overrides: Any) ->
         for f in dataclasses.fields(cls)  # type: ignore[arg-type]
         if f.init and f.name in values
     }
+    kwargs = {k: tuple(v) if isinstance(v, list) else v for k, v in kwargs.items()}
     kwargs.update(overrides)
     return cls(**kwargs)
 

@@ -8,7 +8,6 @@ from __future__ import annotations
 
 import argparse
 import json
-import time
 from pathlib import Path
 from typing import Any
 
@@ -75,79 +74,17 @@ def _evaluate(args: argparse.Namespace) -> int:
 
 
 def _generalise(args: argparse.Namespace) -> int:
-    from safelab.interp.contrast import load_contrast, parse_position
-    from safelab.interp.sweep import generalisation_matrix
-    from safelab.models.loading import load_model
-    from safelab.report import plots
+    from safelab.interp.probe_sweep import GeneralisationConfig, run_generalisation
 
-    model = load_model(args.model)
-    site = args.site or f"blocks.{model.n_layers // 2}.resid_post"
-    datasets = []
-    capture_s = 0.0
     if args.train_on or args.test_on:
         raise SafelabError(
             "--train-on/--test-on belong to probe sweep; generalise --domain COLUMN makes the "
             "whole domain-by-domain matrix"
         )
-    if args.domain and len(args.data) != 1:
-        raise SafelabError("--domain splits one --data file into its domains: give one file")
-    for path in args.data:
-        data = load_contrast(
-            path,
-            model,
-            template=args.template,
-            position=parse_position(args.position) if args.position else None,
-            limit=args.limit,
-            seed=args.seed,
-        )
-        cached = activations(args, model, data)
-        capture_s += cached.capture_s
-        if site not in cached.acts:
-            raise SafelabError(f"--site {site} is not among the captured --sites {args.sites}")
-        if args.domain:
-            from safelab.interp.splits import column_values
-
-            values = column_values(data, args.domain)
-            for name in sorted(set(values)):
-                idx = [i for i, v in enumerate(values) if v == name]
-                part = data.subset(idx)
-                part.name = name
-                datasets.append((part, {site: cached.acts[site][idx]}))
-        else:
-            datasets.append((data, {site: cached.acts[site]}))
-    t0 = time.perf_counter()
-    mat = generalisation_matrix(
-        datasets,
-        site,
-        method=args.method,
-        test_frac=args.test_frac,
-        seed=args.seed,
-        n_resamples=args.resamples,
-        group=args.group,
-    )
-    out = Path(args.out)
-    payload = {
-        **mat.to_dict(),
-        "model": model.name,
-        "data": list(args.data),
-        "domain": args.domain,
-        "group": args.group,
-        "limit": args.limit,
-        "timing": {"capture_s": round(capture_s, 2), "fit_s": round(time.perf_counter() - t0, 2)},
-    }
-    write_json(out / "metrics.json", payload)
-    img = plots.heatmap(
-        mat.auroc,
-        mat.names,
-        out / "generalisation.png",
-        title=f"AUROC, train row / test column, {site} ({args.method})",
-    )
-    plots.write_html(out / "report.html", "probe generalisation", [img], payload)
-    width = max(len(n) for n in mat.names)
-    print(" " * (width + 2) + " ".join(f"{n[:8]:>8}" for n in mat.names))
-    for name, row in zip(mat.names, mat.auroc, strict=True):
-        print(f"{name:>{width}}  " + " ".join(f"{v:8.3f}" for v in row))
-    print(f"wrote {out / 'metrics.json'}, {out / 'generalisation.png'}")
+    result = run_generalisation(from_options(GeneralisationConfig, args), args.out)
+    for line in result.table_lines():
+        print(line)
+    print(f"wrote {Path(args.out) / 'metrics.json'}, {Path(args.out) / 'generalisation.png'}")
     return 0
 
 
@@ -222,16 +159,16 @@ def register(subparsers: Any) -> None:
     add_data_options(ev)
     ev.set_defaults(func=_evaluate)
 
+    from safelab.interp.probe_sweep import GeneralisationConfig
+
     gen = sub.add_parser(
         "generalise", help="train on each data set, test on the others (AUROC matrix)"
     )
-    gen.add_argument("--data", nargs="+", required=True, help="two or more statement CSVs")
-    gen.add_argument(
-        "--site", default=None, help="site to probe (default: the middle layer's resid_post)"
-    )
     gen.add_argument("--out", required=True)
-    add_data_options(gen, kinds=False)
-    _probe_options(gen)
+    add_options(gen, GeneralisationConfig, skip=("kind",), required=("data",))
+    # Kept so that a user who reaches for them gets the one-line pointer to probe sweep.
+    gen.add_argument("--train-on", default=None, help="(probe sweep only)")
+    gen.add_argument("--test-on", default=None, help="(probe sweep only)")
     gen.set_defaults(func=_generalise)
 
     sc = sub.add_parser("score", help="a probe score for every token of a text")

@@ -28,6 +28,7 @@ from safelab.config import config_dict, option
 from safelab.distributed import run_grid
 from safelab.files import atomic_write_text
 from safelab.interp.sweep import (
+    GeneralisationMatrix,
     ProbeCell,
     SiteFit,
     SiteResult,
@@ -381,3 +382,135 @@ def _sae_column(
         n_resamples=cfg.resamples,
     )
     return {"sae": str(cfg.sae), "site": sae.site, **res.to_dict()}
+
+
+# -- the generalisation matrix -------------------------------------------------------------
+
+
+@dataclass(frozen=True)
+class GeneralisationConfig(ContrastDataConfig):
+    """Train a probe on each data set (or each domain of one), test it on every other."""
+
+    data: tuple[str, ...] = option((), "two or more statement CSVs (or one with --domain)")
+    site: str | None = option(None, "site to probe (default: the middle layer's resid_post)")
+    method: str = option("logistic", "probe type", choices=("logistic", "mass_mean"))
+    test_frac: float = option(0.25, "held-out fraction of the diagonal (groups kept whole)")
+    group: str | None = option(
+        None,
+        "column whose rows stay on one side of the diagonal's split (default: pairs and "
+        "near-duplicates are grouped)",
+    )
+    domain: str | None = option(None, "split one --data file into its domains by this column")
+
+
+@dataclass
+class GeneralisationResult:
+    """The matrix and what ``metrics.json`` records with it."""
+
+    cfg: GeneralisationConfig
+    matrix: GeneralisationMatrix
+    model: str
+    timing: dict[str, float]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            **self.matrix.to_dict(),
+            "model": self.model,
+            "data": list(self.cfg.data),
+            "domain": self.cfg.domain,
+            "group": self.cfg.group,
+            "limit": self.cfg.limit,
+            "timing": self.timing,
+            "config": config_dict(self.cfg),
+        }
+
+    def write(self, out: str | Path) -> Path:
+        from safelab.report import plots
+
+        out = Path(out)
+        payload = self.to_dict()
+        path = atomic_write_text(out / "metrics.json", json.dumps(payload, indent=2) + "\n")
+        m = self.matrix
+        img = plots.heatmap(
+            m.auroc,
+            m.names,
+            out / "generalisation.png",
+            title=f"AUROC, train row / test column, {m.site} ({m.method})",
+        )
+        plots.write_html(out / "report.html", "probe generalisation", [img], payload)
+        return path
+
+    def table_lines(self) -> list[str]:
+        names, width = self.matrix.names, max(len(n) for n in self.matrix.names)
+        lines = [" " * (width + 2) + " ".join(f"{n[:8]:>8}" for n in names)]
+        for name, row in zip(names, self.matrix.auroc, strict=True):
+            lines.append(f"{name:>{width}}  " + " ".join(f"{v:8.3f}" for v in row))
+        return lines
+
+
+def run_generalisation(
+    cfg: GeneralisationConfig, out: str | Path, *, progress: bool = True
+) -> GeneralisationResult:
+    """Capture (or read the cache) each data set, fit on each, score on all, write it all."""
+    from safelab.errors import SafelabError
+    from safelab.interp.actcache import cached_activations
+    from safelab.interp.contrast import load_contrast, parse_position
+    from safelab.interp.splits import column_values
+    from safelab.interp.sweep import generalisation_matrix
+    from safelab.models.loading import load_model
+
+    if cfg.domain and len(cfg.data) != 1:
+        raise SafelabError("--domain splits one --data file into its domains: give one file")
+    if not cfg.data:
+        raise SafelabError("a generalisation matrix needs data: pass --data FILE [FILE ...]")
+    model = load_model(cfg.model)
+    site = cfg.site or f"blocks.{model.n_layers // 2}.resid_post"
+    datasets = []
+    capture_s = 0.0
+    for path in cfg.data:
+        data = load_contrast(
+            path,
+            model,
+            template=cfg.template,  # type: ignore[arg-type]
+            position=parse_position(cfg.position) if cfg.position else None,
+            limit=cfg.limit,
+            seed=cfg.seed,
+        )
+        cached = cached_activations(
+            model,
+            data,
+            cfg.sites,
+            cache_root=cfg.cache,
+            batch_size=cfg.batch_size,
+            progress=progress,
+        )
+        capture_s += cached.capture_s
+        if site not in cached.acts:
+            raise SafelabError(f"--site {site} is not among the captured --sites {cfg.sites}")
+        if cfg.domain:
+            values = column_values(data, cfg.domain)
+            for name in sorted(set(values)):
+                idx = [i for i, v in enumerate(values) if v == name]
+                part = data.subset(idx)
+                part.name = name
+                datasets.append((part, {site: cached.acts[site][idx]}))
+        else:
+            datasets.append((data, {site: cached.acts[site]}))
+    t0 = time.perf_counter()
+    matrix = generalisation_matrix(
+        datasets,
+        site,
+        method=cfg.method,  # type: ignore[arg-type]
+        test_frac=cfg.test_frac,
+        seed=cfg.seed,
+        n_resamples=cfg.resamples,
+        group=cfg.group,
+    )
+    result = GeneralisationResult(
+        cfg,
+        matrix,
+        model.name,
+        {"capture_s": round(capture_s, 2), "fit_s": round(time.perf_counter() - t0, 2)},
+    )
+    result.write(out)
+    return result
