@@ -12,6 +12,7 @@ import pytest
 
 from safelab.commands.options import add_options, from_options
 from safelab.interp.probe_sweep import GeneralisationConfig, ProbeSweepConfig
+from safelab.interp.steer_run import SteerSweepConfig
 
 
 def _parser(cls: type, **kw: object) -> argparse.ArgumentParser:
@@ -25,6 +26,7 @@ def _parser(cls: type, **kw: object) -> argparse.ArgumentParser:
     [
         (ProbeSweepConfig, ["--data", "x.csv"], {"data": "x.csv"}),
         (GeneralisationConfig, ["--data", "a.csv", "b.csv"], {"data": ("a.csv", "b.csv")}),
+        (SteerSweepConfig, ["--data", "p.json"], {"data": "p.json"}),
     ],
 )
 def test_cli_defaults_are_the_configs_own(cls, argv, given) -> None:  # type: ignore[no-untyped-def]

@@ -13,7 +13,7 @@ import torch
 from inspect_ai.model import ChatMessageUser, GenerateConfig, get_model
 
 from safelab import cli
-from safelab.commands.steer import default_sweep_layers
+from safelab.interp.steer_run import default_sweep_layers
 from safelab.errors import SafelabError
 from safelab.interp import steer_sweep
 from safelab.interp.steering import (
@@ -170,3 +170,4 @@ def test_steer_sweep_runs_on_a_three_layer_model(tiny_folder: Path, tmp_path: Pa
     assert cli.main(argv) == 0
     metrics = json.loads((out / "metrics.json").read_text())
     assert sorted(metrics["sites"]) == ["blocks.0.resid_post", "blocks.1.resid_post"]
+    assert metrics["config"]["scales"] == "-1,1" and metrics["config"]["kind"] == "pairs"
