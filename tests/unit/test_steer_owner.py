@@ -13,9 +13,9 @@ import torch
 from inspect_ai.model import ChatMessageUser, GenerateConfig, get_model
 
 from safelab import cli
-from safelab.interp.steer_run import default_sweep_layers
 from safelab.errors import SafelabError
 from safelab.interp import steer_sweep
+from safelab.interp.steer_run import default_sweep_layers
 from safelab.interp.steering import (
     SteeringConfig,
     SteeringVector,
