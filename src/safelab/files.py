@@ -30,16 +30,3 @@ def atomic_write_text(path: str | Path, text: str) -> Path:
     finally:
         tmp.unlink(missing_ok=True)
     return path
-
-
-def atomic_write_bytes(path: str | Path, data: bytes) -> Path:
-    """Write a binary file via a temp file and a rename; creates the folder. Returns the path."""
-    path = Path(path)
-    path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = tmp_path_beside(path)
-    try:
-        tmp.write_bytes(data)
-        os.replace(tmp, path)
-    finally:
-        tmp.unlink(missing_ok=True)
-    return path

@@ -349,12 +349,6 @@ def bootstrap(
     )
 
 
-def mean_or_none(values: Sequence[float | None]) -> float | None:
-    """Mean of the scored entries, None when there are none."""
-    scored = scored_values(values)
-    return sum(scored) / len(scored) if scored else None
-
-
 def paired_gap(
     pairs: Sequence[tuple[float | None, float | None]],
     *,

@@ -1,5 +1,6 @@
 """Options and helpers shared by ``safelab probe``, ``steer`` and ``monitor``: the data and model
-options, loading, the cached activations, the train/test split options, atomic JSON output."""
+options, loading, the cached activations, atomic JSON output (the sweeps take theirs from
+their configs: :mod:`safelab.commands.options`)."""
 
 from __future__ import annotations
 
@@ -90,42 +91,3 @@ def write_json(path: Path, payload: dict[str, Any]) -> Path:
     path.parent.mkdir(parents=True, exist_ok=True)
     atomic_write_text(path, json.dumps(payload, indent=2) + "\n")
     return path
-
-
-def names_list(text: str | None) -> list[str] | None:
-    return [v.strip() for v in text.split(",") if v.strip()] if text else None
-
-
-def split_from_args(args: argparse.Namespace, data: Any) -> Any:
-    """The train/test split the options ask for (printed in one line); see ``interp.splits``."""
-    from safelab.interp.splits import make_split
-
-    split = make_split(
-        data,
-        test_frac=args.test_frac,
-        seed=args.seed,
-        group=getattr(args, "group", None),
-        domain=getattr(args, "domain", None),
-        train_on=names_list(getattr(args, "train_on", None)),
-        test_on=names_list(getattr(args, "test_on", None)),
-    )
-    print(split[2].line())
-    return split
-
-
-def add_split_options(p: argparse.ArgumentParser, *, domains: bool = True) -> None:
-    """``--group`` (and ``--domain/--train-on/--test-on``): how rows are split."""
-    p.add_argument(
-        "--group",
-        default=None,
-        help="column whose rows stay on one side of the split (default: A/B pairs and detected "
-        "near-duplicate statements are grouped; 'rows' for a plain row split)",
-    )
-    if domains:
-        p.add_argument(
-            "--domain", default=None, help="column naming each row's domain (for --test-on)"
-        )
-        p.add_argument(
-            "--train-on", default=None, help="domains to train on (default: all but --test-on)"
-        )
-        p.add_argument("--test-on", default=None, help="domains to test on, comma-separated")

@@ -16,7 +16,6 @@ import numpy as np
 from safelab.commands.data_options import (
     activations,
     add_data_options,
-    add_split_options,
     load,
     write_json,
 )
@@ -113,20 +112,6 @@ def _score(args: argparse.Namespace) -> int:
             )
         )
     return 0
-
-
-def _probe_options(p: argparse.ArgumentParser) -> None:
-    p.add_argument(
-        "--method", choices=["logistic", "mass_mean"], default="logistic", help="probe type"
-    )
-    p.add_argument("--c", type=float, default=1.0, help="inverse L2 strength for logistic probes")
-    p.add_argument(
-        "--test-frac",
-        type=float,
-        default=0.25,
-        help="held-out fraction (stratified; groups kept whole)",
-    )
-    add_split_options(p)
 
 
 def register(subparsers: Any) -> None:

@@ -91,15 +91,6 @@ def train_rows(
         yield rows[torch.randperm(len(rows), generator=g)]
 
 
-def heldout_rows(store: ActivationStore, site: str, rule: RowFilter) -> Iterator[Tensor]:
-    """Held-out rows (float32), in store order."""
-    for part in store.iter_shards([site]):
-        x = part.acts[site]
-        mask = rule.keep(x, part.sample, part.position) & rule.held_out(part.sample)
-        if mask.any():
-            yield x[mask].float()
-
-
 def batches(
     store: ActivationStore, site: str, rule: RowFilter, batch_size: int, seed: int
 ) -> Iterator[Tensor]:
