@@ -22,7 +22,11 @@ def _names(value: str) -> list[str]:
 
 
 def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
-    from safelab.w2s.tasks import BUILTIN_TASKS, DEFAULT_MAX_ROWS
+    from safelab.w2s.run import W2SConfig
+    from safelab.w2s.tasks import BUILTIN_TASKS
+
+    # Every default below is read from the config, the only place that holds them.
+    d = W2SConfig(tasks=["-"])
 
     p = sub.add_parser(
         "w2s",
@@ -35,26 +39,32 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help=f"comma-separated tasks: {', '.join(BUILTIN_TASKS)}, hub:sciq|boolq|anthropic_hh "
         "(needs `datasets`), or a text,label CSV/JSONL",
     )
-    p.add_argument("--weak", default="bow", help="weak supervisor: bow, probe or probe:<site>")
-    p.add_argument("--student", default="default", help="the strong model (default: SmolLM2-135M)")
-    p.add_argument("--site", default="auto", help="student feature site (auto: 70%% depth)")
-    p.add_argument("--position", default="last", choices=["last", "mean"])
-    p.add_argument("--loss", default="xent,aux", help="comma-separated: xent, aux")
-    p.add_argument("--seeds", default="0,1,2", help="training seeds (splits are fixed)")
-    p.add_argument("--max-rows", type=int, default=DEFAULT_MAX_ROWS, help="rows per task (seeded)")
-    p.add_argument("--aux-coef", type=float, default=0.5, help="final weight of the aux term")
-    p.add_argument("--warmup-frac", type=float, default=0.2, help="aux weight warm-up share")
-    p.add_argument("--epochs", type=int, default=10)
-    p.add_argument("--lr", type=float, default=1e-3)
+    p.add_argument("--weak", default=d.weak, help="weak supervisor: bow, probe or probe:<site>")
+    p.add_argument("--student", default=d.student, help="the strong model (default: SmolLM2-135M)")
+    p.add_argument("--site", default=d.site, help="student feature site (auto: 70%% depth)")
+    p.add_argument("--position", default=d.position, choices=["last", "mean"])
+    p.add_argument("--loss", default=",".join(d.losses), help="comma-separated: xent, aux")
+    p.add_argument(
+        "--seeds", default=",".join(map(str, d.seeds)), help="training seeds (splits are fixed)"
+    )
+    p.add_argument("--max-rows", type=int, default=d.max_rows, help="rows per task (seeded)")
+    p.add_argument(
+        "--aux-coef", type=float, default=d.aux_coef, help="final weight of the aux term"
+    )
+    p.add_argument(
+        "--warmup-frac", type=float, default=d.warmup_frac, help="aux weight warm-up share"
+    )
+    p.add_argument("--epochs", type=int, default=d.student_cfg.epochs)
+    p.add_argument("--lr", type=float, default=d.student_cfg.lr)
     p.add_argument(
         "--lora",
         action="store_true",
         help="student and ceiling fine-tune the model with LoRA (peft) + a head: GPU-sized work",
     )
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
+    p.add_argument("--resamples", type=int, default=d.n_resamples, help="bootstrap resamples")
     p.add_argument("--data-root", default=None, help="shared data folder (default ../shared/data)")
     p.add_argument("--cache", default=None, help="activation cache (default $SAFELAB_CACHE)")
-    p.add_argument("--batch-size", type=int, default=32, help="inputs per forward pass")
+    p.add_argument("--batch-size", type=int, default=d.batch_size, help="inputs per forward pass")
     p.add_argument("--out", default="runs/w2s", help="output folder (rerun to resume)")
     p.add_argument(
         "--report-only", action="store_true", help="re-render report.html from metrics.json"
