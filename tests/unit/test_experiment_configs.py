@@ -68,3 +68,26 @@ def test_generalise_command_writes_its_config(tiny_folder, tmp_path: Path) -> No
         and len(m["auroc"]) == 3
         and m["site"] == "blocks.1.resid_post"
     )
+
+
+def test_sae_train_run_captures_trains_and_evaluates(tiny_folder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from safelab.sae.run import SAERunConfig, run_sae_train
+    from safelab.sae.sae import load_sae
+
+    texts = tmp_path / "t.txt"
+    texts.write_text("\n".join(f"text number {i} says " + "word " * (i % 7) for i in range(60)))
+    cfg = SAERunConfig(
+        site="blocks.1.resid_post",
+        model=str(tiny_folder),
+        expansion=2,
+        k=4,
+        tokens=640,
+        batch_size=64,
+        data=str(texts),
+        checkpoint_every=4,
+    )
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+    res = run_sae_train(cfg, tmp_path / "sae", progress=False)
+    assert res.store == tmp_path / "sae" / "store" and res.metrics
+    again = load_sae(tmp_path / "sae")
+    assert again.d_sae == 64 and again.cfg.metrics == res.metrics

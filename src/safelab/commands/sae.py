@@ -21,11 +21,11 @@ def parse_count(text: str) -> int:
 
 
 def register(subparsers: Any) -> None:
-    from safelab.sae.train import SAETrainConfig
+    from safelab.sae.run import SAERunConfig
 
     parser = subparsers.add_parser("sae", help="sparse autoencoders: train, eval, feature pages")
     sub = parser.add_subparsers(dest="sae_command", metavar="SAE_COMMAND", required=True)
-    d = SAETrainConfig(store="", out="")
+    d = SAERunConfig()  # the CLI's defaults are the config's
 
     tr = sub.add_parser("train", help="capture (or reuse) a store and train a BatchTopK SAE")
     tr.add_argument("--site", default=d.site)
@@ -33,12 +33,12 @@ def register(subparsers: Any) -> None:
     tr.add_argument("--expansion", type=int, default=d.expansion, help="d_sae / d_model")
     tr.add_argument("--k", type=int, default=d.k, help="active latents per token")
     tr.add_argument("--out", required=True, help="SAE folder (rerun the command to resume)")
-    tr.add_argument("--store", default=None, help="activation store (default: OUT/store)")
-    tr.add_argument("--data", default=None, help="texts (.txt/.csv/.jsonl; default: shared data)")
+    tr.add_argument("--store", default=d.store, help="activation store (default: OUT/store)")
+    tr.add_argument("--data", default=d.data, help="texts (.txt/.csv/.jsonl; default: shared data)")
     tr.add_argument(
         "--capture-tokens",
         type=parse_count,
-        default=None,
+        default=d.capture_tokens,
         help="tokens to capture when no store exists (default: --tokens; fewer means epochs)",
     )
     tr.add_argument("--model", default=d.model)
@@ -72,56 +72,10 @@ def register(subparsers: Any) -> None:
     add_diff_parser(sub)
 
 
-def prepare_store(args: argparse.Namespace, model: Any) -> Path:
-    """Reuse ``--store`` (or OUT/store) when its site and width match; capture it otherwise."""
-    from safelab.interp.store import MANIFEST, ActivationStore, capture_to_store
-    from safelab.sae.stream import check_store
-
-    path = Path(args.store or Path(args.out) / "store")
-    if (path / MANIFEST).is_file():
-        store = ActivationStore(path)
-        check_store(store, args.site, model.d_model)
-        if store.manifest.complete or args.store:
-            print(f"reusing the store at {path} ({len(store)} rows)")
-            return path
-    texts = _texts(args.data, model, args.capture_tokens or args.tokens)
-    print(f"capturing {args.site} for {len(texts)} texts into {path}")
-    capture_to_store(
-        model,
-        texts,
-        args.site,
-        path,
-        position="all",
-        batch_size=16,
-        shard_rows=16384,
-        dtype="float16",
-        meta={"data": str(args.data or "shared")},
-    )
-    return path
-
-
-def _texts(data: str | None, model: Any, tokens: int) -> list[Any]:
-    if data:
-        from safelab.data import read_inputs
-
-        return list(read_inputs(data))
-    from safelab.sae.texts import build_passages, read_sentences
-
-    return build_passages(read_sentences(), model.tokenizer, tokens)
-
-
 def _train(args: argparse.Namespace) -> int:
-    from safelab.interp.store import ActivationStore
-    from safelab.models.loading import load_model
-    from safelab.sae.metrics import evaluate
-    from safelab.sae.sae import save_sae
-    from safelab.sae.train import SAETrainConfig, train_sae
+    from safelab.sae.run import SAERunConfig, run_sae_train
 
-    model = load_model(args.model, dtype="float32")
-    store = prepare_store(args, model)
-    cfg = SAETrainConfig(
-        store=str(store),
-        out=args.out,
+    cfg = SAERunConfig(
         site=args.site,
         model=args.model,
         expansion=args.expansion,
@@ -131,14 +85,15 @@ def _train(args: argparse.Namespace) -> int:
         base_lr=args.base_lr,
         seed=args.seed,
         checkpoint_every=args.checkpoint_every,
+        store=args.store,
+        data=args.data,
+        capture_tokens=args.capture_tokens,
+        eval=not args.no_eval,
     )
-    sae = train_sae(cfg)
-    print(f"saved {sae} to {args.out}")
-    if not args.no_eval:
-        metrics = evaluate(sae, ActivationStore(store), model)
-        sae.cfg = sae.cfg.replace(metrics=metrics)
-        save_sae(sae, args.out)
-        _print_metrics(metrics)
+    result = run_sae_train(cfg, args.out)
+    print(f"saved {result.sae} to {args.out}")
+    if result.metrics:
+        _print_metrics(result.metrics)
     return 0
 
 
@@ -173,11 +128,12 @@ def _eval(args: argparse.Namespace) -> int:
 def _features(args: argparse.Namespace) -> int:
     from safelab.models.loading import load_model
     from safelab.sae.features import feature_page
+    from safelab.sae.run import training_texts
     from safelab.sae.sae import load_sae
 
     sae = load_sae(args.sae)
     model = load_model(args.model or sae.cfg.model or "default", dtype="float32")
-    texts = _texts(args.data, model, 128 * args.limit)[: args.limit]
+    texts = training_texts(args.data, model, 128 * args.limit)[: args.limit]
     chosen = [int(i) for i in args.features.split(",")] if args.features else None
     out = feature_page(sae, model, texts, args.out, features=chosen, top=args.top)
     print(f"wrote {out}")
