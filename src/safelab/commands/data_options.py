@@ -11,47 +11,12 @@ from typing import Any
 
 
 def add_data_options(p: argparse.ArgumentParser, *, kinds: bool = True) -> None:
-    """Options shared by every command that reads contrast data."""
-    if kinds:
-        p.add_argument(
-            "--kind",
-            default="auto",
-            choices=["auto", "statements", "replies", "pairs"],
-            help="how to read the file (auto: .csv statements, .json/.jsonl pairs)",
-        )
-    p.add_argument(
-        "--template",
-        choices=["raw", "chat"],
-        default=None,
-        help="raw text or the chat template (default: raw for statements, chat for replies and pairs)",
-    )
-    p.add_argument(
-        "--position",
-        default=None,
-        help="read position: last, mean or a token index (default: last; mean for replies)",
-    )
-    p.add_argument(
-        "--limit",
-        type=int,
-        default=None,
-        help="seeded random sample of this many rows (pairs for pair data)",
-    )
-    p.add_argument(
-        "--model",
-        default="default",
-        help="model to load (default: the embedded SmolLM2-135M-Instruct)",
-    )
-    p.add_argument(
-        "--sites", default="blocks.*.resid_post", help="sites to capture (glob, comma-separated)"
-    )
-    p.add_argument(
-        "--cache",
-        default=None,
-        help="activation cache folder (default: $SAFELAB_CACHE/activations)",
-    )
-    p.add_argument("--batch-size", type=int, default=32, help="inputs per forward pass")
-    p.add_argument("--seed", type=int, default=0, help="seed for sampling, splits and bootstrap")
-    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples for intervals")
+    """Options shared by every command that reads contrast data: the fields of
+    :class:`~safelab.interp.probe_sweep.ContrastDataConfig` (their only defaults)."""
+    from safelab.commands.options import add_options
+    from safelab.interp.probe_sweep import ContrastDataConfig
+
+    add_options(p, ContrastDataConfig, skip=() if kinds else ("kind",))
 
 
 def load(args: argparse.Namespace, path: str) -> tuple[Any, Any]:
