@@ -29,13 +29,13 @@ from safelab.errors import SafelabError
 from safelab.files import atomic_write_text
 from safelab.interp.store import (
     ActivationStore,
-    StoreManifest,
     open_store,
+    planned_manifest,
     shard_name,
     store_dtype,
     write_shard,
 )
-from safelab.models.inputs import Encoded, Input, Position, input_fingerprint, processing_order
+from safelab.models.inputs import Encoded, Input, Position, processing_order
 
 PLAN = ".plan.json"
 
@@ -152,25 +152,13 @@ def capture_to_store_ray(
         resources: per actor (``num_gpus=1`` puts each model on its own GPU).
         ray: ``"local"`` or a cluster address (an initialised Ray is reused).
     """
-    from safelab.models.inputs import encode_inputs
     from safelab.models.loading import load_model
 
-    store_dtype(dtype)
     # The driver reads the tokenizer and the shapes once to plan; the forward passes run only
     # in the actors.
     here = load_model(model, dtype=model_dtype)
-    encoded = encode_inputs(here, inputs)
-    resolved = [str(s) for s in here.resolve_sites(sites)]
-    wanted = StoreManifest(
-        model=here.name,
-        sites=resolved,
-        position=str(position),
-        d_model=here.d_model,
-        dtype=dtype,
-        n_inputs=len(encoded),
-        fingerprint=input_fingerprint(encoded),
-        meta=dict(meta or {}),
-    )
+    encoded, wanted = planned_manifest(here, inputs, sites, position, dtype, meta)
+    resolved = wanted.sites
     del here
     store = open_store(path, wanted, keep_shards=True)
     if store.manifest.complete:

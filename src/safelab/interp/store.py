@@ -31,6 +31,7 @@ from safelab.errors import SafelabError
 from safelab.files import atomic_write_text, tmp_path_beside
 from safelab.models.capture import (
     Activations,
+    Encoded,
     Input,
     Position,
     encode_inputs,
@@ -228,26 +229,14 @@ def capture_to_store(
     Raises:
         SafelabError: ``path`` holds a store made from other inputs, sites, position or model.
     """
-    store_dtype(dtype)
-    encoded = encode_inputs(model, inputs)
-    resolved = [str(s) for s in model.resolve_sites(sites)]
-    wanted = StoreManifest(
-        model=model.name,
-        sites=resolved,
-        position=str(position),
-        d_model=model.d_model,
-        dtype=dtype,
-        n_inputs=len(encoded),
-        fingerprint=input_fingerprint(encoded),
-        meta=dict(meta or {}),
-    )
+    encoded, wanted = planned_manifest(model, inputs, sites, position, dtype, meta)
     store = open_store(path, wanted)
     if store.manifest.complete:
         return store
     for done, acts in iter_capture(
         model,
         encoded,
-        model.resolve_sites(resolved),
+        model.resolve_sites(wanted.sites),
         position,
         batch_size=batch_size,
         start=store.manifest.inputs_done,
@@ -288,3 +277,27 @@ def open_store(
             f"{path} exists and is not an activation store: choose an empty or new folder"
         )
     return ActivationStore.create(path, wanted)
+
+
+def planned_manifest(
+    model: WhiteBoxModel,
+    inputs: Sequence[Input],
+    sites: str | Sequence[str],
+    position: Position,
+    dtype: str,
+    meta: dict[str, Any] | None = None,
+) -> tuple[list[Encoded], StoreManifest]:
+    """The encoded inputs and the manifest a store of them must have (before any row)."""
+    store_dtype(dtype)
+    encoded = encode_inputs(model, inputs)
+    wanted = StoreManifest(
+        model=model.name,
+        sites=[str(s) for s in model.resolve_sites(sites)],
+        position=str(position),
+        d_model=model.d_model,
+        dtype=dtype,
+        n_inputs=len(encoded),
+        fingerprint=input_fingerprint(encoded),
+        meta=dict(meta or {}),
+    )
+    return encoded, wanted
