@@ -47,7 +47,7 @@ def load() -> str:
     return f"{a:.2f},{b:.2f},{c:.2f}"
 
 
-def sweep_cells(data_path: str, n_sites: int, seeds: list[int], out: Path) -> list[Any]:
+def sweep_cells(data_path: str, n_sites: int, seeds: list[int], resamples: int) -> list[Any]:
     import numpy as np
 
     from safelab.interp.actcache import cached_activations
@@ -69,7 +69,7 @@ def sweep_cells(data_path: str, n_sites: int, seeds: list[int], out: Path) -> li
             method="logistic",
             c=1.0,
             seed=seed,
-            n_resamples=1000,
+            n_resamples=resamples,
             model=model.name,
             test_frac=0.25,
         )
@@ -99,7 +99,7 @@ def bench_sweep(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     from safelab.distributed import run_grid
     from safelab.interp.sweep import probe_cell
 
-    cells = sweep_cells(args.data, args.sites, [0, 1, 2], tmp)
+    cells = sweep_cells(args.data, args.sites, [0, 1, 2], args.resamples)
     print(f"sweep: {len(cells)} cells ({args.sites} sites x 3 seeds); load {load()}", flush=True)
     t_seq, seq = timed(lambda: run_grid(probe_cell, cells, tmp / "seq", progress=False))
     print(f"  sequential: {t_seq:.1f}s (load {load()})", flush=True)
@@ -115,6 +115,7 @@ def bench_sweep(args: argparse.Namespace, tmp: Path) -> dict[str, Any]:
     print(f"  one cell: here {t_one_seq:.2f}s, on ray {t_one_ray:.2f}s", flush=True)
     return {
         "sweep_cells": len(cells),
+        "sweep_resamples": args.resamples,
         "sweep_seq_s": round(t_seq, 2),
         "sweep_ray_s": round(t_ray, 2),
         "sweep_speedup": round(t_seq / t_ray, 3),
@@ -174,6 +175,7 @@ def main() -> None:
     p.add_argument("--data", default=str(shared_data_root() / "truth/datasets/cities.csv"))
     p.add_argument("--sites", type=int, default=30)
     p.add_argument("--tokens", type=int, default=200_000)
+    p.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples per metric")
     p.add_argument("--workers", type=int, default=2)
     p.add_argument("--skip-capture", action="store_true")
     p.add_argument("--skip-sweep", action="store_true")
