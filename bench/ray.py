@@ -180,6 +180,9 @@ def main() -> None:
     p.add_argument("--skip-capture", action="store_true")
     p.add_argument("--skip-sweep", action="store_true")
     args = p.parse_args()
+    # The machine is shared: Ray's memory monitor counts every job's memory and kills these small
+    # workers when the node is nearly full; the figures are about time, so it is turned off here.
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     import ray
 
     print(machine_note(), flush=True)

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -55,6 +56,9 @@ def test_ray_address_flag_beats_the_environment(monkeypatch: pytest.MonkeyPatch)
 @pytest.fixture(scope="module")
 def ray_cluster():  # type: ignore[no-untyped-def]
     ray = pytest.importorskip("ray")
+    # The machine is shared: Ray's memory monitor counts every job's memory and would kill these
+    # small workers when the node is nearly full (they use a few hundred MB).
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
     ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     yield ray
     ray.shutdown()
