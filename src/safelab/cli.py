@@ -13,7 +13,7 @@ import sys
 from collections.abc import Sequence
 from typing import Any
 
-from safelab.errors import SafelabError
+from safelab.errors import one_line
 
 # Subcommand modules that register themselves: ``register(subparsers)``. Missing ones are
 # skipped so that a partial install still offers the rest.
@@ -114,15 +114,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except SafelabError as e:
-        print(f"safelab: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(
             "safelab: interrupted (finished work is saved; rerun the command to resume)",
             file=sys.stderr,
         )
         return 130
+    except Exception as e:  # a user error of safelab's or of Inspect's: one line, exit 2
+        line = one_line(e)
+        if line is None:
+            raise
+        print(f"safelab: error: {line}", file=sys.stderr)
+        return 2
 
 
 # -- commands ------------------------------------------------------------------------------
