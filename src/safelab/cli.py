@@ -178,9 +178,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_capture(args: argparse.Namespace) -> int:
     from safelab.data import read_inputs
-    from safelab.interp.store import capture_to_store
+    from safelab.interp.store import capture_to_store, check_store_args
     from safelab.models.loading import load_model
 
+    check_store_args(args.out, args.store_dtype)
     inputs = read_inputs(args.data, column=args.column)
     if args.limit is not None:
         inputs = inputs[: args.limit]

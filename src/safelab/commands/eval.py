@@ -23,14 +23,12 @@ def _parse_args(items: list[str], flag: str) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace) -> int:
     if args.from_logs:
-        from inspect_ai.log import read_eval_log
-
-        from safelab.evals.results import markdown_table, summarise_log
+        from safelab.evals.results import markdown_table, read_log, summarise_log
 
         rows = [
             row
             for path in args.from_logs
-            for row in summarise_log(read_eval_log(path), seed=args.seed)
+            for row in summarise_log(read_log(path), seed=args.seed)
         ]
         print(markdown_table(rows), end="")
         return 0

@@ -31,7 +31,15 @@ def _sweep(args: argparse.Namespace) -> int:
 
     out = Path(args.out)
     t_start = time.perf_counter()
+    sae = None
+    if args.sae:  # read before the model load and the sweep, which take a minute
+        from safelab.sae.sae import load_sae
+
+        sae = load_sae(args.sae)
     model, data = load(args, args.data)
+    if sae is not None:
+        sae.check_fits(model, f"--sae {args.sae}")
+        model.resolve_sites(sae.site)
     cached = activations(args, model, data)
     if getattr(args, "site", None):
         (site,) = (str(s) for s in model.resolve_sites(args.site))
@@ -64,8 +72,8 @@ def _sweep(args: argparse.Namespace) -> int:
     )
     best = result.best_site
     payload = result.to_dict()
-    if args.sae:
-        payload["sae_probe"] = _sae_column(args, model, data, cached, split)
+    if sae is not None:
+        payload["sae_probe"] = _sae_column(args, sae, model, data, cached, split)
     payload.update(
         model=model.name,
         name=data.name,
@@ -152,14 +160,14 @@ def _sweep(args: argparse.Namespace) -> int:
     return 0
 
 
-def _sae_column(args: argparse.Namespace, model: Any, data: Any, cached: Any, split: Any) -> Any:
+def _sae_column(
+    args: argparse.Namespace, sae: Any, model: Any, data: Any, cached: Any, split: Any
+) -> Any:
     """The k-sparse SAE-latent probe on the same rows and split as the dense probe at its site."""
     import numpy as np
 
     from safelab.sae.probe import sparse_probe
-    from safelab.sae.sae import load_sae
 
-    sae = load_sae(args.sae)
     acts = cached.acts.get(sae.site)
     if acts is None:
         acts = activations(args, model, data, sae.site).acts[sae.site]

@@ -186,6 +186,16 @@ class ActivationStore:
         return self.load([site])[site]
 
 
+def check_store_args(path: str | Path, dtype: str = "float32") -> None:
+    """One line for a store folder that is a file or a dtype safelab cannot store (before any
+    model is loaded)."""
+    if dtype not in _DTYPES:
+        raise SafelabError(f"unknown store dtype {dtype!r}: use {', '.join(_DTYPES)}")
+    where = Path(path)
+    if where.exists() and not where.is_dir():
+        raise SafelabError(f"--out {where} is a file: give a folder for the activation store")
+
+
 def capture_to_store(
     model: WhiteBoxModel,
     inputs: Sequence[Input],
@@ -204,8 +214,7 @@ def capture_to_store(
     Raises:
         SafelabError: ``path`` holds a store made from other inputs, sites, position or model.
     """
-    if dtype not in _DTYPES:
-        raise SafelabError(f"unknown store dtype {dtype!r}: use {', '.join(_DTYPES)}")
+    check_store_args(path, dtype)
     encoded = encode_inputs(model, inputs)
     resolved = [str(s) for s in model.resolve_sites(sites)]
     wanted = StoreManifest(
