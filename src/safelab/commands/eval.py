@@ -26,9 +26,7 @@ def _run(args: argparse.Namespace) -> int:
         from safelab.evals.results import markdown_table, read_log, summarise_log
 
         rows = [
-            row
-            for path in args.from_logs
-            for row in summarise_log(read_log(path), seed=args.seed)
+            row for path in args.from_logs for row in summarise_log(read_log(path), seed=args.seed)
         ]
         print(markdown_table(rows), end="")
         return 0
