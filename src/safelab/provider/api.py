@@ -27,7 +27,7 @@ from inspect_ai.model import (
     TopLogprob,
     set_model_info,
 )
-from inspect_ai.tool import ToolChoice, ToolInfo
+from inspect_ai.tool import ToolChoice, ToolFunction, ToolInfo
 
 from safelab.errors import SafelabError, inspect_errors
 from safelab.interp.probes import LinearProbe
@@ -37,6 +37,7 @@ from safelab.provider.args import ProviderArgs
 from safelab.provider.batcher import Interventions, shared_batcher, shared_model
 from safelab.provider.chat import (
     ToolDescriptions,
+    forced_call,
     forced_call_prefix,
     parse_tool_calls,
     to_chat,
@@ -163,6 +164,8 @@ class SafelabModelAPI(ModelAPI):
             if tools
             else (result.text, None)
         )
+        if isinstance(tool_choice, ToolFunction) and tools:
+            tool_calls = forced_call(tool_choice.name, tool_calls, forced + result.text)
         message = ChatMessageAssistant(
             content=content, tool_calls=tool_calls, model=self.model_name, source="generate"
         )

@@ -117,6 +117,29 @@ def forced_call_prefix(tool_choice: ToolChoice, tools: Sequence[ToolInfo]) -> st
     return ""
 
 
+def forced_call(name: str, calls: list[ToolCall] | None, text: str) -> list[ToolCall]:
+    """The call a ``ToolFunction`` choice asked for, even when the model's arguments did not
+    parse (then with a ``parse_error`` Inspect reports back to the model)."""
+    if calls:
+        first = calls[0]
+        if first.function != name:
+            first = ToolCall(
+                id=first.id,
+                function=name,
+                arguments=first.arguments,
+                parse_error=first.parse_error or f"the reply named {first.function!r}",
+            )
+        return [first, *calls[1:]]
+    return [
+        ToolCall(
+            id=f"call_{uuid.uuid4().hex[:12]}",
+            function=name,
+            arguments={},
+            parse_error=f"malformed tool call {text[:200]!r}",
+        )
+    ]
+
+
 def _merge_same_role(messages: list[dict[str, str]]) -> list[dict[str, str]]:
     merged: list[dict[str, str]] = []
     for m in messages:
