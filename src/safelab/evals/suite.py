@@ -195,6 +195,25 @@ def results_markdown(results: SuiteResults) -> str:
     return "\n".join(header) + "\n" + markdown_table(results.rows)
 
 
+def check_model_name(flag: str, spec: str) -> None:
+    """One line for a model whose provider Inspect does not know, before any task runs."""
+    from inspect_ai._util.registry import registry_find, registry_unqualified_name
+
+    api = spec.split("/", 1)[0] if "/" in spec else None
+    if api is None:
+        raise SafelabError(
+            f"{flag} {spec}: give <provider>/<model>, e.g. safelab/default or openai/gpt-4o-mini"
+        )
+    found = registry_find(
+        lambda info: info.type == "modelapi" and registry_unqualified_name(info) == api
+    )
+    if not found:
+        raise SafelabError(
+            f"{flag} {spec}: Inspect has no model provider {api!r} (safelab, openai, anthropic, "
+            "mockllm, hf, vllm, ...; API providers need pip install 'safelab[api]')"
+        )
+
+
 def run_suite(config: SuiteConfig, *, display: str = "plain") -> SuiteResults:
     """Run every task of the preset on ``config.model`` and write the results.
 
@@ -202,6 +221,9 @@ def run_suite(config: SuiteConfig, *, display: str = "plain") -> SuiteResults:
         SafelabError: an unknown preset or task, or a task that did not finish.
     """
     specs = select(load_preset(config.preset), config.tasks)
+    check_model_name("--model", config.model)
+    if config.judge:
+        check_model_name("--judge", config.judge)
     out = Path(config.out)
     log_dir = out / "logs"
     started = datetime.now(UTC).isoformat(timespec="seconds")
