@@ -45,6 +45,7 @@ def _run(args: argparse.Namespace) -> int:
         out=args.out,
         seed=args.seed,
         max_samples=args.max_samples,
+        retry_attempts=args.retries,
         model_args=_parse_args(args.model_arg, "-M"),
         task_args=_parse_args(args.task_arg, "-T"),
     )
@@ -75,6 +76,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", default="runs/evals", help="folder for results.md, results.json, logs/")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--max-samples", type=int, default=None, help="samples run concurrently")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        help="retries of a failed task within this run; rerunning the command also resumes "
+        "(finished tasks skipped, finished samples kept)",
+    )
     p.add_argument(
         "-M", "--model-arg", action="append", default=[], help="model argument name=value"
     )
