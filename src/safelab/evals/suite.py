@@ -197,6 +197,18 @@ def results_markdown(results: SuiteResults) -> str:
     return "\n".join(header) + "\n" + markdown_table(results.rows)
 
 
+def _error_line(message: str) -> str:
+    """The innermost error of an Inspect error message (which may quote a whole request)."""
+    import re
+
+    text = message.replace("\\'", "'").replace("\\n", "\n")
+    found = re.findall(r"\w+(?:Error|Exception)\('[^'\n]*'\)", text)
+    if found:
+        return str(found[-1])[:200]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else message)[:200]
+
+
 def _slug(title: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in title)
 
@@ -258,7 +270,7 @@ def run_suite(config: SuiteConfig, *, display: str = "plain") -> SuiteResults:
         seconds[spec.title] = round(time.perf_counter() - t0, 1)
         (log,) = task_logs
         if not ok or log.status != "success":
-            error = log.error.message.splitlines()[0][:200] if log.error else log.status
+            error = _error_line(log.error.message) if log.error else log.status
             raise SafelabError(
                 f"task {spec.title} ended with status {log.status} ({error}); see "
                 f"{log.location}: rerun the same command to resume (finished tasks and samples "
