@@ -30,8 +30,46 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+_NO_DEFAULT_SHOWN = (
+    argparse._HelpAction,
+    argparse._VersionAction,
+    argparse._StoreTrueAction,
+    argparse._StoreFalseAction,
+    argparse._SubParsersAction,
+)
+
+
+class SafelabParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose every option's help says its default.
+
+    Subcommand parsers are made of the same class (argparse's ``add_subparsers`` default), so
+    ``safelab sae train --help`` shows ``--k`` with its default as the top level does.
+    """
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        action.help = help_with_default(action)
+        return action
+
+
+def help_with_default(action: argparse.Action) -> str | None:
+    """``action.help`` ending with ``(default: X)`` unless it already names its default."""
+    text = action.help
+    if (
+        text == argparse.SUPPRESS
+        or isinstance(action, _NO_DEFAULT_SHOWN)
+        or action.required
+        or (not action.option_strings and action.nargs not in ("?", "*"))
+        or "default" in (text or "").lower()
+    ):
+        return text
+    default = action.default
+    shown = "none" if default is None or default == [] else "%(default)s"
+    return f"{text} (default: {shown})" if text else f"default: {shown}"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = SafelabParser(
         prog="safelab",
         description="An AI-safety lab in a box: behavioural evals and white-box tools on the same models.",
     )
