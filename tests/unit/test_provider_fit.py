@@ -151,3 +151,14 @@ def test_prefill_and_continuation_join_exactly(tiny_folder: Path) -> None:
         to_chat([user, prefill], []), continue_final_message=True
     )
     assert rendered.endswith("<|im_start|>assistant\nHonestly,")
+
+
+def test_a_scorer_made_model_honours_the_config_it_is_given(tiny_folder: Path) -> None:
+    """Inspect gives ``--max-tokens`` to the model under evaluation only; a judge a scorer makes
+    with ``get_model("safelab/...")`` takes the config it is made or called with."""
+    user = [ChatMessageUser(content="Paris is")]
+    made = get_model(f"safelab/{tiny_folder}", config=GenerateConfig(max_tokens=3), memoize=False)
+    out = asyncio.run(made.generate(user))
+    assert 1 <= out.usage.output_tokens <= 3
+    out = asyncio.run(made.generate(user, config=GenerateConfig(max_tokens=2)))
+    assert 1 <= out.usage.output_tokens <= 2
