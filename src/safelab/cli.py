@@ -15,7 +15,7 @@ from typing import Any
 
 from safelab.commands.options import add_ray_option
 from safelab.distributed import ray_address
-from safelab.errors import SafelabError
+from safelab.errors import SafelabError, one_line
 
 # Subcommand modules that register themselves: ``register(subparsers)``. Missing ones are
 # skipped so that a partial install still offers the rest.
@@ -32,8 +32,46 @@ COMMAND_MODULES: tuple[str, ...] = (
 )
 
 
+_NO_DEFAULT_SHOWN = (
+    argparse._HelpAction,
+    argparse._VersionAction,
+    argparse._StoreTrueAction,
+    argparse._StoreFalseAction,
+    argparse._SubParsersAction,
+)
+
+
+class SafelabParser(argparse.ArgumentParser):
+    """An ``ArgumentParser`` whose every option's help says its default.
+
+    Subcommand parsers are made of the same class (argparse's ``add_subparsers`` default), so
+    ``safelab sae train --help`` shows ``--k`` with its default as the top level does.
+    """
+
+    def add_argument(self, *args: Any, **kwargs: Any) -> argparse.Action:
+        action = super().add_argument(*args, **kwargs)
+        action.help = help_with_default(action)
+        return action
+
+
+def help_with_default(action: argparse.Action) -> str | None:
+    """``action.help`` ending with ``(default: X)`` unless it already names its default."""
+    text = action.help
+    if (
+        text == argparse.SUPPRESS
+        or isinstance(action, _NO_DEFAULT_SHOWN)
+        or action.required
+        or (not action.option_strings and action.nargs not in ("?", "*"))
+        or "default" in (text or "").lower()
+    ):
+        return text
+    default = action.default
+    shown = "none" if default is None or default == [] else "%(default)s"
+    return f"{text} (default: {shown})" if text else f"default: {shown}"
+
+
 def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(
+    parser = SafelabParser(
         prog="safelab",
         description="An AI-safety lab in a box: behavioural evals and white-box tools on the same models.",
     )
@@ -123,15 +161,18 @@ def main(argv: Sequence[str] | None = None) -> int:
         return 0
     try:
         return int(args.func(args) or 0)
-    except SafelabError as e:
-        print(f"safelab: error: {e}", file=sys.stderr)
-        return 2
     except KeyboardInterrupt:
         print(
             "safelab: interrupted (finished work is saved; rerun the command to resume)",
             file=sys.stderr,
         )
         return 130
+    except Exception as e:  # a user error of safelab's or of Inspect's: one line, exit 2
+        line = one_line(e)
+        if line is None:
+            raise
+        print(f"safelab: error: {line}", file=sys.stderr)
+        return 2
 
 
 # -- commands ------------------------------------------------------------------------------
@@ -184,9 +225,10 @@ def cmd_chat(args: argparse.Namespace) -> int:
 
 def cmd_capture(args: argparse.Namespace) -> int:
     from safelab.data import read_inputs
-    from safelab.interp.store import capture_to_store
+    from safelab.interp.store import capture_to_store, check_store_args
     from safelab.models.loading import load_model
 
+    check_store_args(args.out, args.store_dtype)
     inputs = read_inputs(args.data, column=args.column)
     if args.limit is not None:
         inputs = inputs[: args.limit]

@@ -7,11 +7,12 @@ import json
 import math
 from collections import defaultdict
 from pathlib import Path
+from typing import ClassVar
 
 import pytest
 from inspect_ai import eval as inspect_eval
 from inspect_ai.log import read_eval_log
-from inspect_ai.model import ModelOutput, get_model
+from inspect_ai.model import ModelAPI, ModelOutput, ModelUsage, get_model, modelapi
 
 from safelab.commands import eval as eval_command
 from safelab.errors import SafelabError
@@ -65,6 +66,62 @@ def test_run_suite_writes_results(tmp_path: Path) -> None:
     # -T overrides reach every task, over the preset's own arguments
     for path in data["logs"].values():
         assert read_eval_log(path, header_only=True).eval.task_args["max_tokens"] == 3
+
+
+class _Flaky:
+    """A model that fails on chosen inputs (a crash, a rate limit) and records every call."""
+
+    fail_on: ClassVar[set[str]] = set()
+    calls: ClassVar[list[str]] = []
+
+
+@modelapi(name="flaky_suite_test")
+def _flaky_api() -> type[ModelAPI]:
+    class FlakyAPI(ModelAPI):
+        async def generate(self, input, tools, tool_choice, config):  # type: ignore[no-untyped-def]
+            text = input[-1].text
+            _Flaky.calls.append(text)
+            if text in _Flaky.fail_on:
+                raise RuntimeError("simulated crash")
+            out = ModelOutput.from_content(model=self.model_name, content="Default output")
+            out.usage = ModelUsage(input_tokens=1, output_tokens=1, total_tokens=2)
+            return out
+
+    return FlakyAPI
+
+
+def test_rerun_skips_finished_tasks_and_keeps_samples(tmp_path: Path) -> None:
+    from safelab.evals.refusal import over_refusal
+
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(PRESET)
+    cfg = SuiteConfig(
+        model="flaky_suite_test/m",
+        preset=str(preset),
+        out=str(tmp_path / "out"),
+        task_args={"max_tokens": 3},
+        max_samples=1,
+    )
+    third = over_refusal().dataset[2].input
+    _Flaky.fail_on, _Flaky.calls = {str(third)}, []
+    with pytest.raises(SafelabError, match="over_refusal ended with status error.*rerun"):
+        run_suite(cfg, display="none")
+    first_calls = list(_Flaky.calls)
+    logs = tmp_path / "out" / "logs"
+    (sandbag_log,) = (logs / "sandbagging").glob("*.eval")
+    (failed,) = (logs / "over_refusal").glob("*.eval")
+    kept = [s for s in read_eval_log(str(failed)).samples or [] if s.error is None]
+    assert len(kept) == 2  # samples 1 and 2 finished before sample 3 failed
+    _Flaky.fail_on, _Flaky.calls = set(), []
+    results = run_suite(cfg, display="none")
+    # sandbagging was not run again; over_refusal ran only the samples it lacked.
+    assert not set(_Flaky.calls) & set(first_calls[: -len(kept) - 1])
+    assert results.logs["sandbagging"] == str(sandbag_log)
+    assert len(_Flaky.calls) == (4 - len(kept)) + 2  # over_refusal's rest + self_preservation
+    final = read_eval_log(results.logs["over_refusal"])
+    assert final.status == "success" and len(final.samples or []) == 4
+    assert all(s.error is None for s in final.samples or [])
+    assert set(results.logs) == {"sandbagging", "over_refusal", "self_preservation"}
 
 
 def test_condition_breakdown_adds_up(tmp_path: Path) -> None:

@@ -72,7 +72,8 @@ def test_saelens_round_trip_keeps_orientation_and_cfg(tmp_path) -> None:  # type
     sae.cfg = sae.cfg.replace(metrics={"explained_variance": 0.9}, train={"seed": 5})
     save_sae(sae, tmp_path / "s")
     raw = json.loads((tmp_path / "s" / "cfg.json").read_text())
-    assert raw["metadata"]["hook_name"] == "blocks.1.resid_post" and raw["d_sae"] == D_SAE
+    assert raw["metadata"]["hook_name"] == "blocks.1.hook_resid_post" and raw["d_sae"] == D_SAE
+    assert raw["safelab"]["site"] == "blocks.1.resid_post"
     from safetensors.torch import load_file
 
     w = load_file(str(tmp_path / "s" / "sae_weights.safetensors"))

@@ -2,6 +2,7 @@
 
 import json
 import re
+import shutil
 from pathlib import Path
 
 import pytest
@@ -144,7 +145,7 @@ def test_cli_train_eval_features_and_bad_inputs(tiny_folder, tmp_path, capsys) -
     assert main(argv) == 0
     cfg = json.loads((out / "cfg.json").read_text())
     metrics = cfg["safelab"]["metrics"]
-    assert cfg["metadata"]["hook_name"] == SITE and cfg["d_sae"] == 64
+    assert cfg["safelab"]["site"] == SITE and cfg["d_sae"] == 64
     for key in ("explained_variance", "l0", "dead_fraction", "ce_recovered"):
         assert metrics[key] == metrics[key]  # finite, not NaN
     assert 0 <= metrics["dead_fraction"] <= 1 and metrics["l0"] > 0
@@ -169,10 +170,13 @@ def test_cli_train_eval_features_and_bad_inputs(tiny_folder, tmp_path, capsys) -
         == 0
     )
     assert page.is_file()
+    # A folder around exactly one SAE loads it; around two it asks which.
+    assert main(["sae", "eval", str(tmp_path)]) == 0
+    shutil.copytree(out, tmp_path / "sae2")
     capsys.readouterr()
     # Bad input: one line, exit 2.
     for bad, fragment in (
-        (["sae", "eval", str(tmp_path)], "holds several SAEs (sae)"),
+        (["sae", "eval", str(tmp_path)], "holds 2 SAEs (sae, sae2)"),
         (["sae", "eval", str(data)], "is not an SAE weights file"),
         (
             [

@@ -9,9 +9,11 @@ from safelab.audit.budgets import JUDGE_MODES, PROFILES, check_choice
 from safelab.audit.judge import audit_judge
 from safelab.audit.seeds import seeds_dataset
 from safelab.audit.session import AuditConfig
+from safelab.errors import inspect_errors
 
 
 @task
+@inspect_errors
 def audit(
     seeds: str | None = None,
     tags: str | None = None,

@@ -7,7 +7,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from inspect_ai.log import EvalLog, EvalSample, read_eval_log
+from inspect_ai.log import EvalLog, EvalSample
 from inspect_ai.model import ChatMessage, ChatMessageAssistant, ChatMessageTool, ChatMessageUser
 from inspect_ai.tool import ToolInfo
 from jinja2 import Environment
@@ -35,10 +35,9 @@ def load_log(log: EvalLog | str | Path) -> EvalLog:
     """Read an Inspect log (a path) or pass an already loaded one through."""
     if isinstance(log, EvalLog):
         return log
-    path = Path(log)
-    if not path.exists():
-        raise SafelabError(f"log {path} not found; pass an Inspect log file (.eval or .json)")
-    return read_eval_log(str(path))
+    from safelab.evals.results import read_log
+
+    return read_log(log)
 
 
 def audit_samples(log: EvalLog) -> list[EvalSample]:

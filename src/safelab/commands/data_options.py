@@ -21,9 +21,10 @@ def add_data_options(p: argparse.ArgumentParser, *, kinds: bool = True) -> None:
 
 def load(args: argparse.Namespace, path: str) -> tuple[Any, Any]:
     """The model and the contrast data named on the command line."""
-    from safelab.interp.contrast import load_contrast, parse_position
+    from safelab.interp.contrast import check_data_file, load_contrast, parse_position
     from safelab.models.loading import load_model
 
+    check_data_file(path)  # before the model load (seconds)
     model = load_model(args.model)
     data = load_contrast(
         path,

@@ -23,14 +23,10 @@ def _parse_args(items: list[str], flag: str) -> dict[str, Any]:
 
 def _run(args: argparse.Namespace) -> int:
     if args.from_logs:
-        from inspect_ai.log import read_eval_log
-
-        from safelab.evals.results import markdown_table, summarise_log
+        from safelab.evals.results import markdown_table, read_log, summarise_log
 
         rows = [
-            row
-            for path in args.from_logs
-            for row in summarise_log(read_eval_log(path), seed=args.seed)
+            row for path in args.from_logs for row in summarise_log(read_log(path), seed=args.seed)
         ]
         print(markdown_table(rows), end="")
         return 0
@@ -49,6 +45,7 @@ def _run(args: argparse.Namespace) -> int:
         out=args.out,
         seed=args.seed,
         max_samples=args.max_samples,
+        retry_attempts=args.retries,
         model_args=_parse_args(args.model_arg, "-M"),
         task_args=_parse_args(args.task_arg, "-T"),
     )
@@ -79,6 +76,13 @@ def register(subparsers: Any) -> None:
     p.add_argument("--out", default="runs/evals", help="folder for results.md, results.json, logs/")
     p.add_argument("--seed", type=int, default=0, help="bootstrap seed")
     p.add_argument("--max-samples", type=int, default=None, help="samples run concurrently")
+    p.add_argument(
+        "--retries",
+        type=int,
+        default=0,
+        help="retries of a failed task within this run; rerunning the command also resumes "
+        "(finished tasks skipped, finished samples kept)",
+    )
     p.add_argument(
         "-M", "--model-arg", action="append", default=[], help="model argument name=value"
     )

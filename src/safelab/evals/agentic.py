@@ -32,7 +32,7 @@ from inspect_ai.model import GenerateConfig
 from inspect_ai.scorer import Score, Scorer, Target, scorer
 from inspect_ai.solver import TaskState, generate, system_message
 
-from safelab.errors import SafelabError
+from safelab.errors import SafelabError, inspect_errors
 from safelab.evals.data import condition_label, grid, parse_levels, read_yaml
 from safelab.evals.judge import ask_judge, render, render_file
 from safelab.evals.metrics import condition_metrics
@@ -287,6 +287,7 @@ def misalignment_scorer(judge_max_tokens: int = 512) -> Scorer:
 
 
 @task
+@inspect_errors
 def agentic_misalignment(
     scenario: str | list[str] = "blackmail",
     goal_conflict: str | list[str] = "all",

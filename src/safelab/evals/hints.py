@@ -32,7 +32,7 @@ from inspect_ai.model import ChatMessageUser, GenerateConfig
 from inspect_ai.scorer import Metric, SampleScore, Score, Scorer, Target, metric, scorer
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
-from safelab.errors import SafelabError
+from safelab.errors import SafelabError, inspect_errors
 from safelab.evals.data import data_path, parse_levels, read_jsonl, read_yaml
 from safelab.evals.judge import ask_judge, render, render_file
 from safelab.evals.sandbag import extract_answer
@@ -287,6 +287,7 @@ def faithfulness_scorer(judge_max_tokens: int = 256) -> Scorer:
 
 
 @task
+@inspect_errors
 def cot_faithfulness(
     hint_type: str | list[str] = "all",
     hint_target: str = "wrong",

@@ -29,7 +29,7 @@ from inspect_ai.model import GenerateConfig, Logprobs
 from inspect_ai.scorer import Score, Scorer, Target, scorer
 from inspect_ai.solver import TaskState, generate
 
-from safelab.errors import SafelabError
+from safelab.errors import SafelabError, inspect_errors
 from safelab.evals.data import data_path, read_jsonl, resolve_source
 from safelab.evals.metrics import behaviour_rate, mean_value, rate_by
 
@@ -193,6 +193,7 @@ def model_written_task(
 
 
 @task
+@inspect_errors
 def self_preservation(
     dataset: str | None = None, max_tokens: int = 16, logprobs: bool = True
 ) -> Task:
@@ -209,6 +210,7 @@ def self_preservation(
 
 
 @task
+@inspect_errors
 def power_seeking(dataset: str | None = None, max_tokens: int = 16, logprobs: bool = True) -> Task:
     """Rate of power-seeking answers (access, resources, authority beyond the task).
 
@@ -222,6 +224,7 @@ def power_seeking(dataset: str | None = None, max_tokens: int = 16, logprobs: bo
 
 
 @task
+@inspect_errors
 def corrigibility(dataset: str | None = None, max_tokens: int = 16, logprobs: bool = True) -> Task:
     """Rate of corrigible answers (accepting correction and oversight; higher is safer).
 

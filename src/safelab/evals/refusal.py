@@ -26,7 +26,7 @@ from inspect_ai.scorer import Score, Scorer, Target, scorer
 from inspect_ai.solver import TaskState, generate
 
 from safelab import judging
-from safelab.errors import SafelabError
+from safelab.errors import SafelabError, inspect_errors
 from safelab.evals.data import data_path, resolve_source
 from safelab.evals.judge import ask_judge, render_file
 from safelab.evals.metrics import behaviour_rate, rate_by
@@ -117,6 +117,7 @@ def refusal_scorer(classifier: str = "pattern", judge_max_tokens: int = 128) -> 
 
 
 @task
+@inspect_errors
 def over_refusal(
     dataset: str | None = None,
     classifier: str = "pattern",

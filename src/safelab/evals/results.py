@@ -11,10 +11,12 @@ import math
 from collections import defaultdict
 from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import asdict, dataclass
+from pathlib import Path
 from typing import Any
 
 from inspect_ai.log import EvalLog
 
+from safelab.errors import SafelabError
 from safelab.evals.hints import faithfulness_estimate
 from safelab.evals.metrics import paired_gaps, rates_by_level, score_component
 from safelab.stats import (
@@ -243,3 +245,24 @@ def markdown_table(rows: Sequence[ResultRow]) -> str:
             f"| {r.task} | {r.quantity} | {r.condition} | {_fmt(r.estimate)} | {ci} ({method}) | {r.n} | {r.unscored} |"
         )
     return "\n".join(lines) + "\n"
+
+
+def read_log(path: str | Path) -> EvalLog:
+    """Read an Inspect log file, with one line naming the file when it is not one.
+
+    Raises:
+        SafelabError: nothing at ``path``, or it is not a readable ``.eval`` / ``.json`` log.
+    """
+    from inspect_ai.log import read_eval_log
+
+    where = Path(path)
+    if not where.is_file():
+        raise SafelabError(f"log {where} not found: pass an Inspect log file (.eval or .json)")
+    try:
+        return read_eval_log(str(where))
+    except Exception as e:
+        first = (str(e).splitlines() or [type(e).__name__])[0][:100]
+        raise SafelabError(
+            f"{where} is not a readable Inspect log ({first}): pass a .eval or .json log "
+            "written by inspect eval"
+        ) from None

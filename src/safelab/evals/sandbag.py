@@ -26,7 +26,7 @@ from inspect_ai.model import GenerateConfig
 from inspect_ai.scorer import Score, Scorer, Target, scorer
 from inspect_ai.solver import TaskState, generate
 
-from safelab.errors import SafelabError
+from safelab.errors import SafelabError, inspect_errors
 from safelab.evals.data import data_path, parse_levels, read_jsonl, read_yaml
 from safelab.evals.judge import render
 from safelab.evals.metrics import accuracy_gap, behaviour_rate, rate_by
@@ -182,6 +182,7 @@ def sandbagging_scorer() -> Scorer:
 
 
 @task
+@inspect_errors
 def sandbagging(
     question_set: str | list[str] = "all",
     incentive: str | list[str] = "all",

@@ -2,7 +2,7 @@
 
 ``safelab eval --model safelab/default`` (see :mod:`safelab.commands.eval`) calls
 :func:`run_suite`: each task of a preset (``data/suite/<preset>.yaml``) runs through
-``inspect_ai.eval`` with the judge role bound, the logs land in ``<out>/logs`` (open them with
+``inspect_ai.eval_set`` with the judge role bound, the logs land in ``<out>/logs/<task>`` (open them with
 ``inspect view``), and ``<out>/results.json`` and ``<out>/results.md`` hold every quantity
 overall and per condition, with its 95% interval and the number of unscored samples.
 """
@@ -20,9 +20,8 @@ from pathlib import Path
 from typing import Any
 
 import yaml
-from inspect_ai import Task
-from inspect_ai import eval as inspect_eval
-from inspect_ai.log import EvalLog
+from inspect_ai import Task, eval_set
+from inspect_ai.log import EvalLog, read_eval_log
 
 from safelab.errors import SafelabError
 from safelab.evals.agentic import agentic_misalignment
@@ -73,6 +72,8 @@ class SuiteConfig:
         out: folder for ``results.json``, ``results.md`` and ``logs/``.
         seed: bootstrap seed for the tables.
         max_samples: samples run concurrently (None = Inspect's default).
+        retry_attempts: retries of a failed task within one run (a rerun of the command also
+            resumes: finished tasks are skipped, a failed task's finished samples reused).
         model_args: ``-M`` arguments for the model under evaluation.
         task_args: ``-T`` arguments applied to every selected task, over the preset's.
     """
@@ -85,6 +86,7 @@ class SuiteConfig:
     out: str = "runs/evals"
     seed: int = DEFAULT_SEED
     max_samples: int | None = None
+    retry_attempts: int = 0
     model_args: dict[str, Any] = field(default_factory=dict)
     task_args: dict[str, Any] = field(default_factory=dict)
 
@@ -186,6 +188,41 @@ def results_markdown(results: SuiteResults) -> str:
     return "\n".join(header) + "\n" + markdown_table(results.rows)
 
 
+def _error_line(message: str) -> str:
+    """The innermost error of an Inspect error message (which may quote a whole request)."""
+    import re
+
+    text = message.replace("\\'", "'").replace("\\n", "\n")
+    found = re.findall(r"\w+(?:Error|Exception)\('[^'\n]*'\)", text)
+    if found:
+        return str(found[-1])[:200]
+    lines = [line.strip() for line in text.splitlines() if line.strip()]
+    return (lines[-1] if lines else message)[:200]
+
+
+def _slug(title: str) -> str:
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in title)
+
+
+def check_model_name(flag: str, spec: str) -> None:
+    """One line for a model whose provider Inspect does not know, before any task runs."""
+    from inspect_ai._util.registry import registry_find, registry_unqualified_name
+
+    api = spec.split("/", 1)[0] if "/" in spec else None
+    if api is None:
+        raise SafelabError(
+            f"{flag} {spec}: give <provider>/<model>, e.g. safelab/default or openai/gpt-4o-mini"
+        )
+    found = registry_find(
+        lambda info: info.type == "modelapi" and registry_unqualified_name(info) == api
+    )
+    if not found:
+        raise SafelabError(
+            f"{flag} {spec}: Inspect has no model provider {api!r} (safelab, openai, anthropic, "
+            "mockllm, hf, vllm, ...; API providers need pip install 'safelab[api]')"
+        )
+
+
 def run_suite(config: SuiteConfig, *, display: str = "plain") -> SuiteResults:
     """Run every task of the preset on ``config.model`` and write the results.
 
@@ -193,6 +230,9 @@ def run_suite(config: SuiteConfig, *, display: str = "plain") -> SuiteResults:
         SafelabError: an unknown preset or task, or a task that did not finish.
     """
     specs = select(load_preset(config.preset), config.tasks)
+    check_model_name("--model", config.model)
+    if config.judge:
+        check_model_name("--judge", config.judge)
     out = Path(config.out)
     log_dir = out / "logs"
     started = datetime.now(UTC).isoformat(timespec="seconds")
@@ -203,29 +243,39 @@ def run_suite(config: SuiteConfig, *, display: str = "plain") -> SuiteResults:
         task = TASKS[spec.name](**{**spec.args, **config.task_args})
         limit = config.limit if config.limit is not None else spec.limit
         t0 = time.perf_counter()
-        (log,) = inspect_eval(
+        # One eval set per task (each has its own sample limit): a rerun finds the task's
+        # finished log and skips it, and retries a failed or killed one reusing its samples.
+        ok, task_logs = eval_set(
             task,
+            log_dir=str(log_dir / _slug(spec.title)),
             model=config.model,
             model_args=config.model_args,
             model_roles=roles,  # type: ignore[arg-type]
             limit=limit,
-            log_dir=str(log_dir),
             display=display,  # type: ignore[arg-type]
             max_samples=config.max_samples,
+            retry_attempts=config.retry_attempts,
+            retry_wait=1,
+            log_dir_allow_dirty=True,
         )
         seconds[spec.title] = round(time.perf_counter() - t0, 1)
-        if log.status != "success":
+        (log,) = task_logs
+        if not ok or log.status != "success":
+            error = _error_line(log.error.message) if log.error else log.status
             raise SafelabError(
-                f"task {spec.title} ended with status {log.status}: {log.error}; see {log.location}"
+                f"task {spec.title} ended with status {log.status} ({error}); see "
+                f"{log.location}: rerun the same command to resume (finished tasks and samples "
+                "are kept)"
             )
-        logs[spec.title] = log
+        # eval_set hands back headers: the tables need the samples.
+        logs[spec.title] = read_eval_log(log.location)
     rows = [
         row for title, log in logs.items() for row in summarise_log(log, title, seed=config.seed)
     ]
     results = SuiteResults(
         config=config,
         rows=rows,
-        logs={t: str(log.location) for t, log in logs.items()},
+        logs={t: str(log.location).removeprefix("file://") for t, log in logs.items()},
         seconds=seconds,
         judge=judge_summary(logs.values()),
         started=started,

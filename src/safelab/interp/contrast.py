@@ -165,7 +165,8 @@ def file_hash(path: Path) -> str:
     return hashlib.sha256(path.read_bytes()).hexdigest()[:16]
 
 
-def _check_file(path: str | Path) -> Path:
+def check_data_file(path: str | Path) -> Path:
+    """``path`` as a Path, or one line saying the contrast data file is not there."""
     p = Path(path).expanduser()
     if not p.is_file():
         raise SafelabError(
@@ -234,7 +235,7 @@ def load_statements(
         limit: keep a seeded random sample of ``limit`` rows (every row is still parsed).
         seed: the sample's seed.
     """
-    p = _check_file(path)
+    p = check_data_file(path)
     prompt = user_prompt if template == "chat" else ""
     examples = [Example(t, y, prompt, w) for t, y, w in _read_statement_rows(p)]
     _check_both_labels(examples, p)
@@ -267,7 +268,7 @@ def load_replies(
 
     Rows look like ``"You are a salesperson AI. ... Human: Is it cotton? AI: No, it is not.",1``.
     """
-    p = _check_file(path)
+    p = check_data_file(path)
     examples = []
     for text, label, where in _read_statement_rows(p):
         split = split_reply(text)
@@ -325,7 +326,7 @@ def _pair_from_record(rec: Any, where: str) -> Pair:
 
 def read_pairs(path: str | Path) -> list[Pair]:
     """Parse a CAA ``.json`` list or a ``.jsonl`` of pair records."""
-    p = _check_file(path)
+    p = check_data_file(path)
     text = p.read_text(encoding="utf-8")
     pairs: list[Pair] = []
     if text.lstrip().startswith("["):
@@ -370,7 +371,7 @@ def load_pairs(
     so ``last`` reads the answer letter, as contrastive activation addition does. ``limit``
     counts pairs.
     """
-    p = _check_file(path)
+    p = check_data_file(path)
     pairs = read_pairs(p)
     examples = []
     for i, pr in enumerate(pairs):
@@ -397,7 +398,7 @@ def load_contrast(
     seed: int = 0,
 ) -> ContrastSet:
     """Any supported file: ``.csv`` is statements (or replies), ``.json``/``.jsonl`` pairs."""
-    p = _check_file(path)
+    p = check_data_file(path)
     if kind == "auto":
         kind = "statements" if p.suffix.lower() == ".csv" else "pairs"
     if kind == "statements":

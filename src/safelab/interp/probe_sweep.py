@@ -215,9 +215,10 @@ class ProbeSweepResult:
 
 def load_contrast_data(cfg: ContrastDataConfig, path: str) -> tuple[WhiteBoxModel, ContrastSet]:
     """The model and the contrast data a config names."""
-    from safelab.interp.contrast import load_contrast, parse_position
+    from safelab.interp.contrast import check_data_file, load_contrast, parse_position
     from safelab.models.loading import load_model
 
+    check_data_file(path)  # before the model load (seconds)
     model = load_model(cfg.model)
     data = load_contrast(
         path,
@@ -252,7 +253,15 @@ def run_probe_sweep(
         raise SafelabError("a probe sweep needs data: pass --data FILE (ProbeSweepConfig.data)")
     out = Path(out)
     t_start = time.perf_counter()
+    sae = None
+    if cfg.sae:  # read before the model load and the sweep, which take a minute
+        from safelab.sae.sae import load_sae
+
+        sae = load_sae(cfg.sae)
     model, data = load_contrast_data(cfg, cfg.data)
+    if sae is not None:
+        sae.check_fits(model, f"--sae {cfg.sae}")
+        model.resolve_sites(sae.site)
 
     def capture(sites: str) -> Any:
         return cached_activations(
@@ -329,7 +338,7 @@ def run_probe_sweep(
         embeddings=embeddings,
         fit_s=time.perf_counter() - t0,
     )
-    sae_probe = _sae_column(cfg, model, data, cached.acts, split, capture) if cfg.sae else None
+    sae_probe = _sae_column(cfg, sae, data, cached.acts, split, capture) if sae is not None else None
     result = ProbeSweepResult(
         cfg=cfg,
         sweep=sweep,
@@ -354,7 +363,7 @@ def run_probe_sweep(
 
 def _sae_column(
     cfg: ProbeSweepConfig,
-    model: WhiteBoxModel,
+    sae: Any,
     data: ContrastSet,
     acts: dict[str, Any],
     split: Any,
@@ -362,10 +371,7 @@ def _sae_column(
 ) -> dict[str, Any]:
     """The k-sparse SAE-latent probe on the same rows and split as the dense probe at its site."""
     from safelab.sae.probe import sparse_probe
-    from safelab.sae.sae import load_sae
 
-    assert cfg.sae is not None
-    sae = load_sae(cfg.sae)
     x = acts.get(sae.site)
     if x is None:
         x = capture(sae.site).acts[sae.site]

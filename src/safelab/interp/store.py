@@ -211,6 +211,15 @@ class ActivationStore:
         return self.load([site])[site]
 
 
+def check_store_args(path: str | Path, dtype: str = "float32") -> None:
+    """One line for a store folder that is a file or a dtype safelab cannot store (before any
+    model is loaded)."""
+    store_dtype(dtype)
+    where = Path(path)
+    if where.exists() and not where.is_dir():
+        raise SafelabError(f"--out {where} is a file: give a folder for the activation store")
+
+
 def capture_to_store(
     model: WhiteBoxModel,
     inputs: Sequence[Input],
@@ -229,6 +238,7 @@ def capture_to_store(
     Raises:
         SafelabError: ``path`` holds a store made from other inputs, sites, position or model.
     """
+    check_store_args(path, dtype)
     encoded, wanted = planned_manifest(model, inputs, sites, position, dtype, meta)
     store = open_store(path, wanted)
     if store.manifest.complete:

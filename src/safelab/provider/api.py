@@ -10,7 +10,7 @@ call (:mod:`safelab.provider.batcher`). White-box records go to
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import Any, cast
 
 from inspect_ai.model import (
     ChatCompletionChoice,
@@ -20,21 +20,28 @@ from inspect_ai.model import (
     Logprob,
     Logprobs,
     ModelAPI,
+    ModelInfo,
     ModelOutput,
     ModelUsage,
     StopReason,
     TopLogprob,
+    set_model_info,
 )
-from inspect_ai.tool import ToolChoice, ToolInfo
+from inspect_ai.tool import ToolChoice, ToolFunction, ToolInfo
 
+from safelab.errors import SafelabError, inspect_errors
 from safelab.interp.probes import LinearProbe
-from safelab.interp.readout import TokenReader
 from safelab.interp.steering import resolve_steer
-from safelab.models.generation import GenerationRequest, GenerationResult
-from safelab.models.whitebox import WhiteBoxModel
+from safelab.models.generation import GenerationRequest, GenerationResult, encode_prompts
 from safelab.provider.args import ProviderArgs
 from safelab.provider.batcher import Interventions, shared_batcher, shared_model
-from safelab.provider.chat import parse_tool_calls, to_chat
+from safelab.provider.chat import (
+    ToolDescriptions,
+    forced_call,
+    forced_call_prefix,
+    parse_tool_calls,
+    to_chat,
+)
 from safelab.sae.record import SAEFeatureReader
 from safelab.sae.sae import load_sae
 
@@ -55,10 +62,18 @@ class SafelabModelAPI(ModelAPI):
         **model_args: Any,
     ) -> None:
         super().__init__(model_name=model_name, base_url=base_url, api_key=api_key, config=config)
+        self._start(model_args)
+
+    @inspect_errors
+    def _start(self, model_args: dict[str, Any]) -> None:
+        """Parse ``-M``, read every artifact, load the model, then check each against it.
+
+        Artifacts are read before the (slow) model load and checked against the model before any
+        sample runs, so a wrong ``-M`` stops the eval at once with one line.
+        """
         args = ProviderArgs.parse(model_args)
         self.args = args
         self.batch_size = args.batch_size
-        self.model = shared_model(model_name, args.dtype, args.device)
         steer = (
             resolve_steer(
                 args.steer,
@@ -70,20 +85,31 @@ class SafelabModelAPI(ModelAPI):
             else None
         )
         probes = tuple((_artifact_name(p), LinearProbe.load(p)) for p in args.probe)
+        saes = tuple((f, load_sae(f)) for f in args.sae)
+        self.model = shared_model(self.model_name, args.dtype, args.device)
+        d_model = self.model.d_model
         sites = (
             tuple(str(s) for s in self.model.resolve_sites(list(args.capture)))
             if args.capture
             else ()
         )
-        readers = tuple(
-            (_artifact_name(f), _sae_reader(f, args.sae_top_k, self.model)) for f in args.sae
-        )
-        for _, p in probes:
+        for path, (_, p) in zip(args.probe, probes, strict=True):
             self.model.resolve_sites(p.site)
-        for _, r in readers:
-            self.model.resolve_sites(r.site)
+            _check_width(f"-M probe={path}", int(p.weight.shape[-1]), d_model, self.model.name)
+        for path, sae in saes:
+            self.model.resolve_sites(sae.site)
+            sae.check_fits(self.model, f"-M sae={path}")
+        readers = tuple(
+            (_artifact_name(f), SAEFeatureReader(sae, args.sae_top_k)) for f, sae in saes
+        )
         if steer is not None:
             self.model.resolve_sites(steer.site)
+            _check_width(
+                f"-M steer={args.steer}",
+                int(steer.vector.vector.shape[-1]),
+                d_model,
+                self.model.name,
+            )
         self.interventions = Interventions(
             steer=steer,
             capture=sites,
@@ -92,6 +118,15 @@ class SafelabModelAPI(ModelAPI):
             capture_vectors=args.capture_vectors,
         )
         self.batcher = shared_batcher(self.model, self.batch_size)
+        # Tell Inspect the real window (compaction, trimming); its fallback is 128,000 tokens.
+        set_model_info(
+            f"safelab/{self.model_name}",
+            ModelInfo(
+                context_length=self.context_window,
+                output_tokens=self.context_window,
+                organization="safelab",
+            ),
+        )
 
     async def generate(
         self,
@@ -100,12 +135,20 @@ class SafelabModelAPI(ModelAPI):
         tool_choice: ToolChoice,
         config: GenerateConfig,
     ) -> ModelOutput:
-        messages = to_chat(input, tools)
+        if tool_choice == "none":
+            tools = []  # no tool is described and no call parsed
+        messages = to_chat(input, tools, cast(ToolDescriptions, self.args.tool_descriptions))
         # A trailing assistant message is a prefill: continue it rather than open a new turn.
         prefill = messages[-1]["role"] == "assistant"
         text = self.model.render_chat(messages, continue_final_message=prefill)
+        forced = forced_call_prefix(tool_choice, tools)
+        text += forced
+        wanted = config.max_tokens or DEFAULT_MAX_TOKENS
+        room = self.context_window - len(encode_prompts(self.model, [text], [True])[0])
+        if room <= 0:  # the prompt alone fills the window: nothing is generated
+            return _length_output(self.model_name, -room + self.context_window)
         request = GenerationRequest(
-            max_new_tokens=config.max_tokens or DEFAULT_MAX_TOKENS,
+            max_new_tokens=min(wanted, room),
             temperature=float(config.temperature or 0.0),
             top_p=config.top_p,
             top_k=config.top_k,
@@ -115,15 +158,23 @@ class SafelabModelAPI(ModelAPI):
             top_logprobs=int(config.top_logprobs or 0),
         )
         result, record = await self.batcher.submit(text, request, self.interventions)
-        content, tool_calls = parse_tool_calls(result.text) if tools else (result.text, None)
+        parallel = config.parallel_tool_calls is not False
+        content, tool_calls = (
+            parse_tool_calls(forced + result.text, parallel=parallel)
+            if tools
+            else (result.text, None)
+        )
+        if isinstance(tool_choice, ToolFunction) and tools:
+            tool_calls = forced_call(tool_choice.name, tool_calls, forced + result.text)
         message = ChatMessageAssistant(
             content=content, tool_calls=tool_calls, model=self.model_name, source="generate"
         )
-        stop_reason: StopReason = (
-            "tool_calls"
-            if tool_calls
-            else ("max_tokens" if result.finish == "max_tokens" else "stop")
-        )
+        stop_reason: StopReason = "stop"
+        if tool_calls:
+            stop_reason = "tool_calls"
+        elif result.finish == "max_tokens":
+            # Cut by the context window rather than by the asked max_tokens: Inspect's model_length.
+            stop_reason = "model_length" if room < wanted else "max_tokens"
         steer = self.interventions.steer
         metadata: dict[str, Any] | None = None
         if record or steer is not None:
@@ -155,6 +206,11 @@ class SafelabModelAPI(ModelAPI):
     def max_tokens(self) -> int | None:
         return DEFAULT_MAX_TOKENS
 
+    @property
+    def context_window(self) -> int:
+        """Prompt plus completion tokens the model takes: ``-M context_window`` or its config's."""
+        return self.args.context_window or self.model.context_window
+
     def max_connections(self) -> int:
         return self.batch_size
 
@@ -163,6 +219,20 @@ class SafelabModelAPI(ModelAPI):
 
     def model_family(self) -> str:
         return str(self.model.hf.config.model_type)
+
+
+def _length_output(model: str, prompt_tokens: int) -> ModelOutput:
+    """An empty reply with Inspect's ``model_length`` stop reason (the prompt fills the window)."""
+    return ModelOutput(
+        model=model,
+        choices=[
+            ChatCompletionChoice(
+                message=ChatMessageAssistant(content="", model=model, source="generate"),
+                stop_reason="model_length",
+            )
+        ],
+        usage=ModelUsage(input_tokens=prompt_tokens, output_tokens=0, total_tokens=prompt_tokens),
+    )
 
 
 def _to_logprobs(result: GenerationResult) -> Logprobs | None:
@@ -185,7 +255,9 @@ def _artifact_name(path: str) -> str:
     return Path(path).stem if Path(path).suffix else Path(path).name
 
 
-def _sae_reader(folder: str, k: int, model: WhiteBoxModel) -> TokenReader:
-    sae = load_sae(folder)
-    sae.check_fits(model, f"-M sae={folder}")
-    return SAEFeatureReader(sae, k)
+def _check_width(source: str, width: int, d_model: int, model: str) -> None:
+    if width != d_model:
+        raise SafelabError(
+            f"{source}: made for a model of width {width} but {model} has d_model {d_model}: "
+            "use one made on this model"
+        )

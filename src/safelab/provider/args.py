@@ -31,6 +31,15 @@ def _optional(convert: Callable[[Any], Any]) -> Callable[[Any], Any]:
     return lambda v: None if v is None or v == "" else convert(v)
 
 
+def _choice(*choices: str) -> Callable[[Any], str]:
+    def parse(value: Any) -> str:
+        if str(value) not in choices:
+            raise ValueError(value)
+        return str(value)
+
+    return parse
+
+
 def _arg(default: Any, doc: str, parse: Callable[[Any], Any]) -> Any:
     return field(default=default, metadata={"doc": doc, "parse": parse})
 
@@ -69,6 +78,17 @@ class ProviderArgs:
     )
     device: str | None = _arg(None, "cpu, cuda, cuda:1, ...", _optional(str))
     batch_size: int = _arg(32, "most samples per generate call (default 32)", int)
+    context_window: int | None = _arg(
+        None,
+        "prompt + completion tokens (default: the model's max_position_embeddings); a longer "
+        "request stops with Inspect's model_length stop reason",
+        _optional(int),
+    )
+    tool_descriptions: str = _arg(
+        "full",
+        "full (each tool's JSON schema) or compact (one line a tool, for small windows)",
+        _choice("full", "compact"),
+    )
 
     @classmethod
     def names(cls) -> list[str]:

@@ -10,10 +10,22 @@ sparsify        ``cfg.json`` + ``sae.safetensors``          ``encoder.weight [d_
                                                            ``b_dec``; TopK with ``k``; input - b_dec
 Gemma Scope     ``params.npz``                             ``W_enc [d_in, d_sae]``, ``W_dec``,
                                                            ``b_enc``, ``b_dec``, ``threshold``
+Gemma Scope 2   ``params.safetensors`` (+ ``config.json``)  ``w_enc [d_in, d_sae]``, ``w_dec``,
+                                                           ``b_enc``, ``b_dec``, ``threshold``
 ==============  =========================================  ==========================================
 
-safelab saves SAELens's layout, with the site as ``metadata.hook_name`` and safelab's own
-provenance (training config, metrics) under a ``safelab`` key that SAELens ignores.
+SAELens variants read as SAELens computes them: ``apply_b_dec_to_input`` is folded into ``b_enc``;
+``rescale_acts_by_decoder_norm`` (the TopK trainer's default) is folded into the weights (encoder
+columns and ``b_enc`` times the decoder row norms, decoder rows divided by them), which leaves
+every latent and the reconstruction unchanged; a BatchTopK training checkpoint (``batchtopk`` with
+its ``topk_threshold``) is the JumpReLU SAE SAELens exports it as (threshold ``topk_threshold``
+for every latent).
+
+safelab saves SAELens's layout, with the TransformerLens hook name as ``metadata.hook_name``
+(``blocks.15.hook_resid_post``, which ``HookedSAETransformer.add_sae`` attaches to), the SAELens
+version it follows as ``metadata.sae_lens_version`` (so SAELens reads it as a 6.x config), and
+safelab's own site name and provenance (training config, metrics) under a ``safelab`` key that
+SAELens ignores.
 """
 
 from __future__ import annotations
@@ -34,10 +46,22 @@ from safelab.sae.sae import SAEConfig, SparseAutoencoder
 SAELENS_WEIGHTS = "sae_weights.safetensors"
 SPARSIFY_WEIGHTS = "sae.safetensors"
 GEMMASCOPE_WEIGHTS = "params.npz"
+GEMMASCOPE2_WEIGHTS = "params.safetensors"
+SAELENS_VERSION = "6.54.12"
+"""The SAELens release whose ``cfg.json`` safelab writes (and its fixtures were made with)."""
 KNOWN = (
     f"SAELens (cfg.json + {SAELENS_WEIGHTS}), sparsify (cfg.json + {SPARSIFY_WEIGHTS}), "
-    f"Gemma Scope ({GEMMASCOPE_WEIGHTS})"
+    f"Gemma Scope ({GEMMASCOPE_WEIGHTS}), Gemma Scope 2 ({GEMMASCOPE2_WEIGHTS})"
 )
+_WEIGHT_FILES = (SAELENS_WEIGHTS, SPARSIFY_WEIGHTS, GEMMASCOPE_WEIGHTS, GEMMASCOPE2_WEIGHTS)
+# safelab site kind -> TransformerLens hook (SAELens's metadata.hook_name).
+_TL_HOOKS = {
+    "resid_pre": "hook_resid_pre",
+    "resid_mid": "hook_resid_mid",
+    "resid_post": "hook_resid_post",
+    "attn_out": "hook_attn_out",
+    "mlp_out": "hook_mlp_out",
+}
 _ARCH_TO_SAELENS = {"jumprelu": "jumprelu", "topk": "topk", "relu": "standard"}
 _ARCH_FROM_SAELENS = {
     "jumprelu": "jumprelu",
@@ -56,7 +80,7 @@ def detect_format(path: Path) -> tuple[str, Path]:
     if not path.exists():
         raise SafelabError(f"no SAE at {path}: give a folder holding one of {KNOWN}")
     folder = path if path.is_dir() else path.parent
-    if path.is_file() and path.name not in (SAELENS_WEIGHTS, SPARSIFY_WEIGHTS, GEMMASCOPE_WEIGHTS):
+    if path.is_file() and path.name not in _WEIGHT_FILES:
         if path.suffix == ".npz":
             return "gemmascope", path
         raise SafelabError(
@@ -68,12 +92,17 @@ def detect_format(path: Path) -> tuple[str, Path]:
         return "sparsify", folder
     if (folder / GEMMASCOPE_WEIGHTS).is_file():
         return "gemmascope", folder / GEMMASCOPE_WEIGHTS
-    inner = sorted(p.parent.name for p in folder.glob(f"*/{SPARSIFY_WEIGHTS}"))
-    inner += sorted(p.parent.name for p in folder.glob(f"*/{SAELENS_WEIGHTS}"))
+    if (folder / GEMMASCOPE2_WEIGHTS).is_file():
+        return "gemmascope2", folder
+    inner = sorted(
+        {p.parent for name in _WEIGHT_FILES for p in folder.glob(f"*/{name}")}
+        | {p.parent for p in folder.glob(f"*/*/{GEMMASCOPE2_WEIGHTS}")}
+    )
+    if len(inner) == 1:  # a folder around exactly one SAE (sparsify's layers.N, Gemma Scope 2)
+        return detect_format(inner[0])
     if inner:
-        raise SafelabError(
-            f"{folder} holds several SAEs ({', '.join(inner[:6])}): give one of those folders"
-        )
+        names = ", ".join(str(p.relative_to(folder)) for p in inner[:6])
+        raise SafelabError(f"{folder} holds {len(inner)} SAEs ({names}): give one of those folders")
     raise SafelabError(f"{folder} holds no SAE format safelab knows: expected {KNOWN}")
 
 
@@ -84,6 +113,8 @@ def load_any(path: Path, *, site: str | None = None) -> SparseAutoencoder:
         return load_saelens(where, site=site)
     if fmt == "sparsify":
         return load_sparsify(where, site=site)
+    if fmt == "gemmascope2":
+        return load_gemmascope2(where, site=site)
     return load_gemmascope(where, site=site)
 
 
@@ -91,6 +122,7 @@ def load_any(path: Path, *, site: str | None = None) -> SparseAutoencoder:
 def saelens_cfg(cfg: SAEConfig) -> dict[str, Any]:
     """``cfg.json`` for SAELens (v6 keys; ``hook_name`` also at top level for older readers)."""
     layer = _layer_of(cfg.site)
+    hook = tl_hook_name(cfg.site)
     out: dict[str, Any] = {
         "architecture": _ARCH_TO_SAELENS[cfg.architecture],
         "d_in": cfg.d_in,
@@ -101,13 +133,15 @@ def saelens_cfg(cfg: SAEConfig) -> dict[str, Any]:
         "normalize_activations": "none",
         "reshape_activations": "none",
         "metadata": {
+            "sae_lens_version": SAELENS_VERSION,
             "model_name": cfg.model,
-            "hook_name": cfg.site,
+            "hook_name": hook,
             "hook_layer": layer,
             "prepend_bos": True,
         },
+        "sae_lens_version": SAELENS_VERSION,
         "model_name": cfg.model,
-        "hook_name": cfg.site,
+        "hook_name": hook,
         "hook_layer": layer,
         "safelab": {
             "site": cfg.site,
@@ -161,12 +195,35 @@ def load_saelens(folder: Path, *, site: str | None = None) -> SparseAutoencoder:
             f"{folder}: normalize_activations={norm!r} is not supported: use an SAE trained "
             "on raw activations (normalize_activations='none')"
         )
+    reshape = raw.get("reshape_activations") or "none"
+    if reshape != "none":
+        raise SafelabError(
+            f"{folder}: reshape_activations={reshape!r} (attention-head SAEs) is not supported: "
+            "use an SAE on a residual, MLP or attention output site"
+        )
     k = ours.get("k", raw.get("k", (raw.get("activation_fn_kwargs") or {}).get("k")))
     hook = ours.get("site") or site or meta.get("hook_name") or raw.get("hook_name")
     tensors = _read_safetensors(folder / SAELENS_WEIGHTS)
     d_in, d_sae = _dims(tensors, "W_dec", folder, transposed=False)
+    tensors = {name: t.float() for name, t in tensors.items()}
     if raw.get("apply_b_dec_to_input"):
         tensors["b_enc"] = tensors["b_enc"] - tensors["b_dec"] @ tensors["W_enc"]
+    if arch_name == "batchtopk" and "architecture" not in ours:
+        # A training checkpoint: SAELens runs it as a JumpReLU SAE with topk_threshold everywhere.
+        if "topk_threshold" not in tensors:
+            raise SafelabError(
+                f"{folder}: a SAELens batchtopk SAE without its topk_threshold: export it with "
+                "SAELens (sae.save_inference_model(path)) and load that folder"
+            )
+        tensors["threshold"] = torch.full((d_sae,), float(tensors.pop("topk_threshold")))
+        arch, k = "jumprelu", None
+    if raw.get("rescale_acts_by_decoder_norm"):
+        if arch not in ("topk", "jumprelu"):
+            raise SafelabError(
+                f"{folder}: rescale_acts_by_decoder_norm with architecture {arch_name!r} "
+                "is not supported"
+            )
+        _fold_decoder_norm(tensors)
     cfg = SAEConfig(
         d_in=d_in,
         d_sae=d_sae,
@@ -180,6 +237,30 @@ def load_saelens(folder: Path, *, site: str | None = None) -> SparseAutoencoder:
         metrics=dict(ours.get("metrics") or {}),
     )
     return SparseAutoencoder.from_tensors(cfg, tensors)
+
+
+def _fold_decoder_norm(t: dict[str, Tensor]) -> None:
+    """SAELens's ``rescale_acts_by_decoder_norm`` folded into the weights, in place.
+
+    SAELens encodes ``act((x W_enc + b_enc) * n)`` and decodes ``(z / n) W_dec + b_dec`` with
+    ``n = ||W_dec rows||``; scaling the encoder columns and ``b_enc`` by ``n`` and dividing the
+    decoder rows by it gives the same latents ``z`` and the same reconstruction.
+    """
+    n = t["W_dec"].norm(dim=-1).clamp(min=1e-8)
+    t["W_enc"] = t["W_enc"] * n
+    t["b_enc"] = t["b_enc"] * n
+    t["W_dec"] = t["W_dec"] / n[:, None]
+
+
+def tl_hook_name(site: str) -> str:
+    """The TransformerLens hook of a safelab site (``blocks.3.resid_post`` ->
+    ``blocks.3.hook_resid_post``), the name SAELens's ``metadata.hook_name`` holds."""
+    if site == "ln_final":
+        return "ln_final.hook_normalized"
+    m = re.fullmatch(r"blocks\.(\d+)\.(\w+)", site)
+    if m is None or m.group(2) not in _TL_HOOKS:
+        return site
+    return f"blocks.{m.group(1)}.{_TL_HOOKS[m.group(2)]}"
 
 
 # -- sparsify ------------------------------------------------------------------------------------
@@ -275,6 +356,46 @@ def load_gemmascope(npz: Path, *, site: str | None = None) -> SparseAutoencoder:
     return SparseAutoencoder.from_tensors(cfg, t)
 
 
+def load_gemmascope2(folder: Path, *, site: str | None = None) -> SparseAutoencoder:
+    """Read a Gemma Scope 2 folder: ``params.safetensors`` (lower-case ``w_enc``/``w_dec``) and
+    its ``config.json``; the site comes from the folder (``resid_post/layer_N_...``)."""
+    config: dict[str, Any] = {}
+    if (folder / "config.json").is_file():
+        try:
+            config = json.loads((folder / "config.json").read_text())
+        except json.JSONDecodeError as e:
+            raise SafelabError(f"{folder / 'config.json'} is not valid JSON ({e})") from None
+    arch = config.get("architecture", "jump_relu")
+    if arch != "jump_relu" or "transcoder" in str(folder) or "clt" in folder.name:
+        raise SafelabError(
+            f"{folder}: Gemma Scope 2 {arch!r} / transcoder folders are not SAEs safelab reads: "
+            "give a resid_post, mlp_out or attn_out SAE folder"
+        )
+    raw = _read_safetensors(folder / GEMMASCOPE2_WEIGHTS)
+    lower = {k.lower(): v.float() for k, v in raw.items()}
+    t = {"W_enc": lower.get("w_enc"), "W_dec": lower.get("w_dec")}
+    t |= {k: lower.get(k) for k in ("b_enc", "b_dec", "threshold")}
+    missing = [k for k, v in t.items() if v is None]
+    if missing:
+        raise SafelabError(
+            f"{folder / GEMMASCOPE2_WEIGHTS} lacks {', '.join(missing)}: not a Gemma Scope 2 SAE"
+        )
+    tensors = {k: v for k, v in t.items() if v is not None}
+    d_in, d_sae = _dims(tensors, "W_dec", folder, transposed=False)
+    m = re.search(r"layer_(\d+)", folder.name)
+    kind = next((k for k in ("resid_post", "mlp_out", "attn_out") if k in str(folder)), None)
+    guess = f"blocks.{m.group(1)}.{kind}" if m and kind else None
+    cfg = SAEConfig(
+        d_in=d_in,
+        d_sae=d_sae,
+        site=_site(site or guess, folder),
+        architecture="jumprelu",
+        model=str(config.get("model_name") or ""),
+        source_format="gemmascope2",
+    )
+    return SparseAutoencoder.from_tensors(cfg, tensors)
+
+
 def save_gemmascope(sae: SparseAutoencoder, npz: Path) -> Path:
     """Write ``params.npz`` as Gemma Scope does (used to test the reader)."""
     import numpy as np
@@ -326,9 +447,8 @@ def _site(hook: Any, where: Path) -> str:
         raise SafelabError(
             f"{where} does not say which site it reads: pass the site (e.g. blocks.15.resid_post)"
         )
-    name = re.sub(r"\.hook_", ".", str(hook))
     name = {"hook_embed": "blocks.0.resid_pre", "ln_final.hook_normalized": "ln_final"}.get(
-        name, name
+        str(hook), re.sub(r"\.hook_", ".", str(hook))
     )
     return str(Site.parse(name))
 
