@@ -15,7 +15,7 @@ from typing import Any
 
 from safelab.commands.options import add_ray_option
 from safelab.distributed import ray_address
-from safelab.errors import SafelabError, one_line
+from safelab.errors import one_line
 
 # Subcommand modules that register themselves: ``register(subparsers)``. Missing ones are
 # skipped so that a partial install still offers the rest.

@@ -338,7 +338,9 @@ def run_probe_sweep(
         embeddings=embeddings,
         fit_s=time.perf_counter() - t0,
     )
-    sae_probe = _sae_column(cfg, sae, data, cached.acts, split, capture) if sae is not None else None
+    sae_probe = (
+        _sae_column(cfg, sae, data, cached.acts, split, capture) if sae is not None else None
+    )
     result = ProbeSweepResult(
         cfg=cfg,
         sweep=sweep,
