@@ -50,10 +50,10 @@ def seed_cache(model, folder: Path, out: Path, cfg: HallucinationConfig) -> list
         said = wrong if k % 3 == 0 else right
         text = f"{e} is a city in {said}." if k % 7 else f"I do not know where {e} is."
         q = table.question(e)
-        prompt = model.tokenizer(model.render_chat([{"role": "user", "content": q}]))["input_ids"]
+        prompt = model.tokenizer(model.render_chat(table.messages(e)))["input_ids"]
         ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
         samples = [f"It is in {said if said == right else COUNTRIES[j]}." for j in range(3)]
-        a = Answer("cities", e, q, text, prompt, ids, samples, generation_key(model.name, q, settings))
+        a = Answer("cities", e, q, text, prompt, ids, samples, generation_key(model.name, json.dumps(table.messages(e)), settings))
         lines.append(json.dumps(a.to_dict()))
     (out / "generations").mkdir(parents=True)
     (out / "generations" / "cities.jsonl").write_text("\n".join(lines) + "\n")
@@ -100,6 +100,7 @@ def test_run_labels_spans_trains_probe_and_writes_outputs(tiny, tmp_path: Path) 
     # a random tiny model's probe is no better than a perfect consistency score: flagged
     assert any(f["flag"] == "probe_not_above_consistency" for f in res.flags)
     assert (out / "probe" / "cfg.json").is_file() and (out / "view.html").is_file()
+    _check_view_in_chromium(out / "view.html", res, tmp_path / "profile")
     saved = json.loads((out / "metrics.json").read_text())
     assert saved["config"]["tables"] == ["cities"] and saved["config"]["seed"] == 0
     assert len((out / "spans.jsonl").read_text().splitlines()) == 34
@@ -122,6 +123,26 @@ def test_run_labels_spans_trains_probe_and_writes_outputs(tiny, tmp_path: Path) 
     assert given.generated == 0
     assert given.metrics["main"]["split"]["n_test_spans"] == 34
     assert given.metrics["main"]["site"] == main["site"]
+
+
+def _check_view_in_chromium(page: Path, res, profile: Path) -> None:
+    """Headless Chromium renders every answer, its coloured tokens and the true labels."""
+    import re
+
+    from tests.browser import dump_dom
+
+    dom = dump_dom(page, profile)
+    rows = re.findall(r"<tr>.*?</tr>", dom.split("<tbody>")[1], flags=re.S)
+    assert len(rows) == len(res.answers) == 40
+    labels = re.findall(r'data-label="(\w+)"', dom)
+    assert labels.count("fabricated") == res.metrics["n_fabricated"]
+    assert labels.count("supported") == res.metrics["n_spans"] - res.metrics["n_fabricated"]
+    assert dom.count(">excluded<") == 6
+    assert len(re.findall(r'class="tok[^"]*" style="background:rgb\(255,\d+,\d+\)"', dom)) > 40
+    assert dom.count('class="tok span"') >= res.metrics["n_spans"]
+    # an answer's tokens, joined, are its text (nothing lost to per-token decoding)
+    first = re.findall(r'<span class="tok[^"]*"[^>]*>([^<]*)</span>', rows[0])
+    assert "".join(first).replace("&amp;", "&") == res.answers[0].text
 
 
 def test_generation_cache_resumes_without_regenerating(tiny, tmp_path: Path) -> None:

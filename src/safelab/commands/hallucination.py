@@ -52,12 +52,22 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--resamples", type=int, default=d.n_resamples, help="bootstrap resamples")
     p.add_argument("--batch-size", type=int, default=d.batch_size)
     p.add_argument("--device", default=None, help="cpu (default), cuda, ...")
+    p.add_argument(
+        "--threads",
+        type=int,
+        default=None,
+        help="torch CPU threads (default: torch's; 1 is faster on oversubscribed cores)",
+    )
     p.set_defaults(func=cmd_hallucination)
 
 
 def cmd_hallucination(args: argparse.Namespace) -> int:
     from safelab.hallucination.run import HallucinationConfig, run_hallucination
 
+    if args.threads:
+        import torch
+
+        torch.set_num_threads(args.threads)
     cfg = HallucinationConfig(
         tables=_names(args.tables),
         data_dir=args.data_dir,

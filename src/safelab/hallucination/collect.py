@@ -93,7 +93,7 @@ def generate_answers(
     }
     cached = read_cache(cache_path)
     wanted = [
-        (e, table.question(e), generation_key(model.name, table.question(e), settings))
+        (e, table.question(e), generation_key(model.name, json.dumps(table.messages(e)), settings))
         for e in entities
     ]
     todo = [w for w in wanted if w[2] not in cached]
@@ -101,7 +101,7 @@ def generate_answers(
     greedy = GenerationRequest(max_new_tokens=max_new_tokens)
     for b in range(0, len(todo), batch_size):
         batch = todo[b : b + batch_size]
-        texts = [model.render_chat([{"role": "user", "content": q}]) for _, q, _ in batch]
+        texts = [model.render_chat(table.messages(e)) for e, _, _ in batch]
         results = generate_batch(model, texts, greedy)
         samples: list[list[str]] = [[] for _ in batch]
         for k in range(n_samples):

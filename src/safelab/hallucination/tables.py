@@ -64,6 +64,7 @@ class FactTable:
     case_sensitive: bool = False
     lines: dict[str, int] = field(default_factory=dict)
     """entity -> the file line of its first true row (for messages and the HTML view)."""
+    system: str = ""
 
     @property
     def entities(self) -> list[str]:
@@ -79,6 +80,11 @@ class FactTable:
 
     def question(self, entity: str) -> str:
         return self.prompt.format(entity=entity)
+
+    def messages(self, entity: str) -> list[dict[str, str]]:
+        """The chat that asks about ``entity`` (the shipped system prompt, then the question)."""
+        head = [{"role": "system", "content": self.system}] if self.system else []
+        return [*head, {"role": "user", "content": self.question(entity)}]
 
 
 def canonical(value: str) -> str:
@@ -175,6 +181,7 @@ def parse_table(
         cues=tuple(spec.get("cues") or ()),
         case_sensitive=case_sensitive,
         lines=lines,
+        system=str(specs.get("system") or ""),
     )
 
 

@@ -29,7 +29,7 @@ from typing import Any
 
 from inspect_ai import Task, task
 from inspect_ai.dataset import MemoryDataset, Sample
-from inspect_ai.model import GenerateConfig, get_model
+from inspect_ai.model import ChatMessageSystem, ChatMessageUser, GenerateConfig, get_model
 from inspect_ai.scorer import Score, Scorer, Target, mean, scorer, stderr
 from inspect_ai.solver import Generate, Solver, TaskState, generate, solver
 
@@ -63,7 +63,12 @@ def table_samples(tables: list[str], n: int | None, seed: int, data_dir: str) ->
             out.append(
                 Sample(
                     id=f"{name}:{e}",
-                    input=table.question(e),
+                    input=[
+                        ChatMessageSystem(content=m["content"])
+                        if m["role"] == "system"
+                        else ChatMessageUser(content=m["content"])
+                        for m in table.messages(e)
+                    ],
                     target=sorted(table.valid(e)),
                     metadata={"table": name, "entity": e, "data_dir": folder},
                 )
