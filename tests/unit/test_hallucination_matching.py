@@ -83,18 +83,33 @@ def test_tables_parse_entities_valid_attributes_and_vocabulary(data: Path) -> No
     assert inventors.facts["Gideon Sundback"] == {"Sweden", "U.S."}  # "a/b" is two attributes
     assert inventors.facts["Thomas Edison"] == {"U.S."}  # the false row adds vocabulary only
     assert "France" in inventors.vocabulary
-    assert cities.question("Lagos") == "Which country is the city of Lagos in? Answer in one short sentence."
+    assert (
+        cities.question("Lagos")
+        == "Which country is the city of Lagos in? Answer in one short sentence."
+    )
 
 
 def test_supported_and_fabricated(data: Path) -> None:
-    assert label(data, "cities", "Krasnodar", "Krasnodar is a city in Russia.") == ("Russia", SUPPORTED)
-    assert label(data, "cities", "Krasnodar", "It is in South Africa.") == ("South Africa", FABRICATED)
+    assert label(data, "cities", "Krasnodar", "Krasnodar is a city in Russia.") == (
+        "Russia",
+        SUPPORTED,
+    )
+    assert label(data, "cities", "Krasnodar", "It is in South Africa.") == (
+        "South Africa",
+        FABRICATED,
+    )
 
 
 def test_aliases_map_to_the_tables_spelling(data: Path) -> None:
     for said in ("the United States", "the USA", "the U.S.", "America"):
-        assert label(data, "inventors", "Thomas Edison", f"He lived in {said}.") == ("U.S.", SUPPORTED)
-    assert label(data, "cities", "Houston", "Houston is in the USA.") == ("United States", SUPPORTED)
+        assert label(data, "inventors", "Thomas Edison", f"He lived in {said}.") == (
+            "U.S.",
+            SUPPORTED,
+        )
+    assert label(data, "cities", "Houston", "Houston is in the USA.") == (
+        "United States",
+        SUPPORTED,
+    )
     assert label(data, "inventors", "Michael Faraday", "He lived in Great Britain.") == (
         "U.K.",
         SUPPORTED,
@@ -109,14 +124,23 @@ def test_case_insensitive_words_but_case_sensitive_symbols(data: Path) -> None:
 
 
 def test_any_valid_attribute_of_the_entity_is_supported(data: Path) -> None:
-    assert label(data, "inventors", "Gideon Sundback", "He lived in Sweden.") == ("Sweden", SUPPORTED)
-    assert label(data, "inventors", "Gideon Sundback", "He lived in the U.S.") == ("U.S.", SUPPORTED)
+    assert label(data, "inventors", "Gideon Sundback", "He lived in Sweden.") == (
+        "Sweden",
+        SUPPORTED,
+    )
+    assert label(data, "inventors", "Gideon Sundback", "He lived in the U.S.") == (
+        "U.S.",
+        SUPPORTED,
+    )
     assert label(data, "inventors", "Gideon Sundback", "He lived in France.") == (
         "France",
         FABRICATED,
     )
     assert label(data, "inventors", "Gideon Sundback", "He lived in Japan.") is None  # not in table
-    assert label(data, "inventors", "Ada Lovelace", "She lived in Germany.") == ("Germany", FABRICATED)
+    assert label(data, "inventors", "Ada Lovelace", "She lived in Germany.") == (
+        "Germany",
+        FABRICATED,
+    )
     # implied attributes: England is in the United Kingdom
     assert label(data, "inventors", "Joseph Swan", "He lived in the United Kingdom.") == (
         "U.K.",
@@ -139,10 +163,16 @@ def test_partial_matches_longest_and_whole_words(data: Path) -> None:
         "Papua New Guinea",
         FABRICATED,
     )
-    assert label(data, "cities", "Krasnodar", "It is in South Africa") == ("South Africa", FABRICATED)
+    assert label(data, "cities", "Krasnodar", "It is in South Africa") == (
+        "South Africa",
+        FABRICATED,
+    )
     assert label(data, "animal_class", "horse", "Horses are mammalian.") is None  # not a word match
     assert label(data, "animal_class", "horse", "Horses are mammals.") == ("mammal", SUPPORTED)
-    assert label(data, "animal_class", "horse", "They are birds, not mammals.") == ("bird", FABRICATED)
+    assert label(data, "animal_class", "horse", "They are birds, not mammals.") == (
+        "bird",
+        FABRICATED,
+    )
 
 
 def test_entity_name_is_masked(data: Path) -> None:
@@ -158,7 +188,10 @@ def test_cue_words_skip_text_before_them(data: Path) -> None:
         "I",
         SUPPORTED,
     )
-    assert label(data, "element_symb", "Iodine", "In short, its symbol is In.") == ("In", FABRICATED)
+    assert label(data, "element_symb", "Iodine", "In short, its symbol is In.") == (
+        "In",
+        FABRICATED,
+    )
     assert label(data, "sp_en_trans", "y", "The word 'y' is short and means 'and'.") == (
         "and",
         SUPPORTED,
@@ -175,7 +208,9 @@ def test_no_attribute_is_excluded(data: Path) -> None:
 def test_unknown_table_and_malformed_rows(data: Path) -> None:
     with pytest.raises(SafelabError, match="unknown fact table 'planets'.*cities"):
         load_table("planets", data)
-    (data / "element_symb.csv").write_text("statement,label\nHelium has the symbol He.,1\nbroken row,1\n")
+    (data / "element_symb.csv").write_text(
+        "statement,label\nHelium has the symbol He.,1\nbroken row,1\n"
+    )
     with pytest.raises(SafelabError, match=r"element_symb.csv:3: statement 'broken row'"):
         load_table("element_symb", data)
     (data / "element_symb.csv").write_text("statement,label\nHelium has the symbol He.,yes\n")

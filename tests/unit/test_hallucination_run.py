@@ -53,7 +53,16 @@ def seed_cache(model, folder: Path, out: Path, cfg: HallucinationConfig) -> list
         prompt = model.tokenizer(model.render_chat(table.messages(e)))["input_ids"]
         ids = model.tokenizer(text, add_special_tokens=False)["input_ids"]
         samples = [f"It is in {said if said == right else COUNTRIES[j]}." for j in range(3)]
-        a = Answer("cities", e, q, text, prompt, ids, samples, generation_key(model.name, json.dumps(table.messages(e)), settings))
+        a = Answer(
+            "cities",
+            e,
+            q,
+            text,
+            prompt,
+            ids,
+            samples,
+            generation_key(model.name, json.dumps(table.messages(e)), settings),
+        )
         lines.append(json.dumps(a.to_dict()))
     (out / "generations").mkdir(parents=True)
     (out / "generations" / "cities.jsonl").write_text("\n".join(lines) + "\n")
@@ -151,7 +160,9 @@ def test_generation_cache_resumes_without_regenerating(tiny, tmp_path: Path) -> 
     write_cities(tmp_path, n=6)
     table = load_table("cities", tmp_path)
     path = tmp_path / "gen.jsonl"
-    kw = dict(max_new_tokens=4, n_samples=1, temperature=1.0, seed=0, batch_size=2, log=lambda s: None)
+    kw = dict(
+        max_new_tokens=4, n_samples=1, temperature=1.0, seed=0, batch_size=2, log=lambda s: None
+    )
     first, new = generate_answers(tiny, table, table.entities[:2], path, **kw)
     assert new == 2 and len(read_cache(path)) == 2
     both, new = generate_answers(tiny, table, table.entities[:4], path, **kw)
@@ -166,15 +177,19 @@ def test_probe_of_another_width_is_one_line_error(tiny, tmp_path: Path) -> None:
     from safelab.interp.probes import LinearProbe, ProbeConfig
 
     write_cities(tmp_path, n=4)
-    LinearProbe(ProbeConfig("blocks.1.resid_post", 576, model="SmolLM2"), torch.zeros(576), 0.0).save(
-        tmp_path / "wide"
+    LinearProbe(
+        ProbeConfig("blocks.1.resid_post", 576, model="SmolLM2"), torch.zeros(576), 0.0
+    ).save(tmp_path / "wide")
+    cfg = HallucinationConfig(
+        tables=("cities",), data_dir=str(tmp_path), probe=str(tmp_path / "wide")
     )
-    cfg = HallucinationConfig(tables=("cities",), data_dir=str(tmp_path), probe=str(tmp_path / "wide"))
     with pytest.raises(SafelabError, match=r"576 wide .*d_model 32"):
         run_hallucination(cfg, tmp_path / "o", model=tiny, log=lambda s: None)
 
 
-def test_cli_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_errors_exit_2_with_one_line(
+    tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     from safelab.cli import main
 
     assert main(["hallucination", "--tables", "planets", "--out", str(tmp_path / "o")]) == 2
@@ -183,12 +198,24 @@ def test_cli_errors_exit_2_with_one_line(tmp_path: Path, capsys: pytest.CaptureF
     (tmp_path / "cities.csv").write_text(
         "statement,label,city,country,correct_country\nThe town Oslo is in Norway.,1,Oslo,Norway,Norway\n"
     )
-    code = main(["hallucination", "--tables", "cities", "--data-dir", str(tmp_path), "--out", str(tmp_path / "o")])
+    code = main(
+        [
+            "hallucination",
+            "--tables",
+            "cities",
+            "--data-dir",
+            str(tmp_path),
+            "--out",
+            str(tmp_path / "o"),
+        ]
+    )
     err = capsys.readouterr().err.strip()
     assert code == 2 and err.count("\n") == 0 and "cities.csv:2:" in err
 
 
-def test_cli_probe_of_another_width_exits_2(tiny, tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+def test_cli_probe_of_another_width_exits_2(
+    tiny, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+) -> None:
     import torch
 
     from safelab.cli import main
@@ -199,7 +226,14 @@ def test_cli_probe_of_another_width_exits_2(tiny, tmp_path: Path, capsys: pytest
     tiny.tokenizer.save_pretrained(tmp_path / "model")
     LinearProbe(ProbeConfig("blocks.1.resid_post", 576), torch.zeros(576), 0.0).save(tmp_path / "p")
     args = ["hallucination", "--tables", "cities", "--data-dir", str(tmp_path)]
-    args += ["--model", str(tmp_path / "model"), "--probe", str(tmp_path / "p"), "--out", str(tmp_path / "o")]
+    args += [
+        "--model",
+        str(tmp_path / "model"),
+        "--probe",
+        str(tmp_path / "p"),
+        "--out",
+        str(tmp_path / "o"),
+    ]
     capsys.readouterr()
     assert main(args) == 2
     err = capsys.readouterr().err.strip()

@@ -20,7 +20,9 @@ from safelab.monitors.roc import monitor_report
 from tests.unit.test_hallucination_run import write_cities
 
 
-def output(pieces: list[str], probe: list[float], logprob: list[float], spread: float) -> ModelOutput:
+def output(
+    pieces: list[str], probe: list[float], logprob: list[float], spread: float
+) -> ModelOutput:
     """An answer as the safelab/ provider returns it: logprobs and per-token probe scores."""
     content = [
         Logprob(
@@ -33,7 +35,11 @@ def output(pieces: list[str], probe: list[float], logprob: list[float], spread: 
     message = ChatMessageAssistant(content="".join(pieces), model="mockllm")
     return ModelOutput(
         model="mockllm",
-        choices=[ChatCompletionChoice(message=message, stop_reason="stop", logprobs=Logprobs(content=content))],
+        choices=[
+            ChatCompletionChoice(
+                message=message, stop_reason="stop", logprobs=Logprobs(content=content)
+            )
+        ],
         metadata={"safelab": {"probes": {"p": {"tokens": pieces, "scores": probe}}}},
     )
 
@@ -55,7 +61,10 @@ def test_task_labels_answers_and_scores_the_span(tmp_path: Path) -> None:
         probe = [0.2, 0.1, 0.1, 0.9 if bad else 0.3, 0.2]
         lp = [-0.1, -0.1, -0.1, -2.5 if bad else -0.2, -0.1]
         outputs.append(output(pieces, probe, lp, -1.0 if bad else -6.0))
-        outputs += [ModelOutput.from_content("mockllm", f"It is in {right if not bad else c}.") for c in ("no", right)]
+        outputs += [
+            ModelOutput.from_content("mockllm", f"It is in {right if not bad else c}.")
+            for c in ("no", right)
+        ]
     (log,) = eval(
         hallucination(tables="cities", n=4, samples=2, data_dir=str(tmp_path)),
         model=get_model("mockllm/model", custom_outputs=outputs),

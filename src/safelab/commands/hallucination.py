@@ -41,11 +41,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--n", type=_n, default=d.n_per_table, help="entities per table, or 'all'")
     p.add_argument("--max-tokens", type=int, default=d.max_new_tokens, help="answer budget")
     p.add_argument(
-        "--samples", type=int, default=d.n_samples, help="sampled answers for the consistency baseline"
+        "--samples",
+        type=int,
+        default=d.n_samples,
+        help="sampled answers for the consistency baseline",
     )
     p.add_argument("--temperature", type=float, default=d.temperature)
     p.add_argument("--sites", default=",".join(DEFAULT_SITES), help="probe sites (comma-separated)")
-    p.add_argument("--probe", default=None, help="evaluate this saved probe instead of training one")
+    p.add_argument(
+        "--probe", default=None, help="evaluate this saved probe instead of training one"
+    )
     p.add_argument("--test-frac", type=float, default=d.test_frac)
     p.add_argument("--fpr", type=float, default=d.fpr, help="false-positive rate for recall")
     p.add_argument("--seed", type=int, default=d.seed)

@@ -152,22 +152,30 @@ def token_features(
 
     key = features_key(model.name, sites, answers)
     meta_path = cache_path.with_suffix(".json") if cache_path else None
-    if cache_path and meta_path and cache_path.is_file() and meta_path.is_file():
-        if json.loads(meta_path.read_text()).get("key") == key:
-            t = load_file(str(cache_path))
-            return TokenFeatures(
-                {s: t[f"acts.{s}"].float() for s in sites},
-                t["answer"],
-                t["position"],
-                t["logprob"],
-                t["entropy"],
-            )
+    if (
+        cache_path
+        and meta_path
+        and cache_path.is_file()
+        and meta_path.is_file()
+        and json.loads(meta_path.read_text()).get("key") == key
+    ):
+        t = load_file(str(cache_path))
+        return TokenFeatures(
+            {s: t[f"acts.{s}"].float() for s in sites},
+            t["answer"],
+            t["position"],
+            t["logprob"],
+            t["entropy"],
+        )
     feats = _compute(model, answers, sites, batch_size)
     if cache_path and meta_path:
         cache_path.parent.mkdir(parents=True, exist_ok=True)
         tensors = {f"acts.{s}": v.half().contiguous() for s, v in feats.acts.items()}
         tensors.update(
-            answer=feats.answer, position=feats.position, logprob=feats.logprob, entropy=feats.entropy
+            answer=feats.answer,
+            position=feats.position,
+            logprob=feats.logprob,
+            entropy=feats.entropy,
         )
         tmp = cache_path.with_name(cache_path.name + ".tmp")
         save_file(tensors, str(tmp))

@@ -145,7 +145,7 @@ def span_metrics(
 
     ci_a, ci_r = bootstrap_cis([auroc, recall], scores, labels, n_resamples=n_resamples, seed=seed)
     return {
-        "n": int(len(labels)),
+        "n": len(labels),
         "n_fabricated": int(labels.sum()),
         "auroc": round(auroc(scores, labels), 4),
         "auroc_ci": [round(ci_a[0], 4), round(ci_a[1], 4)],

@@ -166,7 +166,11 @@ def run_hallucination(
         model = load_model(cfg.model, dtype="float32", device=cfg.device)
     if given is not None:
         check_probe_fits(given, model, f"--probe {cfg.probe}")
-    sites = [given.site] if given is not None else [str(s) for s in model.resolve_sites(list(cfg.sites))]
+    sites = (
+        [given.site]
+        if given is not None
+        else [str(s) for s in model.resolve_sites(list(cfg.sites))]
+    )
     answers: list[Answer] = []
     parts: list[TokenFeatures] = []
     generated = 0
@@ -272,9 +276,7 @@ def _by_table(
 
 
 def _metrics(scores: np.ndarray, labels: np.ndarray, cfg: HallucinationConfig) -> dict[str, Any]:
-    return ev.span_metrics(
-        scores, labels, fpr=cfg.fpr, n_resamples=cfg.n_resamples, seed=cfg.seed
-    )
+    return ev.span_metrics(scores, labels, fpr=cfg.fpr, n_resamples=cfg.n_resamples, seed=cfg.seed)
 
 
 def _split(spans: list[ev.Span], labels: np.ndarray, frac: float, seed: int) -> tuple[Any, Any]:
@@ -338,9 +340,15 @@ def _train_and_test(
         "n_draws": N_SHUFFLES,
     }
     per_site_test = {}
-    for s in sites:
-        p = probe if s == site else ev.fit_token_probe(feats, tr_spans, labels[train], s, c=cfg.c, seed=cfg.seed)
-        per_site_test[s] = round(float(ev.auroc(ev.probe_span_scores(p, feats, te_spans), y)), 4)
+    for other in sites:
+        p = (
+            probe
+            if other == site
+            else ev.fit_token_probe(feats, tr_spans, labels[train], other, c=cfg.c, seed=cfg.seed)
+        )
+        per_site_test[other] = round(
+            float(ev.auroc(ev.probe_span_scores(p, feats, te_spans), y)), 4
+        )
     by_table = {}
     for name in dict.fromkeys(s.table for s in te_spans):
         idx = np.array([k for k, s in enumerate(te_spans) if s.table == name])
@@ -358,8 +366,8 @@ def _train_and_test(
         "test_auroc_by_site": per_site_test,
         "split": {
             "how": "grouped by table:entity (interp.splits.grouped_split)",
-            "n_train_spans": int(len(train)),
-            "n_test_spans": int(len(test)),
+            "n_train_spans": len(train),
+            "n_test_spans": len(test),
             "n_train_tokens": int(sum(len(spans[i].tokens) for i in train)),
             "n_test_fabricated": int(y.sum()),
             "seed": cfg.seed,
@@ -411,7 +419,9 @@ def _transfer(
     out = []
     for a in names:
         ia = np.array([k for k, s in enumerate(spans) if s.table == a])
-        probe = ev.fit_token_probe(feats, [spans[k] for k in ia], labels[ia], site, c=cfg.c, seed=cfg.seed)
+        probe = ev.fit_token_probe(
+            feats, [spans[k] for k in ia], labels[ia], site, c=cfg.c, seed=cfg.seed
+        )
         for b in names:
             if a == b:
                 continue

@@ -102,9 +102,7 @@ def load_table(name: str, folder: str | Path | None = DEFAULT_DATA_DIR) -> FactT
     """
     specs = table_specs()
     if name not in specs["tables"]:
-        raise SafelabError(
-            f"unknown fact table {name!r}: use one of {', '.join(known_tables())}"
-        )
+        raise SafelabError(f"unknown fact table {name!r}: use one of {', '.join(known_tables())}")
     spec = specs["tables"][name]
     path = data_dir(folder) / spec["file"]
     if not path.is_file():
@@ -163,6 +161,7 @@ def parse_table(
         plurals=bool(spec.get("plurals", False)),
         drop_to=bool(spec.get("drop_to", False)),
     )
+
     def resolve(form: str) -> str:
         return aliases.get(form if case_sensitive else form.lower(), form)
 

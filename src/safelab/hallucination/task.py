@@ -29,7 +29,13 @@ from typing import Any
 
 from inspect_ai import Task, task
 from inspect_ai.dataset import MemoryDataset, Sample
-from inspect_ai.model import ChatMessageSystem, ChatMessageUser, GenerateConfig, get_model
+from inspect_ai.model import (
+    ChatMessage,
+    ChatMessageSystem,
+    ChatMessageUser,
+    GenerateConfig,
+    get_model,
+)
 from inspect_ai.scorer import Score, Scorer, Target, mean, scorer, stderr
 from inspect_ai.solver import Generate, Solver, TaskState, generate, solver
 
@@ -87,12 +93,14 @@ def consistency_samples(n: int = 4, temperature: float = 1.0, max_tokens: int = 
 
     async def solve(state: TaskState, generate: Generate) -> TaskState:
         model = get_model()
-        prompt = [m for m in state.messages if m.role != "assistant"]
+        prompt: list[ChatMessage] = [m for m in state.messages if m.role != "assistant"]
         outs = await asyncio.gather(
             *[
                 model.generate(
                     prompt,
-                    config=GenerateConfig(temperature=temperature, seed=k + 1, max_tokens=max_tokens),
+                    config=GenerateConfig(
+                        temperature=temperature, seed=k + 1, max_tokens=max_tokens
+                    ),
                 )
                 for k in range(n)
             ]
@@ -156,10 +164,14 @@ def hallucination_probe(name: str | None = None) -> Scorer:
         span = _span(state)
         if span is None:
             return _unscored(state)
-        records: dict[str, Any] = (
-            ((state.output.metadata or {}).get("safelab") or {}).get("probes") or {}
+        records: dict[str, Any] = ((state.output.metadata or {}).get("safelab") or {}).get(
+            "probes"
+        ) or {}
+        rec = (
+            records.get(name)
+            if name
+            else (next(iter(records.values())) if len(records) == 1 else None)
         )
-        rec = records.get(name) if name else (next(iter(records.values())) if len(records) == 1 else None)
         scores = list((rec or {}).get("scores") or [])
         if not scores or max(span) >= len(scores):
             return Score.unscored(
@@ -196,7 +208,7 @@ def truncated_entropy(top: list[float]) -> float:
     """Entropy of a top-k distribution, the remaining mass as one outcome (a lower bound)."""
     ps = [math.exp(v) for v in top]
     rest = max(0.0, 1.0 - sum(ps))
-    return -sum(p * math.log(p) for p in ps + [rest] if p > 0)
+    return -sum(p * math.log(p) for p in [*ps, rest] if p > 0)
 
 
 @scorer(metrics=[mean(), stderr()])
@@ -209,7 +221,9 @@ def hallucination_entropy() -> Scorer:
             return _unscored(state)
         if lp is None or not lp.content[span[0]].top_logprobs:
             return Score.unscored(reason="no_top_logprobs", answer="unscored (no top logprobs)")
-        v = max(truncated_entropy([t.logprob for t in lp.content[i].top_logprobs or []]) for i in span)
+        v = max(
+            truncated_entropy([t.logprob for t in lp.content[i].top_logprobs or []]) for i in span
+        )
         return Score(value=v, answer=f"max entropy {v:.3f}")
 
     return score

@@ -40,9 +40,7 @@ def _colour(score: float) -> str:
     return f"rgb(255,{g},{g})"
 
 
-def answer_tokens(
-    answer: Answer, tokenizer: Any
-) -> list[str]:
+def answer_tokens(answer: Answer, tokenizer: Any) -> list[str]:
     """The answer's token texts (exact characters; see ``token_char_offsets``)."""
     offsets = token_char_offsets(tokenizer, answer.completion_ids)
     return [answer.text[a:b] for a, b in offsets]
