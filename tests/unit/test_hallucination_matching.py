@@ -116,6 +116,24 @@ def test_aliases_map_to_the_tables_spelling(data: Path) -> None:
     )
 
 
+def test_countries_the_table_never_states_are_still_attributes(data: Path) -> None:
+    # no row names Portugal or Japan, but a city placed there is placed wrongly
+    assert label(data, "cities", "Krasnodar", "Krasnodar is in Portugal.") == (
+        "Portugal",
+        FABRICATED,
+    )
+    assert label(data, "inventors", "Thomas Edison", "He lived in Japan.") == ("Japan", FABRICATED)
+    # ...and the extra names never override the table's own spelling of a country
+    assert label(data, "inventors", "Thomas Edison", "He lived in the United States.") == (
+        "U.S.",
+        SUPPORTED,
+    )
+    assert label(data, "cities", "Krasnodar", "It is in the Russian Federation.") == (
+        "Russia",
+        SUPPORTED,
+    )
+
+
 def test_case_insensitive_words_but_case_sensitive_symbols(data: Path) -> None:
     assert label(data, "cities", "Krasnodar", "krasnodar is in RUSSIA") == ("Russia", SUPPORTED)
     # "he" is a pronoun, "He" is helium; "in" is a preposition, "In" indium
@@ -136,7 +154,7 @@ def test_any_valid_attribute_of_the_entity_is_supported(data: Path) -> None:
         "France",
         FABRICATED,
     )
-    assert label(data, "inventors", "Gideon Sundback", "He lived in Japan.") is None  # not in table
+    assert label(data, "inventors", "Gideon Sundback", "He lived in Atlantis.") is None
     assert label(data, "inventors", "Ada Lovelace", "She lived in Germany.") == (
         "Germany",
         FABRICATED,

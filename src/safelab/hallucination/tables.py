@@ -154,8 +154,10 @@ def parse_table(
     if not facts:
         raise SafelabError(f"{path}: no true (label 1) rows: a fact table needs some")
     case_sensitive = bool(spec.get("case_sensitive", False))
+    extra = specs.get("vocabularies", {}).get(spec.get("vocabulary", ""), [])
     aliases = _alias_map(
         vocab,
+        extra,
         specs.get("aliases", {}).get(spec.get("aliases", ""), {}),
         case_sensitive=case_sensitive,
         plurals=bool(spec.get("plurals", False)),
@@ -191,13 +193,15 @@ def _normalise_abbrev(value: str) -> str:
 
 def _alias_map(
     vocab: set[str],
+    more: list[str],
     extra: dict[str, list[str]],
     *,
     case_sensitive: bool,
     plurals: bool,
     drop_to: bool,
 ) -> dict[str, str]:
-    """Surface form -> canonical attribute, for the vocabulary and the configured aliases."""
+    """Surface form -> canonical attribute: the table's vocabulary, the configured aliases and
+    ``more`` (names an answer may state that the table does not, e.g. every country)."""
 
     def key(s: str) -> str:
         return s if case_sensitive else s.lower()
@@ -217,4 +221,6 @@ def _alias_map(
             forms.setdefault(key(v + ("es" if v.endswith(("s", "sh", "ch")) else "s")), v)
         if drop_to and v.lower().startswith("to ") and len(v) > 3:
             forms.setdefault(key(v[3:]), v)
+    for m in more:  # names the table never states: never override its own spelling or aliases
+        forms.setdefault(key(m), m)
     return forms
