@@ -164,7 +164,12 @@ def test_any_valid_attribute_of_the_entity_is_supported(data: Path) -> None:
         "U.K.",
         SUPPORTED,
     )
+    # ...and the other way: the U.K. is the truth, England a more precise statement of it
     assert label(data, "inventors", "Michael Faraday", "He lived in England.") == (
+        "England",
+        SUPPORTED,
+    )
+    assert label(data, "inventors", "Thomas Edison", "He lived in England.") == (
         "England",
         FABRICATED,
     )

@@ -12,8 +12,9 @@ The rules (docs/hallucination.md, tested in tests/unit/test_hallucination_matchi
    matches keep the longest (``South Africa`` over ``Africa``, ``Papua New Guinea`` over
    ``Guinea``); a form inside a longer word never matches (``Niger`` in ``Nigeria``).
 4. The earliest remaining match is the stated attribute. It is **supported** when its canonical
-   form is one of the entity's valid attributes (any of them: inventors with two countries,
-   and what they imply: England -> United Kingdom), else **fabricated**.
+   form is one of the entity's valid attributes (any of them: inventors with two countries;
+   and either side of an ``implies`` relation: England lies in the United Kingdom, so each is
+   right when the table says the other), else **fabricated**.
 5. An answer with no match is **excluded** (``no_attribute``) and counted, never labelled.
 """
 

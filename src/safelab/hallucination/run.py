@@ -104,8 +104,8 @@ class HallucinationResult:
         main = m.get("main")
         if main:
             lines.append(
-                f"held out ({main['split']['n_test_spans']} spans, grouped by entity), "
-                f"probe at {main['site']}:"
+                f"{main['split']['n_test_spans']} spans scored held out "
+                f"({main['split']['how'].split(' (')[0]}), probe at {main['site']}:"
             )
             rows = {"probe": main["probe"], **main["baselines"]}
             if main.get("shuffled_control"):
@@ -279,11 +279,54 @@ def _metrics(scores: np.ndarray, labels: np.ndarray, cfg: HallucinationConfig) -
     return ev.span_metrics(scores, labels, fpr=cfg.fpr, n_resamples=cfg.n_resamples, seed=cfg.seed)
 
 
+def _groups(spans: list[ev.Span]) -> np.ndarray:
+    return np.unique([f"{s.table}:{s.entity}" for s in spans], return_inverse=True)[1]
+
+
 def _split(spans: list[ev.Span], labels: np.ndarray, frac: float, seed: int) -> tuple[Any, Any]:
     from safelab.interp.splits import grouped_split
 
-    groups = np.unique([f"{s.table}:{s.entity}" for s in spans], return_inverse=True)[1]
-    return grouped_split(labels, groups, frac, seed)
+    return grouped_split(labels, _groups(spans), frac, seed)
+
+
+def _folds(
+    spans: list[ev.Span], labels: np.ndarray, frac: float, seed: int
+) -> list[tuple[np.ndarray, np.ndarray]]:
+    """Every fold of the grouped split ``interp.splits.grouped_split`` takes one of.
+
+    Each span is held out exactly once, so every labelled span is a test span (out-of-fold
+    scores) instead of the one fold's quarter: four times the test spans at these sizes.
+    """
+    from sklearn.model_selection import StratifiedGroupKFold
+
+    from safelab.interp.splits import grouped_split
+
+    grouped_split(labels, _groups(spans), frac, seed)  # the same checks (enough groups, labels)
+    k = max(2, round(1 / frac))
+    folds = StratifiedGroupKFold(n_splits=k, shuffle=True, random_state=seed)
+    return [
+        (np.sort(a), np.sort(b))
+        for a, b in folds.split(np.zeros(len(labels)), labels, _groups(spans))
+    ]
+
+
+def _choose_site(
+    feats: TokenFeatures,
+    spans: list[ev.Span],
+    labels: np.ndarray,
+    sites: list[str],
+    cfg: HallucinationConfig,
+) -> tuple[str, dict[str, float]]:
+    """The site with the best AUROC on a grouped validation split of these (training) spans."""
+    fit, val = _split(spans, labels, cfg.test_frac, cfg.seed + 1)
+    val_auroc: dict[str, float] = {}
+    for site in sites:
+        p = ev.fit_token_probe(
+            feats, [spans[i] for i in fit], labels[fit], site, c=cfg.c, seed=cfg.seed
+        )
+        s = ev.probe_span_scores(p, feats, [spans[i] for i in val])
+        val_auroc[site] = round(float(ev.auroc(s, labels[val])), 4)
+    return max(sites, key=lambda s: val_auroc[s]), val_auroc
 
 
 def _train_and_test(
@@ -297,38 +340,32 @@ def _train_and_test(
 ) -> tuple[dict[str, Any], LinearProbe]:
     from safelab.interp.controls import N_SHUFFLES, shuffled_labels
 
-    train, test = _split(spans, labels, cfg.test_frac, cfg.seed)
-    tr_spans = [spans[i] for i in train]
-    # the site is chosen on a validation split inside train, never on the test spans
-    fit, val = _split(tr_spans, labels[train], cfg.test_frac, cfg.seed + 1)
-    val_auroc: dict[str, float] = {}
-    for site in sites:
-        p = ev.fit_token_probe(
-            feats, [tr_spans[i] for i in fit], labels[train][fit], site, c=cfg.c, seed=cfg.seed
-        )
-        s = ev.probe_span_scores(p, feats, [tr_spans[i] for i in val])
-        val_auroc[site] = round(float(ev.auroc(s, labels[train][val])), 4)
-    site = max(sites, key=lambda s: val_auroc[s])
-    te_spans = [spans[i] for i in test]
-    probe = ev.fit_token_probe(
-        feats,
-        tr_spans,
-        labels[train],
-        site,
-        c=cfg.c,
-        seed=cfg.seed,
-        model=model.name,
-        data=",".join(cfg.tables),
-    )
-    y = labels[test]
-    probe_m = _metrics(ev.probe_span_scores(probe, feats, te_spans), y, cfg)
-    baselines = {name: _metrics(v[test], y, cfg) for name, v in base.items()}
-    # shuffled-label control: same fit on span labels shuffled within class shares (3 draws)
-    draws = []
-    for k in range(N_SHUFFLES):
-        fake = shuffled_labels(labels[train], cfg.seed + 1000 * k)
-        p = ev.fit_token_probe(feats, tr_spans, fake, site, c=cfg.c, seed=cfg.seed)
-        draws.append(_metrics(ev.probe_span_scores(p, feats, te_spans), y, cfg))
+    n = len(spans)
+    folds = _folds(spans, labels, cfg.test_frac, cfg.seed)
+    oof = np.zeros(n)
+    oof_site = {site: np.zeros(n) for site in sites}
+    oof_control = np.zeros((N_SHUFFLES, n))
+    chosen: list[str] = []
+    validation: list[dict[str, float]] = []
+    for train, test in folds:
+        tr = [spans[i] for i in train]
+        te = [spans[i] for i in test]
+        # the site is chosen on a validation split inside the fold's training spans
+        site, val = _choose_site(feats, tr, labels[train], sites, cfg)
+        chosen.append(site)
+        validation.append(val)
+        for other in sites:
+            p = ev.fit_token_probe(feats, tr, labels[train], other, c=cfg.c, seed=cfg.seed)
+            oof_site[other][test] = ev.probe_span_scores(p, feats, te)
+        oof[test] = oof_site[site][test]
+        # shuffled-label control: the same fit on span labels shuffled within class shares
+        for k in range(N_SHUFFLES):
+            fake = shuffled_labels(labels[train], cfg.seed + 1000 * k)
+            p = ev.fit_token_probe(feats, tr, fake, site, c=cfg.c, seed=cfg.seed)
+            oof_control[k, test] = ev.probe_span_scores(p, feats, te)
+    probe_m = _metrics(oof, labels, cfg)
+    baselines = {name: _metrics(v, labels, cfg) for name, v in base.items()}
+    draws = [_metrics(oof_control[k], labels, cfg) for k in range(N_SHUFFLES)]
     control = {
         "auroc": round(float(np.mean([d["auroc"] for d in draws])), 4),
         "auroc_ci": [min(d["auroc_ci"][0] for d in draws), max(d["auroc_ci"][1] for d in draws)],
@@ -339,37 +376,42 @@ def _train_and_test(
         ],
         "n_draws": N_SHUFFLES,
     }
-    per_site_test = {}
-    for other in sites:
-        p = (
-            probe
-            if other == site
-            else ev.fit_token_probe(feats, tr_spans, labels[train], other, c=cfg.c, seed=cfg.seed)
-        )
-        per_site_test[other] = round(
-            float(ev.auroc(ev.probe_span_scores(p, feats, te_spans), y)), 4
-        )
     by_table = {}
-    for name in dict.fromkeys(s.table for s in te_spans):
-        idx = np.array([k for k, s in enumerate(te_spans) if s.table == name])
-        if len(set(y[idx].tolist())) == 2:
-            scores = ev.probe_span_scores(probe, feats, [te_spans[k] for k in idx])
+    for name in dict.fromkeys(s.table for s in spans):
+        idx = np.array([k for k, s in enumerate(spans) if s.table == name])
+        if len(set(labels[idx].tolist())) == 2:
             by_table[name] = {
-                "probe": _metrics(scores, y[idx], cfg),
-                **{b: _metrics(v[test][idx], y[idx], cfg) for b, v in base.items()},
+                "probe": _metrics(oof[idx], labels[idx], cfg),
+                **{b: _metrics(v[idx], labels[idx], cfg) for b, v in base.items()},
             }
+    # the saved probe: every span, at the site the folds chose most often
+    site = max(dict.fromkeys(chosen), key=chosen.count)
+    probe = ev.fit_token_probe(
+        feats,
+        spans,
+        labels,
+        site,
+        c=cfg.c,
+        seed=cfg.seed,
+        model=model.name,
+        data=",".join(cfg.tables),
+    )
     flags = ev.no_better_flags(probe_m, {**baselines, "shuffled_control": control})
     main = {
         "site": site,
-        "site_chosen_by": "validation AUROC inside the training split",
-        "validation_auroc": val_auroc,
-        "test_auroc_by_site": per_site_test,
+        "sites_chosen": chosen,
+        "site_chosen_by": "AUROC on a grouped validation split inside each fold's training spans",
+        "validation_auroc": validation,
+        "test_auroc_by_site": {
+            other: round(float(ev.auroc(v, labels)), 4) for other, v in oof_site.items()
+        },
         "split": {
-            "how": "grouped by table:entity (interp.splits.grouped_split)",
-            "n_train_spans": len(train),
-            "n_test_spans": len(test),
-            "n_train_tokens": int(sum(len(spans[i].tokens) for i in train)),
-            "n_test_fabricated": int(y.sum()),
+            "how": f"{len(folds)}-fold grouped cross-validation by table:entity (the folds of "
+            "interp.splits.grouped_split); every span scored out of fold",
+            "n_folds": len(folds),
+            "n_test_spans": n,
+            "n_test_fabricated": int(labels.sum()),
+            "n_tokens": int(sum(len(s.tokens) for s in spans)),
             "seed": cfg.seed,
         },
         "probe": probe_m,

@@ -74,8 +74,11 @@ class FactTable:
         """Attributes that count as supported for ``entity`` (its own and what they imply)."""
         own = self.facts[entity]
         out = set(own)
-        for a in own:
+        for a in own:  # lived in England, so lived in the United Kingdom
             out |= self.implies.get(a, frozenset())
+        for a, wider in self.implies.items():  # lived in the U.K.: "England" is right, more precise
+            if wider & own:
+                out.add(a)
         return frozenset(out)
 
     def question(self, entity: str) -> str:
