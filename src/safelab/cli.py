@@ -29,6 +29,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "safelab.commands.loop",
     "safelab.commands.sae",
     "safelab.commands.w2s",
+    "safelab.commands.hallucination",
 )
 
 
