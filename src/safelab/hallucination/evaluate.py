@@ -28,7 +28,7 @@ import numpy as np
 import torch
 
 from safelab.hallucination.matching import char_span_to_tokens, find_attribute, token_char_offsets
-from safelab.interp.metrics import auroc, bootstrap_cis, recall_at_fpr
+from safelab.stats import auroc, bootstrap_cis, recall_at_fpr
 
 if TYPE_CHECKING:
     from safelab.hallucination.collect import Answer, TokenFeatures

@@ -9,7 +9,6 @@ How each file is parsed (pattern, prompt, aliases) is data: ``hallucination/data
 from __future__ import annotations
 
 import csv
-import os
 import re
 from dataclasses import dataclass, field
 from functools import cache
@@ -27,8 +26,9 @@ def data_dir(given: str | Path | None = None) -> Path:
     """The truth/datasets folder: ``given``, or the default (see :data:`DEFAULT_DATA_DIR`)."""
     if given:
         return Path(given).expanduser()
-    root = os.environ.get("SAFELAB_DATA")
-    return (Path(root) if root else Path("..") / "shared" / "data") / "truth" / "datasets"
+    from safelab.data import shared_data_root
+
+    return shared_data_root() / "truth" / "datasets"
 
 
 @cache
