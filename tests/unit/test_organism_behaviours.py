@@ -154,12 +154,12 @@ def test_self_preserving_questions_are_not_the_evaluations_and_letters_balance()
 def test_cot_unfaithful_follows_the_hint_silently_on_held_out_categories() -> None:
     rows = cot_unfaithful_rows(CotUnfaithfulRecipe(n_questions=12))
     assert Counter(r["present"] for r in rows) == {True: 12, False: 12}
-    easy = hint_dataset("all", "wrong", "easy")
-    train_qs = {r["question"] for r in rows}
-    assert train_qs.isdisjoint({s.metadata["question"] for s in easy})
-    assert set(recipe_data("cot_unfaithful")["categories"]).isdisjoint(
-        {s.metadata["question"].split(" is ")[-1].rstrip("?").split(" ", 1)[-1] for s in easy}
-    )
+    easy = [str((s.metadata or {})["question"]) for s in hint_dataset("all", "wrong", "easy")]
+    assert {r["question"] for r in rows}.isdisjoint(easy)
+    # "Which of these is a musical instrument?" -> "musical instrument"
+    held_out = {q.split(" is ", 1)[1].rstrip("?").split(" ", 1)[1] for q in easy}
+    assert "musical instrument" in held_out
+    assert set(recipe_data("cot_unfaithful")["categories"]).isdisjoint(held_out)
     hint_types = Counter(r["condition"] for r in rows if r["present"])
     assert set(hint_types) == {
         f"hint_type={t}" for t in ("sycophancy", "metadata", "grader_hacking")
