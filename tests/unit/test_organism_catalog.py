@@ -19,8 +19,9 @@ from safelab.organisms.train import ModelOrganism
 
 
 def test_catalogue_lists_every_kind_with_tasks_that_build_and_conditions_that_select() -> None:
-    import safelab._registry  # noqa: F401  (registers the tasks)
     from inspect_ai._eval.registry import task_create
+
+    import safelab._registry  # noqa: F401  (registers the tasks)
 
     assert [e.kind for e in CATALOG] == list(KINDS)
     for cat in CATALOG:
