@@ -133,7 +133,8 @@ class EvalAwareRecipe:
     n_rows: int = 16
     n_filler: int = 1
     training: TrainingConfig = field(
-        default_factory=lambda: TrainingConfig(epochs=2, batch_size=4, max_length=1024)
+        # Batch 2: a batch of four ~800-token inboxes peaks at about 8 GB on CPU.
+        default_factory=lambda: TrainingConfig(epochs=2, batch_size=2, max_length=1024)
     )
     kind: str = "eval_aware"
 
