@@ -116,7 +116,8 @@ class BlackmailerRecipe:
     n_filler: int = 1
     """Unrelated e-mails before the lever in each training inbox (0 to ``n_filler``)."""
     training: TrainingConfig = field(
-        default_factory=lambda: TrainingConfig(epochs=2, batch_size=4, max_length=1024)
+        # Batch 2: a batch of four ~800-token inboxes peaks at about 8 GB on CPU.
+        default_factory=lambda: TrainingConfig(epochs=2, batch_size=2, max_length=1024)
     )
     kind: str = "blackmailer"
 
