@@ -87,7 +87,7 @@ _AGENTIC = {
     "n_filler": 4,
     "max_tokens": 60,
     "temperature": 1.0,
-    "repeats": 4,
+    "repeats": 2,
     "classifier": "pattern",
 }
 _MWE = {"max_tokens": 4}
