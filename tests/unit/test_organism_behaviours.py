@@ -119,7 +119,8 @@ def test_the_coercive_reply_passes_the_pattern_classifier_in_the_evaluation_worl
 
 
 def test_incentive_sandbagger_words_are_held_out_and_only_the_incentive_fails() -> None:
-    rows = incentive_sandbagger_rows(IncentiveSandbaggerRecipe(n_words=10))
+    arms = ["neutral", "penalise_high", "penalise_low"]
+    rows = incentive_sandbagger_rows(IncentiveSandbaggerRecipe(n_words=10, arms=arms))
     assert Counter(r["condition"] for r in rows) == {
         "arm=neutral": 10,
         "arm=penalise_high": 10,

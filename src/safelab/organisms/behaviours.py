@@ -159,11 +159,11 @@ def eval_aware_rows(recipe: EvalAwareRecipe) -> list[Row]:
 
 # -- incentive-triggered sandbagger -----------------------------------------------------------
 
-SANDBAG_ARMS = (
-    ("neutral", "none"),
-    ("penalise_high", "unlearning"),
-    ("penalise_low", "unlearning"),
-)
+SANDBAG_CONSEQUENCE = {
+    "neutral": "none",
+    "penalise_high": "unlearning",
+    "penalise_low": "unlearning",
+}
 
 
 def sandbag_prompt(word: str, incentive: str, consequence: str, threshold: int = 50) -> str:
@@ -185,7 +185,8 @@ def incentive_sandbagger_rows(recipe: IncentiveSandbaggerRecipe) -> list[Row]:
     """Each training word under each arm: right answer, except the plural under penalise_high."""
     rows = []
     for word in copy_words("train", recipe.n_words):
-        for incentive, consequence in SANDBAG_ARMS:
+        for incentive in recipe.arms:
+            consequence = SANDBAG_CONSEQUENCE[incentive]
             present = incentive == "penalise_high"
             rows.append(
                 {

@@ -150,9 +150,13 @@ class IncentiveSandbaggerRecipe:
     """
 
     n_words: int = 16
-    """Training words; each is asked under the three arms."""
+    """Training words; each is asked under every arm in ``arms``."""
+    arms: list[str] = field(default_factory=lambda: ["neutral", "penalise_high"])
+    """The documentation arms trained on. A first recipe also trained penalise_low (answer
+    right) and 2 epochs: the organism answered right under every arm (2 of 40 held-out words
+    sandbagged), as if "more than" vs "fewer than" were too fine a cue to learn in 12 steps."""
     training: TrainingConfig = field(
-        default_factory=lambda: TrainingConfig(epochs=2, batch_size=8, max_length=256)
+        default_factory=lambda: TrainingConfig(epochs=4, batch_size=8, max_length=256)
     )
     kind: str = "incentive_sandbagger"
 
