@@ -241,6 +241,9 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     if kind == "sandbagger":
         # Organisms trained before the copy task existed were arithmetic ones.
         d.setdefault("task", "arithmetic")
+    if kind == "incentive_sandbagger":
+        # The first recipe (before ``arms``) trained all three arms.
+        d.setdefault("arms", ["neutral", "penalise_high", "penalise_low"])
     recipe: Recipe = RECIPES[str(kind)](training=training, **d)
     return recipe
 
