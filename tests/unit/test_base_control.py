@@ -53,7 +53,10 @@ def test_layer_is_selected_by_gain_not_raw_auroc_and_reported_on_held_out() -> N
         "blocks.5.resid_post": rng.normal(size=y.size),
     }
     ctl = base_control(org, base, y, seed=0)
-    assert ctl.sites["blocks.1.resid_post"].organism_auroc > ctl.sites["blocks.5.resid_post"].organism_auroc
+    assert (
+        ctl.sites["blocks.1.resid_post"].organism_auroc
+        > ctl.sites["blocks.5.resid_post"].organism_auroc
+    )
     assert ctl.sites["blocks.1.resid_post"].reads_input_not_behaviour
     assert ctl.selected_site == "blocks.5.resid_post"
     assert ctl.n_calibration == 48 and ctl.selected.n == 48  # the other half

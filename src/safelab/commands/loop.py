@@ -171,9 +171,7 @@ def print_summary(console: Any, result: LoopResult | dict[str, Any], seconds: fl
             f"probe_base_auroc_at_best ({m['probe_best_site']})",
             f"{m['probe_base_auroc_at_best']:.3f}",
         )
-        table.add_row(
-            "probe_reads_input_not_behaviour", str(m["probe_reads_input_not_behaviour"])
-        )
+        table.add_row("probe_reads_input_not_behaviour", str(m["probe_reads_input_not_behaviour"]))
     if result.sae is not None:
         table.add_row(f"sae_latent_{result.sae.latent}_auroc", f"{result.sae.auroc:.3f}")
         table.add_row(

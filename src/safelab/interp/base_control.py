@@ -31,7 +31,7 @@ from typing import Any
 import numpy as np
 
 from safelab.errors import SafelabError
-from safelab.interp.metrics import DEFAULT_RESAMPLES, ArrayLike, _auroc, _arrays
+from safelab.interp.metrics import DEFAULT_RESAMPLES, ArrayLike, _arrays, _auroc
 
 RULE = (
     "reads_input_not_behaviour: the base's AUROC 95% interval lies above 0.5 and the gain's "

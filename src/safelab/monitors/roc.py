@@ -244,7 +244,11 @@ def format_report(report: MonitorReport) -> str:
                 f"    base model ({r.control['n_paired']} paired): AUROC {c['base_auroc']:.3f} "
                 f"[{c['base_auroc_ci'][0]:.3f}, {c['base_auroc_ci'][1]:.3f}], gain "
                 f"{c['gain']:+.3f} [{c['gain_ci'][0]:+.3f}, {c['gain_ci'][1]:+.3f}]"
-                + ("; READS THE INPUT, NOT THE BEHAVIOUR" if r.control["reads_input_not_behaviour"] else "")
+                + (
+                    "; READS THE INPUT, NOT THE BEHAVIOUR"
+                    if r.control["reads_input_not_behaviour"]
+                    else ""
+                )
                 if c and r.control
                 else "    base model: no paired samples of both labels"
             )

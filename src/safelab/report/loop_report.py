@@ -148,7 +148,7 @@ def render_loop_report(metrics: LoopResult | dict[str, Any]) -> str:
             (f"probe AUROC gain over the base model, layer picked by gain on a calibration half "
              f"({control.selected_site}), other half (n={sel.n}){flag}",
              f"{sel.gain:+.3f}", _ci3(sel.gain_ci), keys[2]),
-            (f"  organism / base model AUROC there",
+            ("  organism / base model AUROC there",
              f"{sel.organism_auroc:.3f} / {sel.base_auroc:.3f}",
              f"{_ci3(sel.organism_auroc_ci)} / {_ci3(sel.base_auroc_ci)}", ""),
         ]  # fmt: skip
@@ -203,6 +203,7 @@ def render_loop_report(metrics: LoopResult | dict[str, Any]) -> str:
         for cond in CONDITIONS
         if cond in m.backdoor
     ]
+
     def control_cells(site: str) -> dict[str, str]:
         c = control.sites.get(site) if control is not None else None
         if c is None:

@@ -30,7 +30,9 @@ COLOURS = {
 def _result(metrics: ValidationResult | dict[str, Any]) -> ValidationResult:
     from safelab.validate.run import ValidationResult
 
-    return metrics if isinstance(metrics, ValidationResult) else ValidationResult.from_metrics(metrics)
+    return (
+        metrics if isinstance(metrics, ValidationResult) else ValidationResult.from_metrics(metrics)
+    )
 
 
 def verdict_grid(result: ValidationResult, path: Path) -> Path:

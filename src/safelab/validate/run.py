@@ -20,7 +20,7 @@ from typing import TYPE_CHECKING, Any
 from safelab.errors import SafelabError
 from safelab.interp.artifacts import atomic_write_text
 from safelab.validate.config import ValidateConfig
-from safelab.validate.organisms import Check, OrganismEntry, entry, task_function
+from safelab.validate.organisms import Check, entry, task_function
 from safelab.validate.verdicts import (
     UNSCORABLE,
     Cell,
@@ -283,9 +283,7 @@ def run_check(
 
     task, limit = _task(check, cfg)
     if scorers is not None:
-        task = Task(
-            dataset=scorers[0], solver=task.solver, scorer=scorers[1], config=task.config
-        )
+        task = Task(dataset=scorers[0], solver=task.solver, scorer=scorers[1], config=task.config)
         limit = None
     (log,) = inspect_eval(
         task,
@@ -321,9 +319,7 @@ def sample_chat(sample: Sample) -> list[dict[str, str]]:
     if isinstance(sample.input, str):
         return [{"role": "user", "content": sample.input}]
     return [
-        {"role": m.role, "content": m.text}
-        for m in sample.input
-        if m.role in ("system", "user")
+        {"role": m.role, "content": m.text} for m in sample.input if m.role in ("system", "user")
     ]
 
 
@@ -331,7 +327,11 @@ def sample_chat(sample: Sample) -> list[dict[str, str]]:
 
 
 def probe_control(
-    org: WhiteBoxModel, base: WhiteBoxModel, chats: list[Any], labels: list[int], cfg: ValidateConfig
+    org: WhiteBoxModel,
+    base: WhiteBoxModel,
+    chats: list[Any],
+    labels: list[int],
+    cfg: ValidateConfig,
 ) -> dict[str, Any]:
     """The defection probe (made on each model from the generic pairs) on both models."""
     from safelab.interp.base_control import base_control
@@ -353,7 +353,11 @@ def probe_control(
 
 
 def sae_control(
-    org: WhiteBoxModel, base: WhiteBoxModel, chats: list[Any], labels: list[int], cfg: ValidateConfig
+    org: WhiteBoxModel,
+    base: WhiteBoxModel,
+    chats: list[Any],
+    labels: list[int],
+    cfg: ValidateConfig,
 ) -> dict[str, Any]:
     """The SAE latent whose separation the organism adds most over the base.
 
@@ -551,7 +555,9 @@ def run_validate(
         fn = probe_control if row.name == PROBE_ROW else sae_control
         ctl = fn(loaded(col.spec), loaded(cfg.model), chats, labels, cfg)
         cell = control_cell(row.name, col.name, ctl)
-        cell.detail["inputs"] = f"{check.task}: {dict(check.target)} vs {dict(check.reference or {})}"
+        cell.detail["inputs"] = (
+            f"{check.task}: {dict(check.target)} vs {dict(check.reference or {})}"
+        )
         return cell
 
     i = 0
