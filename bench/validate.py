@@ -25,7 +25,7 @@ import time
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import final_json  # noqa: E402
+from _util import final_json
 
 
 def _load() -> str:
