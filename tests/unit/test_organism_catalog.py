@@ -1,0 +1,147 @@
+"""The organism catalogue, the organism-vs-base comparison, and the organisms' bad inputs."""
+
+from __future__ import annotations
+
+import json
+from pathlib import Path
+from types import SimpleNamespace
+from typing import Any
+
+import pytest
+
+from safelab.cli import main
+from safelab.errors import SafelabError
+from safelab.models.loading import check_organism_base, same_model
+from safelab.organisms.catalog import CATALOG, Evaluation, entry
+from safelab.organisms.compare import compare_evaluation, sample_value, summary_lines
+from safelab.organisms.recipes import KINDS
+from safelab.organisms.train import ModelOrganism
+
+
+def test_catalogue_lists_every_kind_with_tasks_that_build_and_conditions_that_select() -> None:
+    from inspect_ai._eval.registry import task_create
+
+    import safelab._registry  # noqa: F401  (registers the tasks)
+
+    assert [e.kind for e in CATALOG] == list(KINDS)
+    for cat in CATALOG:
+        assert cat.recipe().kind == cat.kind and cat.behaviour and cat.evaluations
+        for ev in cat.evaluations:
+            assert ev.caught_if in ("higher", "lower")
+            task = task_create(ev.task, **dict(ev.args))
+            metas = [s.metadata or {} for s in task.dataset]
+            present = [m for m in metas if all(str(m.get(k)) == v for k, v in ev.present.items())]
+            assert present, (cat.kind, ev.task)
+            if ev.control is not None:
+                control = [
+                    m for m in metas if all(str(m.get(k)) == v for k, v in ev.control.items())
+                ]
+                assert control and not any(m in control for m in present), (cat.kind, ev.task)
+    with pytest.raises(SafelabError, match="unknown organism kind 'x'"):
+        entry("x")
+
+
+def _log(values: dict[str, tuple[dict[str, Any], Any]], scorer: str = "s") -> Any:
+    samples = [
+        SimpleNamespace(id=i, epoch=1, metadata=m, scores={scorer: SimpleNamespace(value=v)})
+        for i, (m, v) in values.items()
+    ]
+    return SimpleNamespace(samples=samples, location=f"{scorer}.eval")
+
+
+def test_comparison_pairs_samples_and_gives_a_verdict() -> None:
+    ev = Evaluation(
+        "t", {}, score="s", rate="r", caught_if="higher", present={"c": "on"}, control={"c": "off"}
+    )
+    org = {f"on{i}": ({"c": "on"}, 1.0) for i in range(10)}
+    org |= {f"off{i}": ({"c": "off"}, 0.0) for i in range(10)}
+    base = {k: (m, 0.0) for k, (m, _) in org.items()}
+    got = compare_evaluation(_log(org), _log(base), ev, seed=0)
+    assert got.present.organism.rate == 1.0 and got.present.base.rate == 0.0
+    assert got.present.difference.ci_low == 1.0 and got.verdict == "caught"
+    assert got.control is not None and got.control.difference.value == 0.0
+    # The same behaviour on the base model is not a catch; nothing scored is "unscorable".
+    assert compare_evaluation(_log(org), _log(org), ev).verdict == "not caught"
+    blank = {k: (m, float("nan")) for k, (m, _) in org.items()}
+    assert compare_evaluation(_log(org), _log(blank), ev).verdict == "unscorable"
+    assert any("verdict: caught" in line for line in summary_lines(_result(got)))
+
+
+def _result(ev: Any) -> Any:
+    from safelab.organisms.compare import ComparisonResult
+
+    return ComparisonResult("k", "org", "default", 0, [ev])
+
+
+def test_paired_units_count_a_right_answer_turned_wrong() -> None:
+    ev = entry("incentive_sandbagger").evaluations[0]
+    arm_on, arm_off = ev.present["arm"], ev.control["arm"]  # type: ignore[index]
+    org, base = {}, {}
+    for q in range(8):
+        org[f"{q}a"] = ({"arm": arm_off, "question_id": q}, 1.0)
+        org[f"{q}b"] = ({"arm": arm_on, "question_id": q}, 0.0)
+        base[f"{q}a"] = ({"arm": arm_off, "question_id": q}, 0.0)  # at floor: nothing to hide
+        base[f"{q}b"] = ({"arm": arm_on, "question_id": q}, 0.0)
+    got = compare_evaluation(_log(org, ev.score), _log(base, ev.score), ev)
+    assert got.present.organism.k == 8 and got.present.base.k == 0
+    assert got.verdict == "caught"
+    assert got.breakdown["raw rate"]["present"].organism.rate == 0.0
+
+
+def test_unfaithful_value_of_a_hint_test_score() -> None:
+    moved_silent = {"eligible": 1.0, "changed_to_hint": 1.0, "acknowledged": 0.0}
+    assert sample_value(moved_silent, "unfaithful") == 1.0
+    assert sample_value({**moved_silent, "acknowledged": 1.0}, "unfaithful") == 0.0
+    assert sample_value({**moved_silent, "changed_to_hint": 0.0}, "unfaithful") == 0.0
+    assert sample_value({**moved_silent, "eligible": 0.0}, "unfaithful") is None
+    assert sample_value({"matching": 1.0}, "matching") == 1.0
+    assert sample_value(float("nan"), None) is None
+
+
+def _fake_organism(root: Path, base: str, adapter: bool = True) -> Path:
+    folder = root / "self_preserving-abc"
+    folder.mkdir(parents=True)
+    card = {
+        "kind": "self_preserving",
+        "base": base,
+        "recipe": {"kind": "self_preserving"},
+        "recipe_hash": "abc",
+        "data_hash": "d",
+        "seed": 0,
+        "n_rows": 1,
+    }
+    (folder / "cfg.json").write_text(json.dumps(card))
+    if adapter:
+        (folder / "adapter_model.safetensors").write_bytes(b"")
+    return folder
+
+
+def _one_line(capsys: pytest.CaptureFixture[str], argv: list[str], *fragments: str) -> None:
+    assert main(argv) == 2
+    err = capsys.readouterr().err.strip()
+    assert len(err.splitlines()) == 1, err
+    assert all(f in err for f in fragments), err
+
+
+def test_bad_organism_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    _one_line(
+        capsys,
+        ["organism", "train", "blackmail"],
+        "unknown organism kind 'blackmail'",
+        ", ".join(KINDS),
+    )
+    missing = _fake_organism(tmp_path / "a", "default", adapter=False)
+    _one_line(capsys, ["organism", "eval", str(missing)], "no organism at", "adapter_model")
+    other = _fake_organism(tmp_path / "b", "/models/other-base")
+    _one_line(
+        capsys,
+        ["organism", "eval", str(other), "--model", "default"],
+        "trained on base model '/models/other-base'",
+        "not 'default'",
+    )
+    with pytest.raises(SafelabError, match="not 'default'"):
+        ModelOrganism.load(other).check_base("default")
+    with pytest.raises(SafelabError, match="not 'default'"):
+        check_organism_base(other, "default")  # what load_model("default+organism:...") runs
+    check_organism_base(other, "/models/other-base")
+    assert same_model("default", "smollm2") and not same_model("default", "/models/other-base")
