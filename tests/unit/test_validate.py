@@ -83,7 +83,7 @@ def test_presets_and_bad_input(tmp_path: Path) -> None:
             "data_hash": "y", "seed": 0, "n_rows": 1}  # fmt: skip
     (folder / "cfg.json").write_text(json.dumps(card))
     (folder / "adapter_model.safetensors").write_bytes(b"")
-    with pytest.raises(SafelabError, match="'other-model' but the model given is 'default'"):
+    with pytest.raises(SafelabError, match="trained on base model 'other-model', not 'default'"):
         run_validate(ValidateConfig(paths=(str(folder),)), tmp_path / "v", say=lambda s: None)
 
 

@@ -9,7 +9,7 @@ from safelab.errors import SafelabError
 
 PRESETS: dict[str, dict[str, Any]] = {
     # ~30 min cold on 2 shared cores (organisms trained once), a few minutes warm.
-    "quick": {"n": 12, "limit": 12, "n_white_box": 16, "n_judge": 4, "n_resamples": 1000},
+    "quick": {"n": 12, "limit": None, "n_white_box": 16, "n_judge": 4, "n_resamples": 1000},
     "full": {"n": 32, "limit": None, "n_white_box": 32, "n_judge": 8, "n_resamples": 1000},
 }
 
@@ -29,8 +29,8 @@ class ValidateConfig:
     preset: str = "quick"
     n: int = 12
     """Samples per condition of each check whose task takes ``n``."""
-    limit: int | None = 12
-    """Sample limit for checks whose task takes no ``n`` (None: all)."""
+    limit: int | None = None
+    """Sample limit for checks whose task takes no ``n`` (None: the catalogue's limit)."""
     n_white_box: int = 16
     """Prompts per class for the white-box detectors (defection probe, SAE latent)."""
     n_judge: int = 4

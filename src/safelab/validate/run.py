@@ -180,11 +180,7 @@ def resolve_columns(
     loaded: list[ModelOrganism] = []
     for path in cfg.paths:
         org = ModelOrganism.load(path)
-        if org.card.base != cfg.model:
-            raise SafelabError(
-                f"{path}: this organism was trained on base {org.card.base!r} but the model "
-                f"given is {cfg.model!r}: pass --model {org.card.base} or retrain it"
-            )
+        org.check_base(cfg.model)  # one line naming both base models
         entry(org.card.kind)
         loaded.append(org)
     if not kinds and not cfg.paths:
@@ -257,7 +253,8 @@ def _task(check: Check, cfg: ValidateConfig) -> tuple[Any, int | None]:
         args["n"] = cfg.n
     if "seed" in params:
         args.setdefault("seed", cfg.seed)
-    return fn(**args), (None if "n" in params else cfg.limit)
+    limit = None if "n" in params else (cfg.limit if cfg.limit is not None else check.limit)
+    return fn(**args), limit
 
 
 def _matches(meta: Mapping[str, Any], want: Mapping[str, str] | None) -> bool:
@@ -279,7 +276,7 @@ def run_check(
     from inspect_ai import Task
     from inspect_ai import eval as inspect_eval
 
-    from safelab.loop.run import score_value
+    from safelab.organisms.compare import sample_value
 
     task, limit = _task(check, cfg)
     if scorers is not None:
@@ -296,11 +293,16 @@ def run_check(
     )
     if log.status != "success" or not log.samples:
         raise SafelabError(f"{check.task} on {spec} did not finish ({log.status}): {log.location}")
-    name = check.scorer if scorers is None else "judge_monitor"
+    name, key = (check.scorer, check.key) if scorers is None else ("judge_monitor", None)
+
+    def value(s: Any) -> float | None:
+        score = (s.scores or {}).get(name)
+        return None if score is None else sample_value(score.value, key)
+
     return {
         "log": log.location,
         "samples": [
-            {"id": str(s.id), "value": score_value(s, name), "metadata": _meta(s)}
+            {"id": f"{s.id}@{s.epoch}", "sid": str(s.id), "value": value(s), "metadata": _meta(s)}
             for s in log.samples
         ],
     }
@@ -310,7 +312,7 @@ def contrast_samples(check: Check, cfg: ValidateConfig, n: int) -> tuple[list[Sa
     """Up to ``n`` target (label 1) and ``n`` reference (label 0) samples of the check's task."""
     task, _ = _task(check, cfg)
     pos = [s for s in task.dataset if _matches(s.metadata or {}, check.target)][:n]
-    neg = [s for s in task.dataset if _matches(s.metadata or {}, check.reference)][:n]
+    neg = [s for s in task.dataset if _matches(s.metadata or {}, check.negatives)][:n]
     return pos + neg, [1] * len(pos) + [0] * len(neg)
 
 
@@ -321,6 +323,75 @@ def sample_chat(sample: Sample) -> list[dict[str, str]]:
     return [
         {"role": m.role, "content": m.text} for m in sample.input if m.role in ("system", "user")
     ]
+
+
+# -- behavioural cells -------------------------------------------------------------------
+
+
+def _values(rec: dict[str, Any]) -> dict[str, tuple[dict[str, Any], float | None]]:
+    return {s["id"]: (s["metadata"], s["value"]) for s in rec["samples"]}
+
+
+def _as_evaluation(check: Check) -> Any:
+    from types import SimpleNamespace
+
+    return SimpleNamespace(
+        task=check.task, unit=check.unit, present=check.target, control=check.reference
+    )
+
+
+def paired_cell(
+    row: str, column: str, check: Check, org_rec: dict[str, Any], base_rec: dict[str, Any],
+    seed: int,
+) -> Cell:  # fmt: skip
+    """An organism column's behavioural cell: the organism's rate minus the base's on the
+    target samples, paired by sample id (over units for a paired evaluation), with the
+    catalogue comparison's bootstrap interval and verdict (:mod:`safelab.organisms.compare`),
+    oriented so that positive = more of the misbehaviour."""
+    from safelab.organisms.compare import condition_rates, unit_values, verdict
+
+    org, base = _values(org_rec), _values(base_rec)
+    if check.unit is not None:
+        ev = _as_evaluation(check)
+        org, base = unit_values(org, ev), unit_values(base, ev)
+    cr = condition_rates(org, base, check.target, seed)
+    v = verdict(cr, "higher" if check.direction > 0 else "lower")
+    detail: dict[str, Any] = {
+        "organism": cr.organism.to_dict(),
+        "base": cr.base.to_dict(),
+        "paired_n": cr.difference.n,
+        "direction": check.direction,
+        "interval": "paired percentile bootstrap 95% over samples",
+        "seed": seed,
+    }
+    d = cr.difference
+    if v == UNSCORABLE or d.value is None or d.ci_low is None or d.ci_high is None:
+        detail["why"] = "no scored target samples on the organism or the base"
+        return Cell(row, column, "rate_difference", None, None, UNSCORABLE, detail)
+    sign = 1 if check.direction > 0 else -1
+    lo, hi = sorted((sign * d.ci_low, sign * d.ci_high))
+    return Cell(row, column, "rate_difference", sign * d.value, [lo, hi], v, detail)
+
+
+def unit_flips(rec: dict[str, Any], check: Check) -> tuple[list[float | None], list[float | None]]:
+    """Per unit on one model: the flip the organism should show (right under the reference,
+    wrong under the target) and the reverse flip (its null)."""
+    present: dict[str, float | None] = {}
+    control: dict[str, float | None] = {}
+    for s in rec["samples"]:
+        unit = str(s["metadata"].get(check.unit))
+        if _matches(s["metadata"], check.target):
+            present[unit] = s["value"]
+        elif _matches(s["metadata"], check.reference):
+            control[unit] = s["value"]
+    flips: list[float | None] = []
+    reverse: list[float | None] = []
+    for unit, p in present.items():
+        c = control.get(unit)
+        ok = p is not None and c is not None
+        flips.append(float(c == 1.0 and p == 0.0) if ok else None)
+        reverse.append(float(c == 0.0 and p == 1.0) if ok else None)
+    return flips, reverse
 
 
 # -- white-box detectors -----------------------------------------------------------------
@@ -415,12 +486,13 @@ def judge_control(
     from safelab.interp.base_control import base_control
 
     base_v = {s["id"]: s["value"] for s in base_rec["samples"]}
+    sid = {s["id"]: s["sid"] for s in org_rec["samples"]}
     ids = [
         s["id"]
         for s in org_rec["samples"]
-        if s["value"] is not None and base_v.get(s["id"]) is not None and s["id"] in labels
+        if s["value"] is not None and base_v.get(s["id"]) is not None and s["sid"] in labels
     ]
-    y = [labels[i] for i in ids]
+    y = [labels[sid[i]] for i in ids]
     if not 0 < sum(y) < len(y):
         return None
     org_v = {s["id"]: s["value"] for s in org_rec["samples"]}
@@ -521,23 +593,31 @@ def run_validate(
             if col is base_col:
                 if check.reference is None:
                     return Cell(row.name, col.name, "rate_difference", None, None, UNSCORABLE,
-                                {"why": "the check names no reference samples"})  # fmt: skip
+                                {"why": "the evaluation has no within-task control samples"})  # fmt: skip
                 rec = evaluated(check, col)
-                return behaviour_cell(
-                    row.name, col.name, values(rec, check.target), values(rec, check.reference),
-                    check.direction, base_column=True,
-                )  # fmt: skip
+                if check.unit is not None:
+                    flips, reverse = unit_flips(rec, check)
+                    cell = behaviour_cell(row.name, col.name, flips, reverse, 1, base_column=True)
+                else:
+                    cell = behaviour_cell(
+                        row.name, col.name, values(rec, check.target),
+                        values(rec, check.reference), check.direction, base_column=True,
+                    )  # fmt: skip
+                cell.detail["logs"] = [rec["log"]]
+                return cell
             org_rec, base_rec = evaluated(check, col), evaluated(check, base_col)
-            cell = behaviour_cell(
-                row.name, col.name, values(org_rec, check.target), values(base_rec, check.target),
-                check.direction,
-            )  # fmt: skip
+            cell = paired_cell(row.name, col.name, check, org_rec, base_rec, cfg.seed)
             cell.detail["logs"] = [org_rec["log"], base_rec["log"]]
             return cell
         check = home_check(col)
         if row.name == JUDGE_ROW:
-            org_rec, base_rec = evaluated(check, col, True), evaluated(check, base_col, True)
             samples, labels = contrast_samples(check, cfg, cfg.n_judge)
+            if not 0 < sum(labels) < len(labels):
+                return control_cell(
+                    row.name, col.name, None,
+                    f"{check.task} has no within-task control samples to contrast with",
+                )  # fmt: skip
+            org_rec, base_rec = evaluated(check, col, True), evaluated(check, base_col, True)
             by_id = {str(s.id): y for s, y in zip(samples, labels, strict=True)}
             ctl = judge_control(org_rec, base_rec, by_id, cfg)
             n_unscored = sum(s["value"] is None for s in org_rec["samples"])
@@ -550,7 +630,10 @@ def run_validate(
             return cell
         samples, labels = contrast_samples(check, cfg, cfg.n_white_box)
         if not 0 < sum(labels) < len(labels):
-            return control_cell(row.name, col.name, None, f"{check.task} has no contrast samples")
+            return control_cell(
+                row.name, col.name, None,
+                f"{check.task} has no within-task control samples to contrast with",
+            )  # fmt: skip
         chats = [sample_chat(s) for s in samples]
         fn = probe_control if row.name == PROBE_ROW else sae_control
         ctl = fn(loaded(col.spec), loaded(cfg.model), chats, labels, cfg)
