@@ -37,6 +37,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--n-judge", type=int, default=None, help="transcripts per class (0: no judge)")
     p.add_argument("--judge", default=None, help="the judge model (default: --model)")
     p.add_argument("--sae", default=None, help="an SAE on the base model: adds the SAE row")
+    p.add_argument(
+        "--detector", action="append", default=[], help="only this row (repeatable; default all)"
+    )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     p.add_argument(
@@ -74,6 +77,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         n_judge=args.n_judge,
         judge=args.judge,
         sae=args.sae,
+        detectors=tuple(args.detector),
         seed=args.seed,
         threads=args.threads,
     )

@@ -91,7 +91,7 @@ def render_validate_report(metrics: ValidationResult | dict[str, Any]) -> str:
             "detail": ", ".join(
                 f"{k}={v:.3f}" if isinstance(v, float) else f"{k}={v}"
                 for k, v in c.detail.items()
-                if k not in ("rule", "logs")
+                if k not in ("rule", "logs", "per_site")
             ),
         }
         for c in result.cells

@@ -39,6 +39,8 @@ class ValidateConfig:
     """The judge model (default: ``model``)."""
     sae: str | None = None
     """An SAE trained on the base model: adds the SAE-latent row."""
+    detectors: tuple[str, ...] = ()
+    """Only these rows (detector names; empty: every row)."""
     seed: int = 0
     n_resamples: int = 1000
     threads: int | None = None

@@ -216,6 +216,20 @@ def resolve_columns(
     return [*columns, Column(BASE, cfg.model, behaviour="the base model (the control)")]
 
 
+def _columns_for_rows(cfg: ValidateConfig) -> list[Column]:
+    """Placeholder columns of the kinds asked for (folders are read for their kind)."""
+    from safelab.organisms.train import ModelOrganism
+    from safelab.validate.organisms import catalogue
+
+    kinds = list(cfg.organisms)
+    kinds += [ModelOrganism.load(p).card.kind for p in cfg.paths]
+    if not kinds:
+        kinds = list(catalogue())
+    for k in kinds:
+        entry(k)
+    return [Column(k, "", k) for k in kinds]
+
+
 def build_rows(cfg: ValidateConfig, columns: Sequence[Column]) -> list[Row]:
     """Every check of every organism kind in the columns, then the white-box detectors."""
     rows: list[Row] = []
@@ -230,6 +244,14 @@ def build_rows(cfg: ValidateConfig, columns: Sequence[Column]) -> list[Row]:
         rows.append(Row(JUDGE_ROW, "white-box", home))
     if cfg.sae:
         rows.append(Row(SAE_ROW, "white-box", home))
+    if cfg.detectors:
+        unknown = sorted(set(cfg.detectors) - {r.name for r in rows})
+        if unknown:
+            raise SafelabError(
+                f"unknown detector {', '.join(map(repr, unknown))}: use one of "
+                + ", ".join(repr(r.name) for r in rows)
+            )
+        rows = [r for r in rows if r.name in cfg.detectors]
     return rows
 
 
@@ -547,6 +569,7 @@ def run_validate(
             share_model(models[spec], spec)
         return models[spec]
 
+    rows = build_rows(cfg, _columns_for_rows(cfg))  # an unknown detector fails before training
     columns = resolve_columns(cfg, say, lambda: loaded(cfg.model), recipes)
     rows = build_rows(cfg, columns)
     organisms = [c for c in columns if c.kind is not None]

@@ -113,6 +113,10 @@ def control_cell(row: str, column: str, control: dict[str, Any] | None, why: str
         "reads_input_not_behaviour": control["reads_input_not_behaviour"],
         "n": sel["n"],
     } | {k: v for k, v in control.items() if k not in ("sites", "selected")}
+    detail["per_site"] = {
+        site: [c["organism_auroc"], c["base_auroc"], c["gain"]]
+        for site, c in control.get("sites", {}).items()
+    }
     return Cell(row, column, "auroc_gain", sel["gain"], sel["gain_ci"], verdict, detail)
 
 
