@@ -530,6 +530,20 @@ def _say_detection(say: Say, det: DetectStep) -> None:
         f"AUROC {det.selected_auroc:.3f} [{sel[0]:.3f}, {sel[1]:.3f}]"
     )
     say(f"      best {det.best_site}: AUROC {det.best_auroc:.3f} [{best[0]:.3f}, {best[1]:.3f}]")
+    ctl = det.base_control()
+    if ctl is not None:
+        c, at_best = ctl.selected, ctl.sites[det.best_site]
+        say(
+            f"      the same probe on the base model (the control): {at_best.base_auroc:.3f} at "
+            f"{det.best_site}"
+            + (" (reads the input, not the behaviour)" if at_best.reads_input_not_behaviour else "")
+        )
+        say(
+            f"      layer chosen by the gain over the base on a calibration half: "
+            f"{ctl.selected_site}, other half: organism {c.organism_auroc:.3f}, base "
+            f"{c.base_auroc:.3f}, gain {c.gain:+.3f} [{c.gain_ci[0]:+.3f}, {c.gain_ci[1]:+.3f}]"
+            + (" (reads the input, not the behaviour)" if ctl.reads_input_not_behaviour else "")
+        )
     if det.traffic is not None:
         tr = det.traffic
         say(
