@@ -710,6 +710,7 @@ def run_validate(
     timings["total_s"] = round(time.perf_counter() - t0, 1)
     result = ValidationResult(cfg, columns, rows, cells, timings)
     atomic_write_text(out / "metrics.json", json.dumps(result.to_metrics(), indent=2))
+    atomic_write_text(out / "matrix.md", markdown_matrix(result))
     write_validate_report(result, out / "report.html")
     return result
 
@@ -725,6 +726,23 @@ def _fmt_cell(cell: Cell) -> str:
         f"{cell.measure} {cell.effect:+.3f} [{cell.ci[0]:+.3f}, {cell.ci[1]:+.3f}]: "
         f"{cell.verdict}{extra}"
     )
+
+
+def markdown_matrix(result: ValidationResult) -> str:
+    """The matrix as a Markdown table: effect [95% CI] and verdict per cell (``matrix.md``)."""
+    cols = [c.name for c in result.columns]
+    lines = ["| detector | " + " | ".join(cols) + " |", "|---" * (len(cols) + 1) + "|"]
+    for row in result.rows:
+        parts = []
+        for col in cols:
+            c = result.cell(row.name, col)
+            if c.effect is None or c.ci is None:
+                parts.append(f"{c.verdict}")
+                continue
+            flag = " (reads the input)" if c.detail.get("reads_input_not_behaviour") else ""
+            parts.append(f"{c.effect:+.2f} [{c.ci[0]:+.2f}, {c.ci[1]:+.2f}] {c.verdict}{flag}")
+        lines.append(f"| {row.name} | " + " | ".join(parts) + " |")
+    return "\n".join(lines) + "\n"
 
 
 def format_matrix(result: ValidationResult) -> str:
