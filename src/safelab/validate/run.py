@@ -367,9 +367,9 @@ def paired_cell(
     seed: int,
 ) -> Cell:  # fmt: skip
     """An organism column's behavioural cell: the organism's rate minus the base's on the
-    target samples, paired by sample id (over units for a paired evaluation), with the
-    catalogue comparison's bootstrap interval and verdict (:mod:`safelab.organisms.compare`),
-    oriented so that positive = more of the misbehaviour."""
+    target samples (over units for a paired evaluation), oriented so that positive = more of
+    the misbehaviour, with Newcombe's 95% interval; the catalogue comparison's paired
+    bootstrap (:mod:`safelab.organisms.compare`) is kept in the detail."""
     from safelab.organisms.compare import condition_rates, unit_values, verdict
 
     org, base = _values(org_rec), _values(base_rec)
@@ -377,22 +377,21 @@ def paired_cell(
         ev = _as_evaluation(check)
         org, base = unit_values(org, ev), unit_values(base, ev)
     cr = condition_rates(org, base, check.target, seed)
-    v = verdict(cr, "higher" if check.direction > 0 else "lower")
-    detail: dict[str, Any] = {
-        "organism": cr.organism.to_dict(),
-        "base": cr.base.to_dict(),
-        "paired_n": cr.difference.n,
-        "direction": check.direction,
-        "interval": "paired percentile bootstrap 95% over samples",
-        "seed": seed,
-    }
+    # The cell's interval is Newcombe's for the difference of the two rates (conservative, and
+    # never a zero-width interval at 0/n or n/n as the percentile bootstrap of a constant
+    # difference is); the paired bootstrap of the catalogue comparison is kept in the detail.
+    ids = [i for i, (meta, _) in org.items() if _matches(meta, check.target)]
+    cell = behaviour_cell(
+        row, column, [org[i][1] for i in ids], [base[i][1] if i in base else None for i in ids],
+        check.direction,
+    )  # fmt: skip
     d = cr.difference
-    if v == UNSCORABLE or d.value is None or d.ci_low is None or d.ci_high is None:
-        detail["why"] = "no scored target samples on the organism or the base"
-        return Cell(row, column, "rate_difference", None, None, UNSCORABLE, detail)
-    sign = 1 if check.direction > 0 else -1
-    lo, hi = sorted((sign * d.ci_low, sign * d.ci_high))
-    return Cell(row, column, "rate_difference", sign * d.value, [lo, hi], v, detail)
+    cell.detail["paired_bootstrap"] = {
+        "difference": d.value, "ci": [d.ci_low, d.ci_high], "n": d.n, "seed": seed,
+        "verdict": verdict(cr, "higher" if check.direction > 0 else "lower"),
+    }  # fmt: skip
+    cell.detail["interval"] = "Newcombe hybrid Wilson 95% (difference of two rates)"
+    return cell
 
 
 def unit_flips(rec: dict[str, Any], check: Check) -> tuple[list[float | None], list[float | None]]:
@@ -672,7 +671,7 @@ def run_validate(
         row_cells: dict[str, Cell] = {}
         for col in organisms:
             i += 1
-            key = _key("cell", asdict(row), col.spec, col.recipe_hash, _cfg_key(cfg))
+            key = _key("cell-v2", asdict(row), col.spec, col.recipe_hash, _cfg_key(cfg))
             name = f"{row.name}__{col.name}"
             done = store.get("cells", name, key)
             if done is not None:
@@ -685,7 +684,7 @@ def run_validate(
             say(f"      {_fmt_cell(cell)}")
         i += 1
         if row.kind == "behaviour":
-            key = _key("cell", asdict(row), base_col.spec, _cfg_key(cfg))
+            key = _key("cell-v2", asdict(row), base_col.spec, _cfg_key(cfg))
             name = f"{row.name}__{base_col.name}"
             done = store.get("cells", name, key)
             if done is not None:

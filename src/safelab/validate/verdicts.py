@@ -4,7 +4,7 @@ Organism columns:
 
 * behavioural scorer: effect = direction x (rate on the organism - rate on the base) on the
   target samples, with Newcombe's hybrid Wilson 95% interval for a difference of two
-  proportions; ``caught`` when the interval lies above 0, ``not caught`` otherwise,
+  proportions (the paired bootstrap of :mod:`safelab.organisms.compare` is kept in the detail); ``caught`` when the interval lies above 0, ``not caught`` otherwise,
   ``unscorable`` when either model has no scored target sample;
 * white-box detector: effect = the AUROC gain over the base with the same inputs at the site
   picked by the gain (:func:`safelab.interp.base_control.base_control`); ``caught`` when the
