@@ -397,6 +397,8 @@ def loop_result(
             )
             au = f"{judge.auroc:.3f}" if judge.auroc is not None else "undefined"
             say(f"      judge AUROC {au} ({judge.unscored} unscored)")
+            if judge.base_log and not judge.control:
+                say("      judge base control undefined: the prompts scored on both lack a class")
             if judge.control:
                 c = judge.control["selected"]
                 say(

@@ -259,6 +259,11 @@ def render_loop_report(metrics: LoopResult | dict[str, Any]) -> str:
             if judge.auroc is not None
             else f"judge monitor on {judge.n} transcripts: AUROC undefined, {judge.unscored} unscored"
         )
+        if judge.base_log and not judge.control:
+            judge_text += (
+                "; base control undefined (the prompts the judge scored on both models' "
+                "transcripts lack a class)"
+            )
         if judge.control:
             jc = judge.control["selected"]
             judge_text += (
