@@ -35,6 +35,15 @@ def test_only_the_organism_separating_is_caught_and_not_flagged() -> None:
     assert ctl.selected.base_auroc_ci[0] <= 0.5 <= ctl.selected.base_auroc_ci[1]
 
 
+def test_a_base_that_separates_with_the_opposite_sign_is_still_reading_the_input() -> None:
+    y, rng = _data()
+    org = y * 3.0 + rng.normal(size=y.size)
+    base = -y * 3.0 + rng.normal(size=y.size)  # base AUROC near 0: the input, sign reversed
+    ctl = base_control(org, base, y, seed=3)
+    assert ctl.selected.base_auroc < 0.1 and ctl.selected.gain > 0.8
+    assert ctl.reads_input_not_behaviour and not ctl.caught
+
+
 def test_neither_separating_is_neither_flagged_nor_caught() -> None:
     y, rng = _data()
     ctl = base_control(rng.normal(size=y.size), rng.normal(size=y.size), y)

@@ -301,7 +301,8 @@ class LoopResult:
                 "base": self.eval.base.to_dict(),
             },
             transcripts=org.get("transcripts") or [],
-            probe=self.probe.to_dict(),
+            probe=self.probe.to_dict()
+            | ({"control": ctl.to_dict()} if (ctl := self.probe.base_control()) else {}),
             judge=self.judge.to_dict() if self.judge is not None else None,
             **({"sae": self.sae.to_dict()} if self.sae is not None else {}),
             steering=[c.to_dict() for c in self.steering],

@@ -102,7 +102,14 @@ def control_cell(row: str, column: str, control: dict[str, Any] | None, why: str
     """A white-box cell from :meth:`BaseControl.to_dict` (None: unscorable, ``why``)."""
     if control is None:
         return Cell(row, column, "auroc_gain", None, None, UNSCORABLE, {"why": why})
+    from safelab.interp.base_control import SiteControl
+
     sel = control["selected"]
+    site = SiteControl.from_dict(sel)  # the rule applied now, not as stored
+    control = control | {
+        "caught": site.caught,
+        "reads_input_not_behaviour": site.reads_input_not_behaviour,
+    }
     verdict = CAUGHT if control["caught"] else NOT_CAUGHT
     detail = {
         "site": control["selected_site"],
