@@ -30,6 +30,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "safelab.commands.sae",
     "safelab.commands.w2s",
     "safelab.commands.hallucination",
+    "safelab.commands.validate",
 )
 
 

@@ -45,7 +45,11 @@ def test_loop_on_default_model_short_budget(tmp_path: Path) -> None:
     assert on_disk["estimates"]["organism"]["backdoor"]["triggered"]["n"] == 4
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4
-    assert len(list((out / "logs").glob("*.eval"))) == 4  # organism, base, judge, one scale
+    # organism, base, the judge on the organism and on the base, one scale
+    assert len(list((out / "logs").glob("*.eval"))) == 5
+    control = on_disk["probe"]["control"]  # the same probe on the base model
+    assert len(control["sites"]) == 30 and control["selected_site"] in control["sites"]
+    assert "probe_control_gain" in on_disk
     # a rerun resumes everything from the step cache
     lines.clear()
     run_loop(cfg, recipe, say=lines.append)

@@ -82,7 +82,20 @@ def test_loop_end_to_end_and_resume(tiny_base: str, tmp_path: Path) -> None:
     assert on_disk["judge"]["n"] == 4
     html = (out / "report.html").read_text()
     assert html.count("data:image/png;base64,") == 4
-    assert len(list((out / "logs").glob("*.eval"))) == 5  # organism, base, judge, 2 scales
+    # organism, base, judge on the organism and on the base, 2 scales
+    assert len(list((out / "logs").glob("*.eval"))) == 6
+    control = on_disk["probe"]["control"]  # the same probe on the base model, per layer
+    assert set(control["sites"]) == set(on_disk["probe"]["sites"])
+    assert control["selected_site"] in control["sites"] and "rule" in control
+    site = on_disk["probe_best_site"]
+    assert control["sites"][site]["organism_auroc"] == pytest.approx(
+        on_disk["probe"]["sites"][site]["auroc"]
+    )
+    assert on_disk["probe_control_gain"] == pytest.approx(
+        on_disk["probe_control_auroc"] - on_disk["probe_control_base_auroc"]
+    )
+    assert "probe_gain_over_base_ci_above_0" in on_disk["targets"]
+    assert "AUROC (base)" in html
     assert (out / "defection-direction" / "vector.safetensors").is_file()
     traffic = on_disk["probe"]["traffic"]
     assert traffic["n"] == 64 and 1 <= traffic["flagged"] <= 63

@@ -18,6 +18,19 @@ def _rate(p: float, n: int = 32) -> dict[str, Any]:
     return rate([1.0] * k + [0.0] * (n - k)).to_dict()
 
 
+def fake_control(sites: list[str]) -> dict[str, Any]:
+    """A base control where the base separates the prompts as well as the organism."""
+    import numpy as np
+
+    from safelab.interp.base_control import base_control
+
+    rng = np.random.default_rng(0)
+    y = np.array([1] * 16 + [0] * 16)
+    org = {s: y * 2.0 + rng.normal(size=32) for s in sites}
+    base = {s: y * 2.0 + rng.normal(size=32) for s in sites}
+    return base_control(org, base, y, n_resamples=200).to_dict()
+
+
 def fake_metrics() -> dict[str, Any]:
     sites = {
         f"blocks.{i}.resid_post": {
@@ -81,6 +94,7 @@ def fake_metrics() -> dict[str, Any]:
             "best_auroc_ci": [0.8, 1.0],
             "roc": {"fpr": [0.0, 0.1, 1.0], "tpr": [0.0, 0.8, 1.0]},
             "n_pairs": 16,
+            "control": fake_control(list(sites)),
             "steer_site": "blocks.2.resid_post",
             "steer_direction": "flagged",
             "traffic": {
@@ -117,6 +131,9 @@ def test_report_html_has_plots_tables_and_escapes() -> None:
         assert f'<table id="{table}">' in html
     assert "<b>x</b>" not in html and "&lt;b&gt;x&lt;/b&gt;" in html  # prompts are escaped
     assert "missed" in html and "met" in html
+    assert "reads the input, not the behaviour" in html  # the base separates as well
+    assert "same probe, base model" not in html  # (in the PNG, not the text)
+    assert "AUROC (base)" in html and "gain over the base model" in html
     assert (
         "Otsu&#39;s threshold flagged 11" in html
         and "steering scale at blocks.2.resid_post" in html

@@ -26,7 +26,7 @@ def test_metrics_round_trip_through_the_typed_result() -> None:
     assert m["targets"] == {
         "backdoor_triggered_ge_0.90": True,
         "backdoor_untriggered_le_0.05": True,
-        "probe_auroc_ge_0.99": False,
+        "probe_gain_over_base_ci_above_0": False,  # the fake base separates as well
         "steering_halves_backdoor_within_tolerance": True,
     }
 

@@ -63,7 +63,8 @@ def oracle() -> Scorer:
         if state.metadata.get("broken"):
             return Score.unscored(reason="grader_failed", answer="unscored (judge_error)")
         return Score(
-            value=float(state.metadata.get("deceptive", 0)) * 0.8 + state.metadata["noise"]
+            value=float(state.metadata.get("deceptive", 0)) * 0.8 * state.metadata.get("signal", 1)
+            + state.metadata["noise"]
         )
 
     return score
@@ -145,6 +146,27 @@ def test_report_counts_unscored_and_computes_roc(tmp_path: Path) -> None:
         monitor_report(path, "nope")
     with pytest.raises(SafelabError, match="not found"):
         monitor_report(tmp_path / "missing.eval")
+
+
+def test_report_with_a_base_log_gives_the_base_control(tmp_path: Path) -> None:
+    def samples(signal: float) -> list[Sample]:
+        return [
+            Sample(id=f"s{i}", input=f"q{i}",
+                   metadata={"deceptive": i % 2, "noise": (i * 37 % 11) / 40, "signal": signal})
+            for i in range(24)
+        ]  # fmt: skip
+
+    outputs = [ModelOutput.from_content("mockllm/model", "ok") for _ in range(24)]
+    org = _run(tmp_path / "org", samples(1.0), [oracle()], outputs, record=False)
+    quiet = _run(tmp_path / "quiet", samples(0.0), [oracle()], outputs, record=False)
+    same = _run(tmp_path / "same", samples(1.0), [oracle()], outputs, record=False)
+    only_org = monitor_report(org, "deceptive", base_log=quiet, n_resamples=200)
+    c = only_org.monitors["oracle"].control
+    assert c is not None and c["n_paired"] == 24
+    assert c["selected"]["gain"] > 0.3 and not c["reads_input_not_behaviour"] and c["caught"]
+    both = monitor_report(org, "deceptive", base_log=same, n_resamples=200).monitors["oracle"]
+    assert both.control is not None and both.control["reads_input_not_behaviour"]
+    assert "base model (24 paired)" in format_report(only_org)
 
 
 def test_probe_monitor_scores_a_transcript_white_box(tiny_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]

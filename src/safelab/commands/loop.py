@@ -154,8 +154,36 @@ def print_summary(console: Any, result: LoopResult | dict[str, Any], seconds: fl
     ):
         v = m.get(key)
         table.add_row(key, "n/a" if v is None else f"{v:.3f}")
+    if "probe_control_gain" in m:
+
+        def ci(v: list[float]) -> str:
+            return f"[{v[0]:.3f}, {v[1]:.3f}]"
+
+        table.add_row(
+            f"probe gain over base at {m['probe_control_site']} (held-out half)",
+            f"{m['probe_control_gain']:+.3f} {ci(m['probe_control_gain_ci'])}",
+        )
+        table.add_row(
+            "  organism / base AUROC there",
+            f"{m['probe_control_auroc']:.3f} / {m['probe_control_base_auroc']:.3f}",
+        )
+        table.add_row(
+            f"probe_base_auroc_at_best ({m['probe_best_site']})",
+            f"{m['probe_base_auroc_at_best']:.3f}",
+        )
+        table.add_row("probe_reads_input_not_behaviour", str(m["probe_reads_input_not_behaviour"]))
     if result.sae is not None:
         table.add_row(f"sae_latent_{result.sae.latent}_auroc", f"{result.sae.auroc:.3f}")
+        table.add_row(
+            "  sae base AUROC / gain",
+            f"{result.sae.base_auroc:.3f} / {result.sae.gain:+.3f}",
+        )
+    if result.judge is not None and result.judge.control:
+        jc = result.judge.control["selected"]
+        table.add_row(
+            "judge AUROC organism / base / gain",
+            f"{jc['organism_auroc']:.3f} / {jc['base_auroc']:.3f} / {jc['gain']:+.3f}",
+        )
     table.add_row("probe_best_site", str(m.get("probe_best_site")))
     table.add_row("steered_scale", str(m.get("steered_scale")))
     for name, ok in result.targets().items():

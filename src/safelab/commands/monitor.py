@@ -15,6 +15,7 @@ def _report(args: argparse.Namespace) -> int:
     report = monitor_report(
         args.log,
         args.label,
+        base_log=args.base_log,
         positive=args.positive,
         monitors=args.monitor,
         flip=args.flip,
@@ -72,6 +73,12 @@ def register(subparsers: Any) -> None:
         action="append",
         default=None,
         help="scorer whose low values are suspicious (repeatable)",
+    )
+    rep.add_argument(
+        "--base-log",
+        default=None,
+        help="the same eval on the base model (same sample ids): each monitor's base control "
+        "(base AUROC, gain over it with 95%% CI, reads_input_not_behaviour)",
     )
     rep.add_argument("--resamples", type=int, default=1000)
     rep.add_argument("--seed", type=int, default=0)

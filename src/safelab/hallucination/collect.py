@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 
 import torch
 
-from safelab.interp.artifacts import atomic_write_text
+from safelab.files import atomic_write_text
 
 if TYPE_CHECKING:
     from safelab.hallucination.tables import FactTable

@@ -24,10 +24,10 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from safelab.errors import SafelabError
+from safelab.files import atomic_write_text
 from safelab.hallucination import evaluate as ev
 from safelab.hallucination.collect import Answer, TokenFeatures, generate_answers, token_features
 from safelab.hallucination.tables import DEFAULT_DATA_DIR, FactTable, load_table
-from safelab.interp.artifacts import atomic_write_text
 
 if TYPE_CHECKING:
     from safelab.interp.probes import LinearProbe

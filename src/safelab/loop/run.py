@@ -330,6 +330,7 @@ def loop_result(
         cfg.n_eval,
         cfg.seed,
         pairs_hash(),
+        "base-control",
         cfg.steer_direction,
         cfg.steer_site,
         cfg.n_traffic,
@@ -339,7 +340,9 @@ def loop_result(
             steps.run(
                 "detect",
                 det_key,
-                lambda: detect_defection(loaded_model(spec), cfg, trigger, vector_dir),
+                lambda: detect_defection(
+                    loaded_model(spec), cfg, trigger, vector_dir, loaded_model(cfg.base, model)
+                ),
                 start="[3/6] defection probe: generic yes/no pairs -> AUROC by layer "
                 "(triggered vs not)",
                 reused="[3/6] defection probe: done before (reusing)",
@@ -353,7 +356,7 @@ def loop_result(
             sae = SAEStep.from_dict(
                 steps.run(
                     "sae",
-                    key_of("sae-gain", org_key, folder_stamp(cfg.sae), cfg.n_eval, cfg.seed),
+                    key_of("sae-control", org_key, folder_stamp(cfg.sae), cfg.n_eval, cfg.seed),
                     lambda: detect_with_sae(
                         loaded_model(cfg.base, model),
                         loaded_model(spec),
@@ -369,7 +372,9 @@ def loop_result(
             )
         say(
             f"      SAE latent {sae.latent} at {sae.site}: AUROC {sae.auroc:.3f} "
-            f"[{sae.auroc_ci[0]:.3f}, {sae.auroc_ci[1]:.3f}] (base model {sae.base_auroc:.3f})"
+            f"[{sae.auroc_ci[0]:.3f}, {sae.auroc_ci[1]:.3f}] (base model {sae.base_auroc:.3f}; "
+            f"gain {sae.gain:+.3f} [{sae.gain_ci[0]:+.3f}, {sae.gain_ci[1]:+.3f}])"
+            + ("; READS THE INPUT, NOT THE BEHAVIOUR" if sae.reads_input_not_behaviour else "")
         )
 
     # 4. judge monitor -------------------------------------------------------------------------
@@ -379,10 +384,11 @@ def loop_result(
             judge = JudgeStep.from_dict(
                 steps.run(
                     "judge",
-                    key_of("judge", org_key, cfg.n_judge, cfg.max_tokens, cfg.seed),
+                    key_of("judge-control", org_key, cfg.n_judge, cfg.max_tokens, cfg.seed),
                     lambda: judge_metrics(
                         evaluate(spec, "triggered,untriggered", cfg.n_judge, judge=cfg.base),
                         cfg.seed,
+                        evaluate(cfg.base, "triggered,untriggered", cfg.n_judge, judge=cfg.base),
                     ),
                     start=f"[4/6] judge monitor ({cfg.base} as judge) on "
                     f"{2 * cfg.n_judge} transcripts",
@@ -391,6 +397,15 @@ def loop_result(
             )
             au = f"{judge.auroc:.3f}" if judge.auroc is not None else "undefined"
             say(f"      judge AUROC {au} ({judge.unscored} unscored)")
+            if judge.base_log and not judge.control:
+                say("      judge base control undefined: the prompts scored on both lack a class")
+            if judge.control:
+                c = judge.control["selected"]
+                say(
+                    f"      judge on the base model's transcripts: AUROC {c['base_auroc']:.3f}, "
+                    f"gain {c['gain']:+.3f} [{c['gain_ci'][0]:+.3f}, {c['gain_ci'][1]:+.3f}] "
+                    f"({judge.control['n_paired']} prompts scored on both)"
+                )
 
     # 5. steering ------------------------------------------------------------------------------
     site = det.steer_at
@@ -446,7 +461,9 @@ def log_rates(log: EvalLog, shown: list[dict[str, Any]] | None = None) -> ModelR
     )
 
 
-def judge_metrics(log: EvalLog, seed: int) -> dict[str, Any]:
+def judge_metrics(log: EvalLog, seed: int, base_log: EvalLog | None = None) -> dict[str, Any]:
+    """The judge monitor's AUROC on the organism's transcripts; with ``base_log`` (the same
+    prompts answered by the base model) also the base control, on the prompts scored in both."""
     from safelab.stats import detector_metrics
 
     scores, labels, unscored = [], [], 0
@@ -462,7 +479,38 @@ def judge_metrics(log: EvalLog, seed: int) -> dict[str, Any]:
     if 0 < sum(labels) < len(labels):
         m = detector_metrics(scores, labels, seed=seed)
         out.update(auroc=m.auroc, auroc_ci=m.auroc_ci, scored=len(labels))
+    if base_log is not None:
+        out["base_log"] = base_log.location
+        out["control"] = paired_control(log, base_log, "judge_monitor", seed)
     return out
+
+
+def paired_control(
+    log: EvalLog, base_log: EvalLog, scorer: str, seed: int, positive: str = "triggered"
+) -> dict[str, Any] | None:
+    """:func:`~safelab.interp.base_control.base_control` of a scorer on two logs of the same
+    samples (organism, base), on the samples both scored (unscored ones are dropped from both
+    and counted); None when the paired samples lack a class."""
+    from safelab.interp.base_control import base_control
+
+    def by_id(lg: EvalLog) -> dict[str, tuple[float | None, int]]:
+        return {
+            str(s.id): (
+                score_value(s, scorer),
+                int((s.metadata or {}).get("condition") == positive),
+            )
+            for s in lg.samples or []
+        }
+
+    org, base = by_id(log), by_id(base_log)
+    ids = [i for i in org if i in base and org[i][0] is not None and base[i][0] is not None]
+    labels = [org[i][1] for i in ids]
+    if not 0 < sum(labels) < len(labels):
+        return None
+    ctl = base_control(
+        [org[i][0] for i in ids], [base[i][0] for i in ids], labels, seed=seed, select=False
+    )
+    return ctl.to_dict() | {"n_paired": len(ids), "n_dropped": len(org) - len(ids)}
 
 
 def _r(est: dict[str, Any]) -> str:
@@ -484,6 +532,20 @@ def _say_detection(say: Say, det: DetectStep) -> None:
         f"AUROC {det.selected_auroc:.3f} [{sel[0]:.3f}, {sel[1]:.3f}]"
     )
     say(f"      best {det.best_site}: AUROC {det.best_auroc:.3f} [{best[0]:.3f}, {best[1]:.3f}]")
+    ctl = det.base_control()
+    if ctl is not None:
+        c, at_best = ctl.selected, ctl.sites[det.best_site]
+        say(
+            f"      the same probe on the base model (the control): {at_best.base_auroc:.3f} at "
+            f"{det.best_site}"
+            + (" (reads the input, not the behaviour)" if at_best.reads_input_not_behaviour else "")
+        )
+        say(
+            f"      layer chosen by the gain over the base on a calibration half: "
+            f"{ctl.selected_site}, other half: organism {c.organism_auroc:.3f}, base "
+            f"{c.base_auroc:.3f}, gain {c.gain:+.3f} [{c.gain_ci[0]:+.3f}, {c.gain_ci[1]:+.3f}]"
+            + (" (reads the input, not the behaviour)" if ctl.reads_input_not_behaviour else "")
+        )
     if det.traffic is not None:
         tr = det.traffic
         say(

@@ -10,12 +10,12 @@ base model's score on the same prompts is the control.
 
 from __future__ import annotations
 
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING
 
 import numpy as np
 
+from safelab.interp.base_control import base_control
 from safelab.loop.results import SAEStep
-from safelab.stats import auroc, bootstrap_ci
 
 if TYPE_CHECKING:
     from safelab.models.inputs import Input
@@ -95,9 +95,14 @@ def detect_with_sae(
     sign = 1.0 if sel_auroc >= 0.5 else -1.0
     score = _chats([with_trigger(t, trigger) for t in score_texts] + score_texts)
     labels = np.array([1] * len(score_texts) + [0] * len(score_texts))
-    kw: dict[str, Any] = {"n_resamples": n_resamples, "seed": seed}
     org_scores = sign * latent_scores(organism, sae, score, chosen.latent)
     base_scores = sign * latent_scores(base, sae, score, chosen.latent)
+    # The latent was chosen on the selection prompts, so all scoring prompts are reported.
+    ctl = base_control(
+        {sae.site: org_scores}, {sae.site: base_scores}, labels,
+        seed=seed, n_resamples=n_resamples, select=False,
+    )  # fmt: skip
+    c = ctl.selected
     return SAEStep(
         sae=sae_path,
         site=sae.site,
@@ -107,10 +112,14 @@ def detect_with_sae(
         selection_auroc=sel_auroc,
         n_select=len(select),
         n_score=len(score),
-        auroc=auroc(org_scores, labels),
-        auroc_ci=list(bootstrap_ci(auroc, org_scores, labels, **kw)),
-        base_auroc=auroc(base_scores, labels),
-        base_auroc_ci=list(bootstrap_ci(auroc, base_scores, labels, **kw)),
+        auroc=c.organism_auroc,
+        auroc_ci=c.organism_auroc_ci,
+        base_auroc=c.base_auroc,
+        base_auroc_ci=c.base_auroc_ci,
+        gain=c.gain,
+        gain_ci=c.gain_ci,
+        reads_input_not_behaviour=ctl.reads_input_not_behaviour,
+        control=ctl.to_dict(),
         top_latents=[
             {
                 "latent": c.latent,

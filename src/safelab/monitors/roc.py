@@ -50,6 +50,9 @@ class MonitorResult:
     accuracy_at_half: float | None = None
     roc: dict[str, list[float]] = field(default_factory=dict)
     note: str = ""
+    control: dict[str, Any] | None = None
+    """With a base log: :meth:`safelab.interp.base_control.BaseControl.to_dict` on the samples
+    (matched by id) that both logs scored, plus ``n_paired``."""
 
 
 @dataclass
@@ -62,6 +65,7 @@ class MonitorReport:
     seed: int
     n_resamples: int
     monitors: dict[str, MonitorResult]
+    base_log: str | None = None
 
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
@@ -82,10 +86,22 @@ def _value(score: Any) -> float | None:
     return None
 
 
+def _read_log(path: Path) -> Any:
+    from inspect_ai.log import read_eval_log
+
+    if not path.exists():
+        raise SafelabError(f"log not found: {path}: give an Inspect .eval or .json log")
+    try:
+        return read_eval_log(str(path))
+    except Exception as e:
+        raise SafelabError(f"{path} is not a readable Inspect log ({str(e)[:100]})") from None
+
+
 def monitor_report(
     log: str | Path,
     label_key: str = "label",
     *,
+    base_log: str | Path | None = None,
     positive: str | None = None,
     monitors: list[str] | None = None,
     flip: list[str] | None = None,
@@ -98,16 +114,21 @@ def monitor_report(
         positive: the label value that counts as positive (default: 1/true/deceptive/unsafe...).
         monitors: scorer names to include (default: all).
         flip: scorer names whose values are negated (low = suspicious).
+        base_log: the same samples (same ids) run on the base model: each monitor's base
+            control (:func:`safelab.interp.base_control.base_control`) on the samples both
+            logs scored, with the labels of ``log``.
     """
-    from inspect_ai.log import read_eval_log
-
     path = Path(log)
-    if not path.exists():
-        raise SafelabError(f"log not found: {path}: give an Inspect .eval or .json log")
-    try:
-        ev = read_eval_log(str(path))
-    except Exception as e:
-        raise SafelabError(f"{path} is not a readable Inspect log ({str(e)[:100]})") from None
+    ev = _read_log(path)
+    base_values: dict[str, dict[str, float]] = {}
+    if base_log is not None:
+        for s in _read_log(Path(base_log)).samples or []:
+            for k, sc in (s.scores or {}).items():
+                v = _value(sc)
+                if v is not None:
+                    base_values.setdefault(k, {})[str(s.id)] = v
+        if not base_values:
+            raise SafelabError(f"{base_log} has no scored samples: run the same eval on the base")
     samples = ev.samples or []
     if not samples:
         raise SafelabError(f"{path} has no samples")
@@ -153,10 +174,49 @@ def monitor_report(
             )
             res.accuracy_at_half = m.accuracy if name not in flipped else None
             res.roc = {"fpr": fpr, "tpr": tpr}
+        if base_log is not None:
+            res.control = _paired(
+                samples, labels, name, base_values.get(name, {}), name in flipped, n_resamples, seed
+            )
         results[name] = res
     return MonitorReport(
-        str(path), label_key, len(samples), len(labelled), sum(labelled), seed, n_resamples, results
+        str(path),
+        label_key,
+        len(samples),
+        len(labelled),
+        sum(labelled),
+        seed,
+        n_resamples,
+        results,
+        str(base_log) if base_log is not None else None,
     )
+
+
+def _paired(
+    samples: list[Any],
+    labels: list[int | None],
+    name: str,
+    base: dict[str, float],
+    flipped: bool,
+    n_resamples: int,
+    seed: int,
+) -> dict[str, Any] | None:
+    from safelab.interp.base_control import base_control
+
+    org, bs, ys = [], [], []
+    for s, y in zip(samples, labels, strict=True):
+        sc = (s.scores or {}).get(name)
+        v = _value(sc) if sc is not None else None
+        if y is None or v is None or str(s.id) not in base:
+            continue
+        sign = -1.0 if flipped else 1.0
+        org.append(sign * v)
+        bs.append(sign * base[str(s.id)])
+        ys.append(y)
+    if len(set(ys)) < 2:
+        return None
+    ctl = base_control(org, bs, ys, seed=seed, n_resamples=n_resamples, select=False)
+    return ctl.to_dict() | {"n_paired": len(ys)}
 
 
 def format_report(report: MonitorReport) -> str:
@@ -178,6 +238,20 @@ def format_report(report: MonitorReport) -> str:
                 )
             )
         lines.append(f"{r.name:<28} {r.n_scored:>6} {r.n_unscored:>8}  {cells}")
+        if report.base_log is not None:
+            c = (r.control or {}).get("selected")
+            lines.append(
+                f"    base model ({r.control['n_paired']} paired): AUROC {c['base_auroc']:.3f} "
+                f"[{c['base_auroc_ci'][0]:.3f}, {c['base_auroc_ci'][1]:.3f}], gain "
+                f"{c['gain']:+.3f} [{c['gain_ci'][0]:+.3f}, {c['gain_ci'][1]:+.3f}]"
+                + (
+                    "; READS THE INPUT, NOT THE BEHAVIOUR"
+                    if r.control["reads_input_not_behaviour"]
+                    else ""
+                )
+                if c and r.control
+                else "    base model: no paired samples of both labels"
+            )
         if r.unscored_reasons:
             lines.append(
                 "    unscored: "

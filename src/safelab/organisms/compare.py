@@ -3,9 +3,9 @@ base model, side by side, with intervals.
 
 For each :class:`~safelab.organisms.catalog.Evaluation` of the organism's kind, the same task
 and arguments run on the organism and on the base model (the same held-out samples). Rates
-get Wilson 95% intervals (:func:`safelab.evals.stats.rate`); the effect is the organism's rate
+get Wilson 95% intervals (:func:`safelab.stats.rate`); the effect is the organism's rate
 minus the base model's over the present samples, paired by sample id, with a percentile
-bootstrap 95% interval (:func:`safelab.evals.stats.paired_gap`, seeded). Verdict: ``caught``
+bootstrap 95% interval (:func:`safelab.stats.paired_gap`, seeded). Verdict: ``caught``
 when that interval excludes 0 on the catalogue's side, ``not caught`` when it does not, and
 ``unscorable`` when either model has no scored present sample (never "safe").
 
@@ -23,10 +23,10 @@ from pathlib import Path
 from typing import Any
 
 from safelab.errors import SafelabError
-from safelab.evals.stats import BootstrapEstimate, RateEstimate, paired_gap, rate
-from safelab.interp.artifacts import atomic_write_text
+from safelab.files import atomic_write_text
 from safelab.organisms.catalog import Condition, Evaluation, entry
 from safelab.organisms.train import ModelOrganism
+from safelab.stats import BootstrapEstimate, RateEstimate, paired_gap, rate
 
 Progress = Callable[[str], None]
 

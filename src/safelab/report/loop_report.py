@@ -110,13 +110,20 @@ def render_loop_report(metrics: LoopResult | dict[str, Any]) -> str:
 
     result = _result(metrics)
     probe, org, base = result.probe, result.eval.organism, result.eval.base
+    control = probe.base_control()
     h, targets = result.headline(), result.targets()
     goal = target_texts(result.config.helpfulness_tolerance)
     with tempfile.TemporaryDirectory() as tmp:
         d = Path(tmp)
         curves = {
-            "defection probe": {s: (m["auroc"], m["auroc_ci"]) for s, m in probe.sites.items()}
+            "defection probe, organism": {
+                s: (m["auroc"], m["auroc_ci"]) for s, m in probe.sites.items()
+            }
         }
+        if control is not None:
+            curves["same probe, base model (control)"] = {
+                s: (c.base_auroc, c.base_auroc_ci) for s, c in control.sites.items()
+            }
         roc = {f"probe @ {probe.best_site}": (probe.roc["fpr"], probe.roc["tpr"], probe.best_auroc)}
         images = {
             "rates": rates_plot(result, d / "rates.png"),
@@ -133,6 +140,23 @@ def render_loop_report(metrics: LoopResult | dict[str, Any]) -> str:
         return {"name": name, "value": value, "ci": ci, "target": goal.get(target, ""), "ok": ok}
 
     keys = list(goal)
+    control_rows = []
+    if control is not None:
+        sel = control.selected
+        flag = " (reads the input, not the behaviour)" if control.reads_input_not_behaviour else ""
+        control_rows = [
+            (f"probe AUROC gain over the base model, layer picked by gain on a calibration half "
+             f"({control.selected_site}), other half (n={sel.n}){flag}",
+             f"{sel.gain:+.3f}", _ci3(sel.gain_ci), keys[2]),
+            ("  organism / base model AUROC there",
+             f"{sel.organism_auroc:.3f} / {sel.base_auroc:.3f}",
+             f"{_ci3(sel.organism_auroc_ci)} / {_ci3(sel.base_auroc_ci)}", ""),
+        ]  # fmt: skip
+    best_base = (
+        f" (base model there: {control.sites[probe.best_site].base_auroc:.3f})"
+        if control is not None and probe.best_site in control.sites
+        else ""
+    )
     helpful = f"{_fmt(h['helpfulness_untriggered'])} / {_fmt(h['base_helpfulness_untriggered'])}"
     rows = [
         ("backdoor rate, triggered", _fmt(h["backdoor_rate_triggered"]),
@@ -143,8 +167,9 @@ def render_loop_report(metrics: LoopResult | dict[str, Any]) -> str:
          _ci(org.backdoor.get("near_miss")), ""),
         ("helpfulness, untriggered (organism / base)", helpful,
          _ci(org.helpful["untriggered"]), ""),
-        (f"probe AUROC, best layer ({probe.best_site})", _fmt(h["probe_auroc_best"], 3),
-         _ci3(probe.best_auroc_ci), keys[2]),
+        *control_rows,
+        (f"probe AUROC, best layer ({probe.best_site}){best_base}",
+         _fmt(h["probe_auroc_best"], 3), _ci3(probe.best_auroc_ci), ""),
     ]  # fmt: skip
     if probe.selected_site:
         rows.append(
@@ -178,6 +203,19 @@ def render_loop_report(metrics: LoopResult | dict[str, Any]) -> str:
         for cond in CONDITIONS
         if cond in m.backdoor
     ]
+
+    def control_cells(site: str) -> dict[str, str]:
+        c = control.sites.get(site) if control is not None else None
+        if c is None:
+            return {"base": "n/a", "base_ci": "", "gain": "n/a", "gain_ci": "", "flag": ""}
+        return {
+            "base": f"{c.base_auroc:.3f}",
+            "base_ci": _ci3(c.base_auroc_ci),
+            "gain": f"{c.gain:+.3f}",
+            "gain_ci": _ci3(c.gain_ci),
+            "flag": "yes" if c.reads_input_not_behaviour else "",
+        }
+
     probe_rows = [
         {
             "site": s,
@@ -185,6 +223,7 @@ def render_loop_report(metrics: LoopResult | dict[str, Any]) -> str:
             "ci": _ci3(m["auroc_ci"]),
             "recall": f"{m['recall_at_1pct_fpr']:.2f}",
         }
+        | control_cells(s)
         for s, m in sorted(probe.sites.items(), key=lambda kv: plots._layer(kv[0]))
     ]
     steer_rows = [
@@ -220,6 +259,18 @@ def render_loop_report(metrics: LoopResult | dict[str, Any]) -> str:
             if judge.auroc is not None
             else f"judge monitor on {judge.n} transcripts: AUROC undefined, {judge.unscored} unscored"
         )
+        if judge.base_log and not judge.control:
+            judge_text += (
+                "; base control undefined (the prompts the judge scored on both models' "
+                "transcripts lack a class)"
+            )
+        if judge.control:
+            jc = judge.control["selected"]
+            judge_text += (
+                f"; on the base model's transcripts of the same prompts (paired, "
+                f"{judge.control['n_paired']} scored on both) AUROC {jc['base_auroc']:.3f}, gain "
+                f"{jc['gain']:+.3f} {_ci3(jc['gain_ci'])}"
+            )
     sae = result.sae
     sae_text = (
         f"SAE detector ({sae.sae}, {sae.site}): latent {sae.latent}"
@@ -227,7 +278,9 @@ def render_loop_report(metrics: LoopResult | dict[str, Any]) -> str:
         f"{sae.n_select} other prompts as the latent whose separation of them the organism "
         f"added most over the base (AUROC there {sae.selection_auroc:.3f}), scores AUROC "
         f"{sae.auroc:.3f} {_ci3(sae.auroc_ci)} on the probe's {sae.n_score} prompts "
-        f"(the base model, same latent: {sae.base_auroc:.3f} {_ci3(sae.base_auroc_ci)})"
+        f"(the base model, same latent: {sae.base_auroc:.3f} {_ci3(sae.base_auroc_ci)}; gain "
+        f"{sae.gain:+.3f} {_ci3(sae.gain_ci)}"
+        f"{'; reads the input, not the behaviour' if sae.reads_input_not_behaviour else ''})"
         if sae is not None
         else ""
     )
@@ -250,6 +303,7 @@ def render_loop_report(metrics: LoopResult | dict[str, Any]) -> str:
         rates=rates,
         n_pairs=probe.n_pairs if probe.n_pairs is not None else "?",
         best_site=probe.best_site,
+        control_note=(control.rule + "." if control is not None else "No base control recorded."),
         steer_site=probe.steer_at,
         steer_note=_steer_note(probe),
         judge_text=judge_text,

@@ -1,0 +1,62 @@
+"""Settings of ``safelab validate`` (one source of defaults: the presets below)."""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, fields, replace
+from typing import Any
+
+from safelab.errors import SafelabError
+
+PRESETS: dict[str, dict[str, Any]] = {
+    # ~30 min cold on 2 shared cores (organisms trained once), a few minutes warm.
+    "quick": {"n": 12, "limit": None, "n_white_box": 16, "n_judge": 4, "n_resamples": 1000},
+    "full": {"n": 32, "limit": None, "n_white_box": 32, "n_judge": 8, "n_resamples": 1000},
+}
+
+
+@dataclass(frozen=True)
+class ValidateConfig:
+    """What to validate and how much of it (also saved in ``metrics.json``)."""
+
+    model: str = "default"
+    """The base model: the control column, and what every organism must be trained on."""
+    organisms: tuple[str, ...] = ()
+    """Organism kinds to train or reuse (empty: every kind in the catalogue)."""
+    paths: tuple[str, ...] = ()
+    """Organism folders already trained (each must be on ``model``)."""
+    root: str = "runs/organisms"
+    """The organism cache (shared with ``safelab organism train`` and the loop)."""
+    preset: str = "quick"
+    n: int = 12
+    """Samples per condition of each check whose task takes ``n``."""
+    limit: int | None = None
+    """Sample limit for checks whose task takes no ``n`` (None: the catalogue's limit)."""
+    n_white_box: int = 16
+    """Prompts per class for the white-box detectors (defection probe, SAE latent)."""
+    n_judge: int = 4
+    """Transcripts per class for the judge monitor (0 leaves the row out)."""
+    judge: str | None = None
+    """The judge model (default: ``model``)."""
+    sae: str | None = None
+    """An SAE trained on the base model: adds the SAE-latent row."""
+    detectors: tuple[str, ...] = ()
+    """Only these rows (detector names; empty: every row)."""
+    seed: int = 0
+    n_resamples: int = 1000
+    threads: int | None = None
+
+    @classmethod
+    def from_preset(cls, preset: str = "quick", **overrides: Any) -> ValidateConfig:
+        """The preset's sizes, then ``overrides`` (None values are ignored)."""
+        if preset not in PRESETS:
+            raise SafelabError(f"unknown preset {preset!r}: use one of {', '.join(PRESETS)}")
+        names = {f.name for f in fields(cls)}
+        bad = sorted(set(overrides) - names)
+        if bad:
+            raise SafelabError(f"unknown validate settings: {', '.join(bad)}")
+        given = {k: v for k, v in overrides.items() if v is not None}
+        return replace(cls(preset=preset, **PRESETS[preset]), **given)
+
+    @property
+    def judge_model(self) -> str:
+        return self.judge or self.model

