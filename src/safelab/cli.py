@@ -27,6 +27,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "safelab.commands.loop",
     "safelab.commands.sae",
     "safelab.commands.w2s",
+    "safelab.commands.anchors",
 )
 
 

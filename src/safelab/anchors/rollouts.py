@@ -1,0 +1,131 @@
+"""Rollouts resampled from each prefix of a trace, cached on disk per (trace, prefix).
+
+``<cache>/<trace id>/<k>.json`` holds the rollouts from the prefix before sentence ``k``, keyed
+by everything that defines them (model, prefix text, decoding settings, seed). A killed run
+resumes from the finished prefixes; asking for more rollouts samples only the missing ones.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import re
+from dataclasses import asdict, dataclass
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from safelab.anchors.answers import extract_answer
+from safelab.anchors.traces import Trace, split_sentences
+from safelab.errors import SafelabError
+from safelab.interp.artifacts import atomic_write_text
+
+if TYPE_CHECKING:
+    from safelab.models.whitebox import WhiteBoxModel
+
+
+@dataclass(frozen=True)
+class RolloutSettings:
+    temperature: float = 0.6
+    top_p: float = 0.95
+    max_new_tokens: int = 64
+    seed: int = 0
+
+
+@dataclass
+class Rollout:
+    text: str
+    answer: str | None
+    first_sentence: str
+    finish: str
+
+
+def prefix_text(model: WhiteBoxModel, trace: Trace, k: int) -> str:
+    """The rendered chat with the assistant turn prefilled with the first ``k`` sentences."""
+    msgs = trace.messages() + [{"role": "assistant", "content": trace.prefix(k)}]
+    return model.render_chat(msgs, continue_final_message=True)
+
+
+def prefix_ids(model: WhiteBoxModel, trace: Trace, k: int) -> list[int]:
+    """Token ids of :func:`prefix_text`; raises if the prompt exceeds the model's context."""
+    ids = list(model.tokenizer(prefix_text(model, trace, k), add_special_tokens=False)["input_ids"])
+    return ids
+
+
+def context_length(model: WhiteBoxModel) -> int:
+    cfg = model.hf.config
+    return int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 2048))
+
+
+def check_fits(model: WhiteBoxModel, trace: Trace, extra: int) -> None:
+    """Raise one line if the full trace plus ``extra`` new tokens exceeds the model's context."""
+    n = len(prefix_ids(model, trace, len(trace.spans))) + extra
+    limit = context_length(model)
+    if n > limit:
+        raise SafelabError(
+            f"trace {trace.id!r}: {n} tokens (prompt + reasoning + {extra} new) exceeds "
+            f"{model.name}'s context of {limit}: shorten the prompt or lower --max-new-tokens"
+        )
+
+
+def first_sentence(text: str) -> str:
+    spans = split_sentences(text)
+    return text[spans[0][0] : spans[0][1]] if spans else ""
+
+
+def _key(model: WhiteBoxModel, text: str, s: RolloutSettings) -> str:
+    blob = json.dumps([model.name, text, asdict(s)], sort_keys=True)
+    return hashlib.sha256(blob.encode()).hexdigest()[:16]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9_.-]+", "_", name)[:80]
+
+
+def _seed(base: int, trace_id: str, k: int, done: int) -> int:
+    h = hashlib.sha256(f"{base}:{trace_id}:{k}:{done}".encode()).digest()
+    return int.from_bytes(h[:4], "little")
+
+
+def rollouts_for_prefix(
+    model: WhiteBoxModel,
+    trace: Trace,
+    k: int,
+    n: int,
+    settings: RolloutSettings,
+    cache: Path | None,
+    batch: int = 32,
+) -> list[Rollout]:
+    """``n`` rollouts from the prefix before sentence ``k``, from the cache where it has them."""
+    from safelab.models.generation import GenerationRequest, sample_continuations
+
+    text = prefix_text(model, trace, k)
+    key = _key(model, text, settings)
+    path = cache / _slug(trace.id) / f"{k}.json" if cache else None
+    have: list[Rollout] = []
+    if path is not None and path.is_file():
+        stored = json.loads(path.read_text())
+        if stored.get("key") == key:
+            have = [Rollout(**r) for r in stored["rollouts"]]
+    ids = list(model.tokenizer(text, add_special_tokens=False)["input_ids"])
+    while len(have) < n:
+        m = min(batch, n - len(have))
+        req = GenerationRequest(
+            max_new_tokens=settings.max_new_tokens,
+            temperature=settings.temperature,
+            top_p=settings.top_p,
+            seed=_seed(settings.seed, trace.id, k, len(have)),
+        )
+        for r in sample_continuations(model, ids, m, req):
+            have.append(
+                Rollout(r.text, extract_answer(r.text, trace.options), first_sentence(r.text), r.finish)
+            )
+        if path is not None:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            payload: dict[str, Any] = {
+                "key": key,
+                "trace": trace.id,
+                "k": k,
+                "rollouts": [asdict(r) for r in have],
+            }
+            atomic_write_text(path, json.dumps(payload))
+    return have[:n]
