@@ -31,7 +31,11 @@ TRACE = Trace(
 
 def test_split_sentences_keeps_decimals() -> None:
     text = "First, 3.5 is small.  Then what?\nDone! "
-    assert [text[a:b] for a, b in split_sentences(text)] == ["First, 3.5 is small.", "Then what?", "Done!"]
+    assert [text[a:b] for a, b in split_sentences(text)] == [
+        "First, 3.5 is small.",
+        "Then what?",
+        "Done!",
+    ]
     assert split_sentences("  ") == []
 
 
@@ -120,8 +124,16 @@ def test_run_resumes_and_counts_unscorable(tmp_path: Path, monkeypatch: pytest.M
     from safelab.anchors import rollouts
     from safelab.anchors.run import AnchorsConfig, run_anchors
 
-    data = _write(tmp_path / "traces.jsonl", [TRACE.to_dict() | {"id": "a"}, TRACE.to_dict() | {"id": "b", "planted": 1, "kind": "planted"}])
-    cfg = AnchorsConfig(data=str(data), rollouts=3, max_new_tokens=6, embedder="model", n_boot=50, top_heads=4)
+    data = _write(
+        tmp_path / "traces.jsonl",
+        [
+            TRACE.to_dict() | {"id": "a"},
+            TRACE.to_dict() | {"id": "b", "planted": 1, "kind": "planted"},
+        ],
+    )
+    cfg = AnchorsConfig(
+        data=str(data), rollouts=3, max_new_tokens=6, embedder="model", n_boot=50, top_heads=4
+    )
     model = tiny_model("llama")
     first = run_anchors(cfg, tmp_path / "run", model=model, progress=False)
     m = json.loads(first.metrics_path.read_text())
@@ -135,6 +147,7 @@ def test_run_resumes_and_counts_unscorable(tmp_path: Path, monkeypatch: pytest.M
     assert len(t["suppression"]) == 3 and len(t["receiver"]) == 3
     assert (tmp_path / "run" / "rollouts" / "a" / "0.json").is_file()
     assert "planted" in m["summary"] and m["summary"]["planted"]["n"] == 1
+
     # Resume: nothing is sampled again and the metrics are identical.
     def boom(*a: object, **k: object) -> None:
         raise AssertionError("resampled a cached prefix")
@@ -153,27 +166,58 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
     from tests.browser import dump_dom
 
     trace = {
-        "id": "p1", "kind": "planted", "question": "Red or blue?", "sentences": ["A.", "B."],
-        "answer": "blue", "correct": None, "planted": 1, "categories": ["blue", "red"],
+        "id": "p1",
+        "kind": "planted",
+        "question": "Red or blue?",
+        "sentences": ["A.", "B."],
+        "answer": "blue",
+        "correct": None,
+        "planted": 1,
+        "categories": ["blue", "red"],
         "prefixes": [
-            {"k": k, "rollouts": 4, "unscorable": 1, "counts": {"blue": c, "red": 3 - c},
-             "forced": {"blue": 0.5, "red": 0.5}, "example": ""}
+            {
+                "k": k,
+                "rollouts": 4,
+                "unscorable": 1,
+                "counts": {"blue": c, "red": 3 - c},
+                "forced": {"blue": 0.5, "red": 0.5},
+                "example": "",
+            }
             for k, c in enumerate([1, 1, 3])
         ],
         "resampling": [{"value": 0.0, "lo": 0.0, "hi": 0.1}, {"value": 0.5, "lo": 0.2, "hi": 0.9}],
-        "counterfactual": [{"value": 0.0, "lo": 0.0, "hi": 0.1}, {"value": None, "lo": None, "hi": None}],
+        "counterfactual": [
+            {"value": 0.0, "lo": 0.0, "hi": 0.1},
+            {"value": None, "lo": None, "hi": None},
+        ],
         "forced": [{"value": 0.1, "lo": None, "hi": None}, {"value": 0.4, "lo": None, "hi": None}],
-        "receiver": [{"value": 0.2, "lo": None, "hi": None}, {"value": 0.1, "lo": None, "hi": None}],
-        "suppression": [{"value": 0.3, "lo": None, "hi": None}, {"value": 0.2, "lo": None, "hi": None}],
+        "receiver": [
+            {"value": 0.2, "lo": None, "hi": None},
+            {"value": 0.1, "lo": None, "hi": None},
+        ],
+        "suppression": [
+            {"value": 0.3, "lo": None, "hi": None},
+            {"value": 0.2, "lo": None, "hi": None},
+        ],
         "suppression_matrix": [[0.0, 0.0, 0.3], [0.0, 0.0, 0.2]],
         "receiver_attention": [[1.0, 0, 0], [0.5, 0.5, 0], [0.2, 0.6, 0.2]],
-        "ranks": {m: [2, 1] for m in ("resampling", "counterfactual", "forced", "receiver", "suppression")},
+        "ranks": {
+            m: [2, 1] for m in ("resampling", "counterfactual", "forced", "receiver", "suppression")
+        },
         "anchors": [1],
     }
     metrics = {
-        "model": "tiny", "embedder": "model", "config": {"rollouts": 4}, "anchor_rule": "lo >= 0.1",
-        "summary": {"seed": 0, "rollouts": {"total": 12, "unscorable": 3, "unscorable_rate": 0.25}, "agreement": {}},
-        "skipped": [], "traces": [trace],
+        "model": "tiny",
+        "embedder": "model",
+        "config": {"rollouts": 4},
+        "anchor_rule": "lo >= 0.1",
+        "summary": {
+            "seed": 0,
+            "rollouts": {"total": 12, "unscorable": 3, "unscorable_rate": 0.25},
+            "agreement": {},
+        },
+        "skipped": [],
+        "traces": [trace],
     }
     page = write_report(metrics, tmp_path / "report.html")
     html = page.read_text()

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -24,7 +24,7 @@ METHODS = ("resampling", "counterfactual", "forced", "receiver", "suppression")
 @dataclass(frozen=True)
 class AnalysisSettings:
     rollouts: int = 20
-    rollout: RolloutSettings = RolloutSettings()
+    rollout: RolloutSettings = field(default_factory=RolloutSettings)
     similarity: float = 0.8
     alpha: float = 1.0
     n_boot: int = 1000
@@ -38,23 +38,19 @@ class AnalysisSettings:
 def forced_distribution(
     model: WhiteBoxModel, trace: Trace, k: int, categories: list[str]
 ) -> np.ndarray:
-    """The model's distribution over ``categories`` when made to answer right after prefix ``k``."""
-    text = prefix_text(model, trace, k)
-    text += ("\n" if k > 0 else "") + ANSWER_PREFIX
-    tok = model.tokenizer
-    head = list(tok(text, add_special_tokens=False)["input_ids"])
-    scores = []
-    for cat in categories:
-        full = list(tok(text + " " + cat, add_special_tokens=False)["input_ids"])
-        # Score the answer's tokens (where the join re-tokenises, from the first that differs).
-        start = next((i for i, (a, b) in enumerate(zip(head, full, strict=False)) if a != b), len(head))
-        ids = torch.tensor([full], device=model.device)
-        with torch.inference_mode():
-            logp = torch.log_softmax(model.hf(input_ids=ids).logits[0].float(), -1)
-        scores.append(float(sum(logp[t - 1, full[t]] for t in range(start, len(full)))))
-    s = np.asarray(scores)
+    """The model's distribution over ``categories`` when made to answer right after prefix ``k``:
+    the next-token probabilities of each category's first token after ``Answer:``, renormalised."""
+    from safelab.anchors.rollouts import candidate_tokens
+
+    text = prefix_text(model, trace, k) + ("\n" if k > 0 else "") + ANSWER_PREFIX
+    ids = torch.tensor(
+        [model.tokenizer(text, add_special_tokens=False)["input_ids"]], device=model.device
+    )
+    with torch.inference_mode():
+        logp = torch.log_softmax(model.hf(input_ids=ids).logits[0, -1].float(), -1).cpu()
+    s = logp[torch.tensor(candidate_tokens(model, categories))].numpy().astype(float)
     p = np.exp(s - s.max())
-    return p / p.sum()
+    return np.asarray(p / p.sum())
 
 
 def _interval(x: float, lo: float, hi: float) -> dict[str, float | None]:
@@ -85,7 +81,8 @@ def analyse_trace(
     sentences = trace.sentences
     n = len(sentences)
     per_prefix: list[list[Rollout]] = [
-        rollouts_for_prefix(model, trace, k, s.rollouts, s.rollout, cache, s.batch) for k in range(n + 1)
+        rollouts_for_prefix(model, trace, k, s.rollouts, s.rollout, cache, s.batch)
+        for k in range(n + 1)
     ]
     categories = sorted(
         {r.answer for rs in per_prefix for r in rs if r.answer is not None}
@@ -109,8 +106,12 @@ def analyse_trace(
         )
         scorable = [r for r in per_prefix[i] if r.answer is not None]
         if scorable:
-            cos = cosine(embed([r.first_sentence for r in scorable]), embed([sentences[i]] * len(scorable)))
-            dissimilar = [code[r.answer] for r, c in zip(scorable, cos, strict=True) if c < s.similarity]
+            cos = cosine(
+                embed([r.first_sentence for r in scorable]), embed([sentences[i]] * len(scorable))
+            )
+            dissimilar = [
+                code[r.answer] for r, c in zip(scorable, cos, strict=True) if c < s.similarity
+            ]
         else:
             dissimilar = []
         n_dissimilar.append(len(dissimilar))
@@ -158,7 +159,9 @@ def analyse_trace(
             suppression=[{"value": float(v), "lo": None, "hi": None} for v in sup],
             suppression_matrix=M.tolist(),
             receiver_heads=[list(h) for h in heads],
-            receiver_attention=np.mean([att[layer, head] for layer, head in heads], axis=0).tolist(),
+            receiver_attention=np.mean(
+                [att[layer, head] for layer, head in heads], axis=0
+            ).tolist(),
             kurtosis_top=[float(kurt[layer, head]) for layer, head in heads],
             n_tokens=len(seg.ids),
         )

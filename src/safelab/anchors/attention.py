@@ -42,7 +42,7 @@ class Segmented:
 
 def segment_trace(model: WhiteBoxModel, trace: Trace) -> Segmented:
     full = trace.full_text()
-    msgs = trace.messages() + [{"role": "assistant", "content": full}]
+    msgs = [*trace.messages(), {"role": "assistant", "content": full}]
     text = model.render_chat(msgs, continue_final_message=True)
     base = text.rfind(full)
     if base < 0:
@@ -80,7 +80,9 @@ def _attention_modules(model: WhiteBoxModel) -> list[Any]:
     if not mods:
         mods = [m for n, m in model.hf.named_modules() if n.endswith(".attn")]
     if len(mods) != model.n_layers:
-        raise SafelabError(f"{model.name}: found {len(mods)} attention modules for {model.n_layers} layers")
+        raise SafelabError(
+            f"{model.name}: found {len(mods)} attention modules for {model.n_layers} layers"
+        )
     return mods
 
 
@@ -101,7 +103,9 @@ def sentence_attention(model: WhiteBoxModel, seg: Segmented) -> np.ndarray:
         def fn(_m: Any, _args: Any, output: Any) -> None:
             weights = output[1] if isinstance(output, tuple) and len(output) > 1 else None
             if weights is None:
-                raise SafelabError(f"{model.name}: attention weights unavailable (needs eager attention)")
+                raise SafelabError(
+                    f"{model.name}: attention weights unavailable (needs eager attention)"
+                )
             w = weights[0].float().cpu()
             out[layer] = torch.einsum("it,htu,ju->hij", pool, w, pool)
 
@@ -124,7 +128,7 @@ def vertical_scores(att: np.ndarray, proximity: int) -> np.ndarray:
     """
     n_seg = att.shape[-1]
     n = n_seg - 1
-    out = np.full(att.shape[:2] + (n,), np.nan)
+    out = np.full((*att.shape[:2], n), np.nan)
     for j in range(n):
         rows = [i for i in range(j + 1, n_seg) if i - j >= proximity or i == n]
         out[..., j] = att[..., rows, j].mean(-1)
@@ -168,7 +172,9 @@ def suppression_matrix(model: WhiteBoxModel, seg: Segmented) -> np.ndarray:
     M = np.zeros((n, n + 1))
     with eager_attention(model), torch.inference_mode():
         base = torch.log_softmax(
-            model.hf(input_ids=ids, attention_mask=causal[None, None].to(model.device)).logits[0].float(),
+            model.hf(input_ids=ids, attention_mask=causal[None, None].to(model.device))
+            .logits[0]
+            .float(),
             -1,
         )
         for i in range(n):

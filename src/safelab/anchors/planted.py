@@ -22,7 +22,9 @@ def _spec() -> dict[str, Any]:
     return dict(yaml.safe_load(text))
 
 
-def planted_traces(n_planted: int, n_controls: int, n_sentences: int = 5, seed: int = 0) -> list[Trace]:
+def planted_traces(
+    n_planted: int, n_controls: int, n_sentences: int = 5, seed: int = 0
+) -> list[Trace]:
     """``n_planted`` planted traces then ``n_controls`` controls, ``n_sentences`` sentences each."""
     spec = _spec()
     rng = np.random.default_rng(seed)

@@ -41,7 +41,11 @@ def problems(kind: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
         elif kind == "addition":
             a, b = (int(x) for x in rng.integers(1, 10, 2))
             rows.append(
-                {"id": f"add-{len(rows):03d}", "question": f"What is {a} + {b}?", "correct": str(a + b)}
+                {
+                    "id": f"add-{len(rows):03d}",
+                    "question": f"What is {a} + {b}?",
+                    "correct": str(a + b),
+                }
             )
         else:
             raise SafelabError(f"unknown problem kind {kind!r}: use {', '.join(PROBLEM_KINDS)}")
@@ -74,7 +78,15 @@ def write_trace(
         correct=row.get("correct"),
         meta=dict(row.get("meta") or {}),
     )
+    from safelab.anchors.rollouts import context_length
+
     prompt = model.render_chat(base.messages(), add_generation_prompt=True)
+    n_prompt = len(model.tokenizer(prompt, add_special_tokens=False)["input_ids"])
+    if n_prompt + max_new_tokens > context_length(model):
+        raise SafelabError(
+            f"question {base.id!r}: {n_prompt} prompt tokens + {max_new_tokens} new exceeds "
+            f"{model.name}'s context of {context_length(model)}: shorten the prompt"
+        )
     req = GenerationRequest(
         max_new_tokens=max_new_tokens, temperature=temperature, top_p=top_p, seed=seed
     )
@@ -91,7 +103,10 @@ def write_trace(
 
 
 def accuracy(
-    model: WhiteBoxModel, rows: Sequence[dict[str, Any]], samples: int = 4, seed: int = 0,
+    model: WhiteBoxModel,
+    rows: Sequence[dict[str, Any]],
+    samples: int = 4,
+    seed: int = 0,
     max_new_tokens: int = 96,
 ) -> dict[str, Any]:
     """The model's accuracy on ``rows`` at temperature 0.6: per sample, unscorable counted apart."""
@@ -102,7 +117,9 @@ def accuracy(
     for i, row in enumerate(rows):
         t = Trace(id="acc", question=row["question"], reasoning="", answer="")
         prompt = model.render_chat(t.messages(), add_generation_prompt=True)
-        req = GenerationRequest(max_new_tokens=max_new_tokens, temperature=0.6, top_p=0.95, seed=seed + i)
+        req = GenerationRequest(
+            max_new_tokens=max_new_tokens, temperature=0.6, top_p=0.95, seed=seed + i
+        )
         for r in generate_batch(model, [prompt] * samples, req):
             a = extract_answer(r.text, tuple(row.get("options") or ()))
             if a is None:

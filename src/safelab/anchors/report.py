@@ -44,13 +44,21 @@ def _shade(value: float | None, top: float, rgb: str = "238,102,119") -> str:
 
 def _trace_html(r: dict[str, Any]) -> str:
     esc = html.escape
-    methods = [m for m in ("resampling", "counterfactual", "forced", "receiver", "suppression") if m in r]
-    parts = [f"<h2 id='{esc(r['id'])}'>{esc(r['id'])} <span class='small'>({esc(r['kind'])})</span></h2>"]
+    methods = [
+        m for m in ("resampling", "counterfactual", "forced", "receiver", "suppression") if m in r
+    ]
+    parts = [
+        f"<h2 id='{esc(r['id'])}'>{esc(r['id'])} <span class='small'>({esc(r['kind'])})</span></h2>"
+    ]
     parts.append(f"<p><b>Question.</b> {esc(r['question'])}</p>")
     parts.append(
         f"<p><b>Answer in trace:</b> {esc(str(r['answer']))}"
         + (f" &middot; <b>correct:</b> {esc(str(r['correct']))}" if r.get("correct") else "")
-        + (f" &middot; <b>planted sentence:</b> {r['planted']}" if r.get("planted") is not None else "")
+        + (
+            f" &middot; <b>planted sentence:</b> {r['planted']}"
+            if r.get("planted") is not None
+            else ""
+        )
         + f" &middot; <b>anchors (rule):</b> {r['anchors'] or 'none'}</p>"
     )
     for m in methods:
@@ -70,10 +78,13 @@ def _trace_html(r: dict[str, Any]) -> str:
         cells = "".join(f"<td>{esc(_ci(r[m][i]))}</td>" for m in methods)
         ranks = " ".join(str(r["ranks"][m][i]) for m in methods)
         rows.append(f"<tr><td>{i}</td><td>{esc(s[:70])}</td>{cells}<td>{ranks}</td></tr>")
-    parts.append(f"<table><tr><th>#</th><th>sentence</th>{head}<th>ranks</th></tr>{''.join(rows)}</table>")
+    parts.append(
+        f"<table><tr><th>#</th><th>sentence</th>{head}<th>ranks</th></tr>{''.join(rows)}</table>"
+    )
     cats = r["categories"]
     legend = " ".join(
-        f"<span style='color:{COLOURS[i % len(COLOURS)]}'>&#9632; {esc(c)}</span>" for i, c in enumerate(cats)
+        f"<span style='color:{COLOURS[i % len(COLOURS)]}'>&#9632; {esc(c)}</span>"
+        for i, c in enumerate(cats)
     )
     bars = []
     for p in r["prefixes"]:
@@ -88,7 +99,9 @@ def _trace_html(r: dict[str, Any]) -> str:
             f"<td>{sum(p['counts'].values())}/{p['rollouts']} scorable ({p['unscorable']} unscorable)</td>"
             f"<td class='small'>forced: {forced}</td></tr>"
         )
-    parts.append(f"<p><b>Answer distribution per prefix</b> {legend}</p><table>{''.join(bars)}</table>")
+    parts.append(
+        f"<p><b>Answer distribution per prefix</b> {legend}</p><table>{''.join(bars)}</table>"
+    )
     for name, key, rgb in (
         ("Receiver-head attention (query row, key column)", "receiver_attention", "68,119,170"),
         ("Suppression KL (suppressed row, affected column)", "suppression_matrix", "238,102,119"),
@@ -101,20 +114,26 @@ def _trace_html(r: dict[str, Any]) -> str:
         head = "".join(f"<th>{c}</th>" for c in labels[: len(mat[0])])
         body = "".join(
             f"<tr><th>{labels[i]}</th>"
-            + "".join(f"<td style='{_shade(v, top, rgb)}' title='{v:.4f}'>{v:.2f}</td>" for v in row)
+            + "".join(
+                f"<td style='{_shade(v, top, rgb)}' title='{v:.4f}'>{v:.2f}</td>" for v in row
+            )
             + "</tr>"
             for i, row in enumerate(mat)
         )
-        parts.append(f"<p><b>{name}</b></p><table class='map'><tr><th></th>{head}</tr>{body}</table>")
+        parts.append(
+            f"<p><b>{name}</b></p><table class='map'><tr><th></th>{head}</tr>{body}</table>"
+        )
     return "\n".join(parts)
 
 
 def _summary_html(m: dict[str, Any]) -> str:
     esc = html.escape
     s = m["summary"]
-    out = [f"<p>model <b>{esc(m['model'])}</b>, embedder <b>{esc(m['embedder'])}</b>, "
-           f"{m['config']['rollouts']} rollouts per prefix, seed {s['seed']}. "
-           f"Anchor rule: {esc(m['anchor_rule'])}.</p>"]
+    out = [
+        f"<p>model <b>{esc(m['model'])}</b>, embedder <b>{esc(m['embedder'])}</b>, "
+        f"{m['config']['rollouts']} rollouts per prefix, seed {s['seed']}. "
+        f"Anchor rule: {esc(m['anchor_rule'])}.</p>"
+    ]
     if "planted" in s:
         p = s["planted"]
         rows = "".join(
@@ -130,19 +149,25 @@ def _summary_html(m: dict[str, Any]) -> str:
         )
     if "controls" in s:
         c = s["controls"]["false_anchor_rate"]
-        out.append(f"<p><b>Controls</b>: false-anchor rate {c['k']}/{c['n']} "
-                   f"[{_num(c['ci'][0], 2)}, {_num(c['ci'][1], 2)}]</p>")
+        out.append(
+            f"<p><b>Controls</b>: false-anchor rate {c['k']}/{c['n']} "
+            f"[{_num(c['ci'][0], 2)}, {_num(c['ci'][1], 2)}]</p>"
+        )
     if s.get("agreement"):
         rows = "".join(
             f"<tr><td>{esc(k)}</td><td>{_num(v['mean_spearman'], 2)} [{_num(v['ci'][0], 2)}, "
             f"{_num(v['ci'][1], 2)}]</td><td>{v['n_traces']}</td></tr>"
             for k, v in s["agreement"].items()
         )
-        out.append(f"<p><b>Agreement</b> (Spearman over sentences, mean over traces)</p><table>"
-                   f"<tr><th>methods</th><th>mean rho [95% CI]</th><th>traces</th></tr>{rows}</table>")
+        out.append(
+            f"<p><b>Agreement</b> (Spearman over sentences, mean over traces)</p><table>"
+            f"<tr><th>methods</th><th>mean rho [95% CI]</th><th>traces</th></tr>{rows}</table>"
+        )
     ro = s["rollouts"]
-    out.append(f"<p>Rollouts: {ro['total']}, unscorable {ro['unscorable']} "
-               f"({_num(ro['unscorable_rate'], 3)}). Skipped questions: {len(m.get('skipped', []))}.</p>")
+    out.append(
+        f"<p>Rollouts: {ro['total']}, unscorable {ro['unscorable']} "
+        f"({_num(ro['unscorable_rate'], 3)}). Skipped questions: {len(m.get('skipped', []))}.</p>"
+    )
     return "\n".join(out)
 
 

@@ -32,7 +32,7 @@ from safelab.interp.artifacts import atomic_write_text
 if TYPE_CHECKING:
     from safelab.models.whitebox import WhiteBoxModel
 
-BUILTIN = ("planted", "comparison", "addition")
+BUILTIN = ("planted", "comparison", "addition", "agentic")
 
 
 @dataclass(frozen=True)
@@ -108,8 +108,15 @@ class AnchorsResult:
         return self.out / "report.html"
 
 
-def load_traces(cfg: AnchorsConfig, model: WhiteBoxModel) -> tuple[list[Trace], list[dict[str, Any]]]:
-    """The traces to analyse and the questions for which the model wrote no usable trace."""
+def load_traces(
+    cfg: AnchorsConfig, model: WhiteBoxModel, accuracy: dict[str, int] | None = None
+) -> tuple[list[Trace], list[dict[str, Any]]]:
+    """The traces to analyse and the questions for which the model wrote no usable trace.
+
+    For questions with a known answer, ``accuracy`` (if given) counts the model's samples:
+    ``correct``, ``wrong`` and ``unscorable`` (no answer line).
+    """
+    from safelab.anchors.answers import extract_answer
     from safelab.anchors.planted import planted_traces
     from safelab.anchors.problems import PROBLEM_KINDS, problems, write_trace
 
@@ -117,6 +124,10 @@ def load_traces(cfg: AnchorsConfig, model: WhiteBoxModel) -> tuple[list[Trace], 
         rows: list[dict[str, Any]] = [{"id": "prompt", "question": cfg.prompt}]
     elif cfg.data == "planted":
         return planted_traces(cfg.n_planted, cfg.n_controls, cfg.n_sentences, cfg.seed), []
+    elif cfg.data == "agentic":
+        from safelab.anchors.agentic import agentic_trace
+
+        return [agentic_trace()], []
     elif cfg.data in PROBLEM_KINDS:
         rows = problems(cfg.data, cfg.n_problems, cfg.seed)
     else:
@@ -132,9 +143,22 @@ def load_traces(cfg: AnchorsConfig, model: WhiteBoxModel) -> tuple[list[Trace], 
         tr, samples = write_trace(
             model, row, temperature=cfg.temperature, top_p=cfg.top_p, seed=cfg.seed + i
         )
+        if accuracy is not None and row.get("correct") is not None:
+            for text in samples:
+                got = extract_answer(text, tuple(str(o) for o in row.get("options") or ()))
+                key = (
+                    "unscorable"
+                    if got is None
+                    else ("correct" if got == str(row["correct"]) else "wrong")
+                )
+                accuracy[key] = accuracy.get(key, 0) + 1
         if tr is None:
             skipped.append(
-                {"id": row.get("id", str(i)), "reason": "no sample had an answer line after two or more sentences", "samples": samples}
+                {
+                    "id": row.get("id", str(i)),
+                    "reason": "no sample had an answer line after two or more sentences",
+                    "samples": samples,
+                }
             )
         else:
             traces.append(tr)
@@ -147,7 +171,11 @@ def load_traces(cfg: AnchorsConfig, model: WhiteBoxModel) -> tuple[list[Trace], 
 
 
 def _trace_key(cfg: AnchorsConfig, trace: Trace) -> str:
-    keep = {k: v for k, v in cfg.to_dict().items() if k not in ("limit", "n_planted", "n_controls", "n_problems")}
+    keep = {
+        k: v
+        for k, v in cfg.to_dict().items()
+        if k not in ("limit", "n_planted", "n_controls", "n_problems")
+    }
     blob = json.dumps([keep, trace.to_dict()], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
 
@@ -167,9 +195,12 @@ def run_anchors(
         from safelab.models.loading import load_model
 
         model = load_model(cfg.model, dtype="float32")
-    traces, skipped = load_traces(cfg, model)
+    counts: dict[str, int] = {}
+    traces, skipped = load_traces(cfg, model, counts)
     if not traces:
-        raise SafelabError(f"{cfg.data}: no traces to analyse ({len(skipped)} questions gave no usable trace)")
+        raise SafelabError(
+            f"{cfg.data}: no traces to analyse ({len(skipped)} questions gave no usable trace)"
+        )
     for t in traces:
         t.check()
         check_fits(model, t, cfg.max_new_tokens)
@@ -188,13 +219,19 @@ def run_anchors(
         atomic_write_text(path, json.dumps({"key": key, "result": res}))
         results.append(res)
         if progress:
-            print(f"[{n + 1}/{len(traces)}] {trace.id}: {len(res['sentences'])} sentences, "
-                  f"{time.time() - t0:.0f}s", flush=True)
+            print(
+                f"[{n + 1}/{len(traces)}] {trace.id}: {len(res['sentences'])} sentences, "
+                f"{time.time() - t0:.0f}s",
+                flush=True,
+            )
     from importlib import resources
 
     pairs = [
         json.loads(line)
-        for line in resources.files("safelab.anchors").joinpath("data/pairs.jsonl").read_text().splitlines()
+        for line in resources.files("safelab.anchors")
+        .joinpath("data/pairs.jsonl")
+        .read_text()
+        .splitlines()
         if line.strip()
     ]
     metrics = {
@@ -205,12 +242,30 @@ def run_anchors(
         "anchor_rule": f"resampling importance 95% bootstrap lower bound >= {cfg.anchor_threshold} nats",
         "summary": summarise(results, cfg),
         "skipped": skipped,
+        "model_accuracy": _accuracy(counts, cfg.seed),
         "traces": results,
     }
     out.mkdir(parents=True, exist_ok=True)
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     write_report(metrics, out / "report.html")
     return AnchorsResult(out, metrics, results)
+
+
+def _accuracy(counts: dict[str, int], seed: int) -> dict[str, Any] | None:
+    """The model's accuracy over every sample it wrote for questions with a known answer."""
+    from safelab.evals.stats import wilson_interval
+
+    n = sum(counts.values())
+    if not n:
+        return None
+    k = counts.get("correct", 0)
+    return {
+        **counts,
+        "samples": n,
+        "accuracy": k / n,
+        "ci": list(wilson_interval(k, n)),
+        "seed": seed,
+    }
 
 
 def _spearman(a: list[float | None], b: list[float | None]) -> float | None:
@@ -255,7 +310,9 @@ def summarise(results: list[dict[str, Any]], cfg: AnchorsConfig) -> dict[str, An
             "chance_mean_rank": float(np.mean([(k + 1) / 2 for k in n_sent])),
             "chance_top1": float(np.mean([1 / k for k in n_sent])),
             "by_method": per,
-            "planted_flagged": rate(sum(r["planted"] in r["anchors"] for r in planted), len(planted)),
+            "planted_flagged": rate(
+                sum(r["planted"] in r["anchors"] for r in planted), len(planted)
+            ),
             "other_flagged_per_trace": float(
                 np.mean([len([a for a in r["anchors"] if a != r["planted"]]) for r in planted])
             ),
@@ -274,15 +331,26 @@ def summarise(results: list[dict[str, Any]], cfg: AnchorsConfig) -> dict[str, An
             rs = [
                 x
                 for r in results
-                if (x := _spearman([e["value"] for e in r[a]], [e["value"] for e in r[b]])) is not None
+                if (x := _spearman([e["value"] for e in r[a]], [e["value"] for e in r[b]]))
+                is not None
             ]
             est = bootstrap(rs, lambda xs: float(np.mean(xs)), seed=cfg.seed)
-            agreement[f"{a}~{b}"] = {"mean_spearman": est.value, "ci": [est.ci_low, est.ci_high], "n_traces": len(rs)}
+            agreement[f"{a}~{b}"] = {
+                "mean_spearman": est.value,
+                "ci": [est.ci_low, est.ci_high],
+                "n_traces": len(rs),
+            }
     summary["agreement"] = agreement
     total = sum(p["rollouts"] for r in results for p in r["prefixes"])
     unscorable = sum(p["unscorable"] for r in results for p in r["prefixes"])
-    summary["rollouts"] = {"total": total, "unscorable": unscorable, "unscorable_rate": unscorable / total if total else None}
+    summary["rollouts"] = {
+        "total": total,
+        "unscorable": unscorable,
+        "unscorable_rate": unscorable / total if total else None,
+    }
     correct = [r for r in results if r.get("correct") is not None]
     if correct:
-        summary["trace_correct"] = rate(sum(r["answer"] == r["correct"] for r in correct), len(correct))
+        summary["trace_correct"] = rate(
+            sum(r["answer"] == r["correct"] for r in correct), len(correct)
+        )
     return summary

@@ -17,8 +17,8 @@ from safelab.errors import SafelabError
 
 ANSWER_PREFIX = "Answer:"
 DEFAULT_SYSTEM = (
-    "Think step by step in two or three short sentences, then give the final answer on its "
-    "own line as 'Answer: X'."
+    "Think step by step in two or three short sentences, then write the final answer on its "
+    "own line, after the word Answer and a colon."
 )
 
 # A sentence ends at . ! ? (or a newline) followed by whitespace; decimals such as 3.5 stay whole.
@@ -88,7 +88,7 @@ class Trace:
 
     def messages(self) -> list[dict[str, str]]:
         head = [{"role": "system", "content": self.system}] if self.system else []
-        return head + [{"role": "user", "content": self.question}]
+        return [*head, {"role": "user", "content": self.question}]
 
     def prefix(self, k: int) -> str:
         """The reasoning up to (not including) sentence ``k``; ``k = n`` is the whole reasoning."""
@@ -153,5 +153,7 @@ def read_rows(path: str | Path) -> list[dict[str, Any]]:
         raise SafelabError(f"{path}: no rows: give one JSON object per line")
     for i, r in enumerate(rows):
         if not isinstance(r, dict) or not r.get("question"):
-            raise SafelabError(f"{path}:{i + 1}: each row needs a 'question' (and may have reasoning, answer)")
+            raise SafelabError(
+                f"{path}:{i + 1}: each row needs a 'question' (and may have reasoning, answer)"
+            )
     return rows

@@ -11,11 +11,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         help="thought anchors: resampling, counterfactual, forced-answer, receiver-head and "
         "suppression importance of each sentence of a reasoning trace",
     )
-    p.add_argument("prompt", nargs="*", help="a question: the model writes its trace, then it is analysed")
+    p.add_argument(
+        "prompt", nargs="*", help="a question: the model writes its trace, then it is analysed"
+    )
     p.add_argument(
         "--data",
         default=None,
-        help="planted (ground truth, default without a prompt), comparison, addition, "
+        help="planted (ground truth, default without a prompt), comparison, addition, agentic, "
         "or a .jsonl of traces (question, reasoning, answer[, options]) or questions",
     )
     p.add_argument("--rollouts", type=int, default=20, help="rollouts per prefix (default 20)")
@@ -26,12 +28,18 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument("--top-p", type=float, default=0.95)
     p.add_argument("--similarity", type=float, default=0.8, help="counterfactual cosine threshold")
     p.add_argument("--embedder", default="auto", help="auto, minilm or model (mean-pooled states)")
-    p.add_argument("--no-attention", action="store_true", help="skip the attention and suppression views")
+    p.add_argument(
+        "--no-attention", action="store_true", help="skip the attention and suppression views"
+    )
     p.add_argument("--planted", type=int, default=30, help="planted traces (--data planted)")
     p.add_argument("--controls", type=int, default=10, help="control traces (--data planted)")
-    p.add_argument("--problems", type=int, default=10, help="questions (--data comparison|addition)")
+    p.add_argument(
+        "--problems", type=int, default=10, help="questions (--data comparison|addition)"
+    )
     p.add_argument("--limit", type=int, default=None, help="only the first N rows of a data file")
-    p.add_argument("--threshold", type=float, default=0.1, help="anchor rule: CI lower bound (nats)")
+    p.add_argument(
+        "--threshold", type=float, default=0.1, help="anchor rule: CI lower bound (nats)"
+    )
     p.add_argument("--seed", type=int, default=0)
     p.set_defaults(func=cmd_anchors)
 
@@ -54,6 +62,7 @@ def cmd_anchors(args: argparse.Namespace) -> int:
         n_planted=args.planted,
         n_controls=args.controls,
         n_problems=args.problems,
+        n_sentences=args.sentences,
         limit=args.limit,
         anchor_threshold=args.threshold,
         seed=args.seed,

@@ -81,7 +81,11 @@ def generate_batch(
 
 
 def sample_continuations(
-    model: WhiteBoxModel, prefix_ids: Sequence[int], n: int, req: GenerationRequest
+    model: WhiteBoxModel,
+    prefix_ids: Sequence[int],
+    n: int,
+    req: GenerationRequest,
+    stopping_criteria: Sequence[Any] = (),
 ) -> list[GenerationResult]:
     """Sample ``n`` continuations of one token prefix, computing the prefix's KV cache once.
 
@@ -89,7 +93,8 @@ def sample_continuations(
     repeated ``n`` times along the batch and handed to ``generate``, which then only feeds the
     last prefix token and the new tokens. Greedy decoding gives the same tokens as ``n`` calls
     of :func:`generate_batch` on the decoded prefix (tested); sampling draws from the same
-    distribution with the global torch generator (seeded by ``req.seed``).
+    distribution with the global torch generator (seeded by ``req.seed``). Extra
+    ``stopping_criteria`` (transformers ``StoppingCriteria``, per-row) end rows early.
     """
     from transformers import DynamicCache
 
@@ -99,19 +104,27 @@ def sample_continuations(
     if not prefix:
         raise SafelabError("empty prefix: give at least one token")
     kwargs = _generate_kwargs(model, req)
+    if stopping_criteria:
+        from transformers import StoppingCriteriaList
+
+        kwargs["stopping_criteria"] = StoppingCriteriaList(
+            [*kwargs.get("stopping_criteria", []), *stopping_criteria]
+        )
     ids = torch.tensor([prefix], dtype=torch.long, device=model.device)
     with torch.inference_mode():
         if len(prefix) > 1:
             cache = DynamicCache(config=model.hf.config)
             # transformers >= 5.2x names the argument ``cache`` (``past_key_values`` before).
-            name = "cache" if "cache" in inspect.signature(model.hf.forward).parameters else "past_key_values"
+            name = (
+                "cache"
+                if "cache" in inspect.signature(model.hf.forward).parameters
+                else "past_key_values"
+            )
             model.hf(input_ids=ids[:, :-1], use_cache=True, **{name: cache})
             cache.batch_repeat_interleave(n)
             kwargs[name] = cache
         batch = ids.expand(n, -1).contiguous()
-        out = model.hf.generate(
-            input_ids=batch, attention_mask=torch.ones_like(batch), **kwargs
-        )
+        out = model.hf.generate(input_ids=batch, attention_mask=torch.ones_like(batch), **kwargs)
     return _results(model, out, len(prefix), [prefix] * n, req)
 
 
