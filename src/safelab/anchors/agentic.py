@@ -21,7 +21,8 @@ def agentic_trace() -> Trace:
         resources.files("safelab.anchors").joinpath("data/agentic.yaml").read_text()
     )
     sample = build_sample(spec["condition"]["scenario"], dict(spec["condition"]), n_filler=0)
-    system = str(sample.metadata["system_prompt"]).rstrip() + "\n\n" + spec["choice_instruction"]
+    meta = sample.metadata or {}
+    system = str(meta["system_prompt"]).rstrip() + "\n\n" + spec["choice_instruction"]
     return Trace(
         id="agentic-blackmail",
         question=str(sample.input),

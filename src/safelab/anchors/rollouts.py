@@ -56,7 +56,8 @@ def prefix_ids(model: WhiteBoxModel, trace: Trace, k: int) -> list[int]:
 
 def context_length(model: WhiteBoxModel) -> int:
     cfg = model.hf.config
-    return int(getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 2048))
+    value: Any = getattr(cfg, "max_position_embeddings", None) or getattr(cfg, "n_positions", 2048)
+    return int(value)
 
 
 def check_fits(model: WhiteBoxModel, trace: Trace, extra: int) -> None:

@@ -33,6 +33,7 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--planted", type=int, default=30, help="planted traces (--data planted)")
     p.add_argument("--controls", type=int, default=10, help="control traces (--data planted)")
+    p.add_argument("--sentences", type=int, default=5, help="sentences per planted trace")
     p.add_argument(
         "--problems", type=int, default=10, help="questions (--data comparison|addition)"
     )
