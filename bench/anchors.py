@@ -28,14 +28,14 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
-from _util import final_json, interleaved, machine_note, median, print_table, ratio  # noqa: E402
+from _util import final_json, interleaved, machine_note, median, print_table, ratio
 
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rollouts", type=int, default=20)
     ap.add_argument("--tokens", type=int, default=24)
-    ap.add_argument("--reps", type=int, default=3)
+    ap.add_argument("--reps", type=int, default=2)
     args = ap.parse_args()
 
     from safelab.anchors.planted import planted_traces
@@ -47,7 +47,9 @@ def main() -> None:
     trace = planted_traces(1, 0, 5)[0]
     text = prefix_text(model, trace, len(trace.spans))
     ids = list(model.tokenizer(text, add_special_tokens=False)["input_ids"])
-    print(f"prefix {len(ids)} tokens, {args.rollouts} rollouts x {args.tokens} tokens; {machine_note()}")
+    print(
+        f"prefix {len(ids)} tokens, {args.rollouts} rollouts x {args.tokens} tokens; {machine_note()}"
+    )
     model.hf.generation_config.min_new_tokens = args.tokens
     pad = model.tokenizer.pad_token_id
 
@@ -77,14 +79,22 @@ def main() -> None:
         return [r.completion_ids for r in sample_continuations(model, ids, args.rollouts, req)]
 
     greedy = GenerationRequest(max_new_tokens=args.tokens)
+    full = args.rollouts
+    args.rollouts = 2  # the exactness check: two greedy rollouts each way
     same = shared(greedy) == loop(greedy)
-    print(f"greedy tokens identical: {same}")
+    args.rollouts = full
+    print(f"greedy tokens identical: {same}", flush=True)
     sampled = GenerationRequest(max_new_tokens=args.tokens, temperature=0.6, top_p=0.95, seed=0)
-    lengths = {len(s) for s in shared(sampled)} | {len(s) for s in loop(sampled)}
-    print(f"rollout lengths (both peers): {sorted(lengths)}")
-    times = interleaved(
-        {"shared_prefix": lambda: shared(sampled), "generate_loop": lambda: loop(sampled)}, args.reps
-    )
+    lengths: set[int] = set()
+
+    def timed_shared() -> None:
+        lengths.update(len(s) for s in shared(sampled))
+
+    def timed_loop() -> None:
+        lengths.update(len(s) for s in loop(sampled))
+
+    times = interleaved({"shared_prefix": timed_shared, "generate_loop": timed_loop}, args.reps)
+    print(f"rollout lengths (both peers, every rep): {sorted(lengths)}")
     print_table(times)
     rps = {k: round(args.rollouts / median(v), 3) for k, v in times.items()}
     print(f"rollouts/s: {rps}; {machine_note()}")
@@ -97,6 +107,7 @@ def main() -> None:
             "rollouts": args.rollouts,
             "tokens": args.tokens,
             "reps": args.reps,
+            "rollout_lengths": sorted(lengths),
         }
     )
 

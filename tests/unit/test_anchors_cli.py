@@ -20,12 +20,16 @@ def test_anchors_bad_inputs(
 ) -> None:
     base = ["anchors", "--model", str(tiny_folder), "--rollouts", "2", "--out", str(tmp_path / "o")]
     one = tmp_path / "one.jsonl"
-    one.write_text(json.dumps({"question": "q?", "reasoning": "Just one sentence.", "answer": "a"}) + "\n")
+    one.write_text(
+        json.dumps({"question": "q?", "reasoning": "Just one sentence.", "answer": "a"}) + "\n"
+    )
     none = tmp_path / "none.jsonl"
     none.write_text(json.dumps({"question": "q?", "reasoning": " ", "answer": "a"}) + "\n")
     long = tmp_path / "long.jsonl"
     long.write_text(
-        json.dumps({"question": "The quick brown fox. " * 40, "reasoning": "A b. C d.", "answer": "a"})
+        json.dumps(
+            {"question": "The quick brown fox. " * 40, "reasoning": "A b. C d.", "answer": "a"}
+        )
         + "\n"
     )
     _one_line_error(capsys, [*base, "--data", str(one)], "has 1 sentence")

@@ -110,9 +110,7 @@ def analyse_trace(
                 embed([r.first_sentence for r in scorable]), embed([sentences[i]] * len(scorable))
             )
             dissimilar = [
-                code[str(r.answer)]
-                for r, c in zip(scorable, cos, strict=True)
-                if c < s.similarity
+                code[str(r.answer)] for r, c in zip(scorable, cos, strict=True) if c < s.similarity
             ]
         else:
             dissimilar = []

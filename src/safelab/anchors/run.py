@@ -251,6 +251,33 @@ def run_anchors(
     return AnchorsResult(out, metrics, results)
 
 
+def report_only(cfg: AnchorsConfig, out: str | Path) -> AnchorsResult:
+    """Summarise the traces finished so far in ``out`` (no model) into metrics.json + report."""
+    from safelab.anchors.report import write_report
+
+    out = Path(out)
+    files = sorted((out / "traces").glob("*.json"))
+    if not files:
+        raise SafelabError(f"{out}: no finished traces: run `safelab anchors` first")
+    results = [json.loads(f.read_text())["result"] for f in files]
+    old = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
+    metrics = {
+        "config": cfg.to_dict(),
+        "model": old.get("model", cfg.model),
+        "embedder": old.get("embedder", cfg.embedder),
+        "embedder_quality": old.get("embedder_quality"),
+        "anchor_rule": f"resampling importance 95% bootstrap lower bound >= {cfg.anchor_threshold} nats",
+        "summary": summarise(results, cfg),
+        "skipped": old.get("skipped", []),
+        "model_accuracy": old.get("model_accuracy"),
+        "partial": True,
+        "traces": results,
+    }
+    atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
+    write_report(metrics, out / "report.html")
+    return AnchorsResult(out, metrics, results)
+
+
 def _accuracy(counts: dict[str, int], seed: int) -> dict[str, Any] | None:
     """The model's accuracy over every sample it wrote for questions with a known answer."""
     from safelab.evals.stats import wilson_interval

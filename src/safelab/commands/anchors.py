@@ -42,11 +42,16 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         "--threshold", type=float, default=0.1, help="anchor rule: CI lower bound (nats)"
     )
     p.add_argument("--seed", type=int, default=0)
+    p.add_argument(
+        "--report-only",
+        action="store_true",
+        help="summarise the traces finished so far in --out (no model, no sampling)",
+    )
     p.set_defaults(func=cmd_anchors)
 
 
 def cmd_anchors(args: argparse.Namespace) -> int:
-    from safelab.anchors.run import AnchorsConfig, run_anchors
+    from safelab.anchors.run import AnchorsConfig, report_only, run_anchors
 
     prompt = " ".join(args.prompt) if args.prompt else None
     cfg = AnchorsConfig(
@@ -68,7 +73,7 @@ def cmd_anchors(args: argparse.Namespace) -> int:
         anchor_threshold=args.threshold,
         seed=args.seed,
     )
-    result = run_anchors(cfg, args.out)
+    result = report_only(cfg, args.out) if args.report_only else run_anchors(cfg, args.out)
     s = result.metrics["summary"]
     for m, v in s.get("planted", {}).get("by_method", {}).items():
         t = v["top1"]
