@@ -33,6 +33,8 @@ class AnalysisSettings:
     anchor_threshold: float = 0.1
     attention: bool = True
     batch: int = 32
+    resample: bool = True
+    """False: only the forced-answer and white-box views (no rollouts)."""
 
 
 def forced_distribution(
@@ -82,6 +84,8 @@ def analyse_trace(
     n = len(sentences)
     per_prefix: list[list[Rollout]] = [
         rollouts_for_prefix(model, trace, k, s.rollouts, s.rollout, cache, s.batch)
+        if s.resample
+        else []
         for k in range(n + 1)
     ]
     categories = sorted(
@@ -143,11 +147,11 @@ def analyse_trace(
             }
             for k, rs in enumerate(per_prefix)
         ],
-        "resampling": resampling,
-        "counterfactual": counterfactual,
         "n_dissimilar": n_dissimilar,
         "forced": [{"value": v, "lo": None, "hi": None} for v in forced_imp],
     }
+    if s.resample:
+        out.update(resampling=resampling, counterfactual=counterfactual)
     if s.attention:
         seg = segment_trace(model, trace)
         att = sentence_attention(model, seg)
@@ -169,7 +173,26 @@ def analyse_trace(
     out["ranks"] = {
         m: imp.ranks([float("nan") if v is None else v for v in vals]) for m, vals in scores.items()
     }
-    out["anchors"] = [
-        i for i, e in enumerate(resampling) if e["lo"] is not None and e["lo"] >= s.anchor_threshold
-    ]
+    out["anchors_by_method"] = {m: anchors(out[m], m, s.anchor_threshold) for m in scores}
+    out["anchors"] = out["anchors_by_method"].get("resampling", [])
+    return out
+
+
+def anchors(entries: list[dict[str, Any]], method: str, threshold: float) -> list[int]:
+    """The sentences the anchor rule flags under ``method``.
+
+    Resampling and counterfactual: the 95% interval's lower end is at least ``threshold`` nats.
+    Forced: the (deterministic) KL is at least ``threshold``. Receiver and suppression, which
+    have no scale of their own: more than twice the mean of the trace's other sentences.
+    """
+    vals = [e["value"] for e in entries]
+    if method in ("resampling", "counterfactual"):
+        return [i for i, e in enumerate(entries) if e["lo"] is not None and e["lo"] >= threshold]
+    if method == "forced":
+        return [i for i, v in enumerate(vals) if v is not None and v >= threshold]
+    out = []
+    for i, v in enumerate(vals):
+        rest = [x for j, x in enumerate(vals) if j != i and x is not None]
+        if v is not None and rest and v > 2 * float(np.mean(rest)):
+            out.append(i)
     return out

@@ -148,10 +148,15 @@ def _summary_html(m: dict[str, Any]) -> str:
             f"<th>mean rank of planted [95% CI]</th><th>top-1 [95% CI]</th></tr>{rows}</table>"
         )
     if "controls" in s:
-        c = s["controls"]["false_anchor_rate"]
+        by = s["controls"].get("false_anchor_rate_by_method", {})
+        cells = "".join(
+            f"<tr><td>{k}</td><td>{c['k']}/{c['n']} "
+            f"[{_num(c['ci'][0], 2)}, {_num(c['ci'][1], 2)}]</td></tr>"
+            for k, c in by.items()
+        )
         out.append(
-            f"<p><b>Controls</b>: false-anchor rate {c['k']}/{c['n']} "
-            f"[{_num(c['ci'][0], 2)}, {_num(c['ci'][1], 2)}]</p>"
+            "<p><b>Controls</b>: false-anchor rate (controls with any sentence flagged)</p>"
+            f"<table><tr><th>method</th><th>rate [95% CI]</th></tr>{cells}</table>"
         )
     if s.get("agreement"):
         rows = "".join(

@@ -57,6 +57,8 @@ class AnchorsConfig:
     top_heads: int = 16
     anchor_threshold: float = 0.1
     attention: bool = True
+    resample: bool = True
+    """False: skip the rollouts (forced-answer, receiver and suppression views only)."""
     n_planted: int = 30
     n_controls: int = 10
     n_sentences: int = 5
@@ -87,6 +89,7 @@ class AnchorsConfig:
             anchor_threshold=self.anchor_threshold,
             attention=self.attention,
             batch=self.batch,
+            resample=self.resample,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -308,6 +311,13 @@ def _spearman(a: list[float | None], b: list[float | None]) -> float | None:
     return None if math.isnan(r) else r
 
 
+def _flags(r: dict[str, Any], method: str) -> list[int]:
+    from safelab.anchors.analyse import anchors
+
+    by = r.get("anchors_by_method")
+    return list(by[method]) if by and method in by else anchors(r[method], method, 0.1)
+
+
 def summarise(results: list[dict[str, Any]], cfg: AnchorsConfig) -> dict[str, Any]:
     """Planted ranks, false anchors on controls, agreement between methods, unscorable."""
     from safelab.evals.stats import bootstrap, wilson_interval
@@ -316,7 +326,7 @@ def summarise(results: list[dict[str, Any]], cfg: AnchorsConfig) -> dict[str, An
         lo, hi = wilson_interval(k, n) if n else (None, None)
         return {"k": k, "n": n, "rate": k / n if n else None, "ci": [lo, hi]}
 
-    methods = [m for m in METHODS if all(m in r for r in results)]
+    methods = [m for m in METHODS if results and all(m in r for r in results)]
     planted = [r for r in results if r["planted"] is not None]
     controls = [r for r in results if r["kind"] == "control"]
     summary: dict[str, Any] = {"n_traces": len(results), "seed": cfg.seed}
@@ -337,9 +347,10 @@ def summarise(results: list[dict[str, Any]], cfg: AnchorsConfig) -> dict[str, An
             "chance_mean_rank": float(np.mean([(k + 1) / 2 for k in n_sent])),
             "chance_top1": float(np.mean([1 / k for k in n_sent])),
             "by_method": per,
-            "planted_flagged": rate(
-                sum(r["planted"] in r["anchors"] for r in planted), len(planted)
-            ),
+            "planted_flagged": {
+                m: rate(sum(r["planted"] in _flags(r, m) for r in planted), len(planted))
+                for m in methods
+            },
             "other_flagged_per_trace": float(
                 np.mean([len([a for a in r["anchors"] if a != r["planted"]]) for r in planted])
             ),
@@ -348,6 +359,9 @@ def summarise(results: list[dict[str, Any]], cfg: AnchorsConfig) -> dict[str, An
         summary["controls"] = {
             "n": len(controls),
             "false_anchor_rate": rate(sum(bool(r["anchors"]) for r in controls), len(controls)),
+            "false_anchor_rate_by_method": {
+                m: rate(sum(bool(_flags(r, m)) for r in controls), len(controls)) for m in methods
+            },
             "false_anchor_sentence_rate": rate(
                 sum(len(r["anchors"]) for r in controls), sum(len(r["sentences"]) for r in controls)
             ),

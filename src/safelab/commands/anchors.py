@@ -31,6 +31,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     p.add_argument(
         "--no-attention", action="store_true", help="skip the attention and suppression views"
     )
+    p.add_argument(
+        "--no-resampling",
+        action="store_true",
+        help="skip the rollouts: forced-answer, receiver and suppression views only",
+    )
     p.add_argument("--planted", type=int, default=30, help="planted traces (--data planted)")
     p.add_argument("--controls", type=int, default=10, help="control traces (--data planted)")
     p.add_argument("--sentences", type=int, default=5, help="sentences per planted trace")
@@ -65,6 +70,7 @@ def cmd_anchors(args: argparse.Namespace) -> int:
         similarity=args.similarity,
         embedder=args.embedder,
         attention=not args.no_attention,
+        resample=not args.no_resampling,
         n_planted=args.planted,
         n_controls=args.controls,
         n_problems=args.problems,
