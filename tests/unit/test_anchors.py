@@ -1,6 +1,7 @@
 """Thought anchors: sentence split, answers, KL and intervals, attention views, a resumable run."""
 
 import json
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -158,6 +159,9 @@ def test_run_resumes_and_counts_unscorable(tmp_path: Path, monkeypatch: pytest.M
     (tmp_path / "run" / "traces" / "a.json").unlink()  # the trace result, not its rollouts
     again = run_anchors(cfg, tmp_path / "run", model=model, progress=False)
     assert again.metrics["traces"] == m["traces"]
+    # A second worker from the end reuses the same finished traces, in the same order.
+    back = run_anchors(replace(cfg, from_end=True), tmp_path / "run", model=model, progress=False)
+    assert back.metrics["traces"] == m["traces"]
     assert rollouts.Rollout  # module imported
 
 

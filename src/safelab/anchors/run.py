@@ -66,6 +66,9 @@ class AnchorsConfig:
     limit: int | None = None
     seed: int = 0
     batch: int = 32
+    from_end: bool = False
+    """Work through the traces last first: a second process on the same ``out`` meets the
+    first in the middle (each skips the traces the other has finished)."""
 
     def __post_init__(self) -> None:
         if self.rollouts < 2:
@@ -177,7 +180,7 @@ def _trace_key(cfg: AnchorsConfig, trace: Trace) -> str:
     keep = {
         k: v
         for k, v in cfg.to_dict().items()
-        if k not in ("limit", "n_planted", "n_controls", "n_problems")
+        if k not in ("limit", "n_planted", "n_controls", "n_problems", "from_end")
     }
     blob = json.dumps([keep, trace.to_dict()], sort_keys=True, default=str)
     return hashlib.sha256(blob.encode()).hexdigest()[:16]
@@ -209,24 +212,28 @@ def run_anchors(
         check_fits(model, t, cfg.max_new_tokens)
     embedder_name, embed = make_embedder(cfg.embedder, model)
     settings = cfg.settings()
-    results = []
     t0 = time.time()
-    for n, trace in enumerate(traces):
+    order = list(enumerate(traces))
+    if cfg.from_end:
+        order.reverse()
+    by_index: dict[int, dict[str, Any]] = {}
+    for n, trace in order:
         path = out / "traces" / f"{trace.id}.json"
         key = _trace_key(cfg, trace)
         if path.is_file() and json.loads(path.read_text()).get("key") == key:
-            results.append(json.loads(path.read_text())["result"])
+            by_index[n] = json.loads(path.read_text())["result"]
             continue
         res = analyse_trace(model, trace, settings, embed, out / "rollouts", seed=cfg.seed)
         path.parent.mkdir(parents=True, exist_ok=True)
         atomic_write_text(path, json.dumps({"key": key, "result": res}))
-        results.append(res)
+        by_index[n] = res
         if progress:
             print(
                 f"[{n + 1}/{len(traces)}] {trace.id}: {len(res['sentences'])} sentences, "
                 f"{time.time() - t0:.0f}s",
                 flush=True,
             )
+    results = [by_index[n] for n in sorted(by_index)]
     from importlib import resources
 
     pairs = [

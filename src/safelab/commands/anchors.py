@@ -48,6 +48,11 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
     )
     p.add_argument("--seed", type=int, default=0)
     p.add_argument(
+        "--from-end",
+        action="store_true",
+        help="work through the traces last first (a second process on the same --out)",
+    )
+    p.add_argument(
         "--report-only",
         action="store_true",
         help="summarise the traces finished so far in --out (no model, no sampling)",
@@ -78,6 +83,7 @@ def cmd_anchors(args: argparse.Namespace) -> int:
         limit=args.limit,
         anchor_threshold=args.threshold,
         seed=args.seed,
+        from_end=args.from_end,
     )
     result = report_only(cfg, args.out) if args.report_only else run_anchors(cfg, args.out)
     s = result.metrics["summary"]
