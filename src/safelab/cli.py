@@ -31,6 +31,7 @@ COMMAND_MODULES: tuple[str, ...] = (
     "safelab.commands.w2s",
     "safelab.commands.hallucination",
     "safelab.commands.validate",
+    "safelab.commands.anchors",
 )
 
 

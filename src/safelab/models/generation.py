@@ -2,11 +2,14 @@
 
 from __future__ import annotations
 
+import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import torch
+
+from safelab.errors import SafelabError
 
 if TYPE_CHECKING:
     from safelab.models.whitebox import WhiteBoxModel
@@ -69,6 +72,64 @@ def generate_batch(
     for b, p in enumerate(prompts):
         ids[b, width - len(p) :] = torch.tensor(p)
         mask[b, width - len(p) :] = 1
+    kwargs = _generate_kwargs(model, req)
+    with torch.inference_mode():
+        out = model.hf.generate(
+            input_ids=ids.to(model.device), attention_mask=mask.to(model.device), **kwargs
+        )
+    return _results(model, out, width, prompts, req)
+
+
+def sample_continuations(
+    model: WhiteBoxModel,
+    prefix_ids: Sequence[int],
+    n: int,
+    req: GenerationRequest,
+    stopping_criteria: Sequence[Any] = (),
+) -> list[GenerationResult]:
+    """Sample ``n`` continuations of one token prefix, computing the prefix's KV cache once.
+
+    The prefix (all but its last token) runs through the model once; its ``DynamicCache`` is
+    repeated ``n`` times along the batch and handed to ``generate``, which then only feeds the
+    last prefix token and the new tokens. Greedy decoding gives the same tokens as ``n`` calls
+    of :func:`generate_batch` on the decoded prefix (tested); sampling draws from the same
+    distribution with the global torch generator (seeded by ``req.seed``). Extra
+    ``stopping_criteria`` (transformers ``StoppingCriteria``, per-row) end rows early.
+    """
+    from transformers import DynamicCache
+
+    prefix = list(prefix_ids)
+    if n < 1:
+        raise SafelabError(f"n={n}: sample at least one continuation")
+    if not prefix:
+        raise SafelabError("empty prefix: give at least one token")
+    kwargs = _generate_kwargs(model, req)
+    if stopping_criteria:
+        from transformers import StoppingCriteriaList
+
+        kwargs["stopping_criteria"] = StoppingCriteriaList(
+            [*kwargs.get("stopping_criteria", []), *stopping_criteria]
+        )
+    ids = torch.tensor([prefix], dtype=torch.long, device=model.device)
+    with torch.inference_mode():
+        if len(prefix) > 1:
+            cache = DynamicCache(config=model.hf.config)
+            # transformers >= 5.2x names the argument ``cache`` (``past_key_values`` before).
+            name = (
+                "cache"
+                if "cache" in inspect.signature(model.hf.forward).parameters
+                else "past_key_values"
+            )
+            model.hf(input_ids=ids[:, :-1], use_cache=True, **{name: cache})
+            cache.batch_repeat_interleave(n)
+            kwargs[name] = cache
+        batch = ids.expand(n, -1).contiguous()
+        out = model.hf.generate(input_ids=batch, attention_mask=torch.ones_like(batch), **kwargs)
+    return _results(model, out, len(prefix), [prefix] * n, req)
+
+
+def _generate_kwargs(model: WhiteBoxModel, req: GenerationRequest) -> dict[str, Any]:
+    tok = model.tokenizer
     kwargs: dict[str, Any] = dict(
         max_new_tokens=req.max_new_tokens,
         pad_token_id=tok.pad_token_id,
@@ -92,10 +153,17 @@ def generate_batch(
         )
     if req.logprobs:
         kwargs["output_logits"] = True
-    with torch.inference_mode():
-        out = model.hf.generate(
-            input_ids=ids.to(model.device), attention_mask=mask.to(model.device), **kwargs
-        )
+    return kwargs
+
+
+def _results(
+    model: WhiteBoxModel,
+    out: Any,
+    width: int,
+    prompts: Sequence[list[int]],
+    req: GenerationRequest,
+) -> list[GenerationResult]:
+    tok = model.tokenizer
     seqs = out.sequences[:, width:].cpu()
     eos = _eos_ids(model)
     results = []
