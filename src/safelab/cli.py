@@ -27,6 +27,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "safelab.commands.loop",
     "safelab.commands.sae",
     "safelab.commands.w2s",
+    "safelab.commands.transcoders",
+    "safelab.commands.trace",
 )
 
 
