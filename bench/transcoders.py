@@ -66,10 +66,15 @@ def peer_ratio(args: argparse.Namespace) -> float:
     tc = TranscoderTrainer(scfg, 576, 576, args.skip)
     sae = BatchTopKTrainer(scfg, 576)
     g = torch.Generator().manual_seed(0)
-    x, y = torch.randn(args.batch_size, 576, generator=g), torch.randn(args.batch_size, 576, generator=g)
+    x, y = (
+        torch.randn(args.batch_size, 576, generator=g),
+        torch.randn(args.batch_size, 576, generator=g),
+    )
     tc.train_pair(x, y)
     sae.train_step(x)
-    times = interleaved({"transcoder": lambda: tc.train_pair(x, y), "sae": lambda: sae.train_step(x)}, 5)
+    times = interleaved(
+        {"transcoder": lambda: tc.train_pair(x, y), "sae": lambda: sae.train_step(x)}, 5
+    )
     return round(median(times["transcoder"]) / median(times["sae"]), 3)
 
 
@@ -100,11 +105,19 @@ def main() -> None:
     print(machine_note(), flush=True)
     model = load_model("default", dtype="float32")
     t0 = time.perf_counter()
-    if not (Path(args.store) / MANIFEST).is_file() or not ActivationStore(args.store).manifest.complete:
+    if (
+        not (Path(args.store) / MANIFEST).is_file()
+        or not ActivationStore(args.store).manifest.complete
+    ):
         texts = build_passages(read_sentences(), model.tokenizer, args.capture_tokens)
         capture_to_store(
-            model, texts, "blocks.*.mlp_in,blocks.*.mlp_out", args.store, position="all",
-            shard_rows=8192, dtype="float16",
+            model,
+            texts,
+            "blocks.*.mlp_in,blocks.*.mlp_out",
+            args.store,
+            position="all",
+            shard_rows=8192,
+            dtype="float16",
         )
     capture_s = time.perf_counter() - t0
     store = ActivationStore(args.store)
@@ -134,7 +147,9 @@ def main() -> None:
     (Path(args.out) / "safelab.json").write_text(json.dumps(asdict(ts.meta), indent=2) + "\n")
     for m in metrics["layers"]:
         lo, hi = m["explained_variance_ci"]
-        print(f"layer {m['layer']:2d}  EV {m['explained_variance']:.3f} [{lo:.3f}, {hi:.3f}]  L0 {m['l0']:.1f}  dead {m['dead_fraction']:.2f}")
+        print(
+            f"layer {m['layer']:2d}  EV {m['explained_variance']:.3f} [{lo:.3f}, {hi:.3f}]  L0 {m['l0']:.1f}  dead {m['dead_fraction']:.2f}"
+        )
     ratio = peer_ratio(args)
     per = ts.meta.train.get("per_layer", {})
     final_json(
@@ -147,7 +162,11 @@ def main() -> None:
             "workers": args.workers,
             "capture_s": round(capture_s, 1),
             "train_wall_s": round(train_s, 1),
-            "train_s_per_layer_median": median([float(r["train_seconds_this_run"]) for r in per.values()]) if per else None,
+            "train_s_per_layer_median": median(
+                [float(r["train_seconds_this_run"]) for r in per.values()]
+            )
+            if per
+            else None,
             "eval_s": round(eval_s, 1),
             "ev_mean": metrics["explained_variance_mean"],
             "ev_min": metrics["explained_variance_min"],

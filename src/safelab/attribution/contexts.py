@@ -49,9 +49,7 @@ def top_contexts(
             for j, feat in enumerate(cols.tolist()):
                 for v, r in zip(vals[:, j].tolist(), rows[:, j].tolist(), strict=True):
                     if v > 0:
-                        best[(layer, feat)].append(
-                            (v, int(part.sample[r]), int(part.position[r]))
-                        )
+                        best[(layer, feat)].append((v, int(part.sample[r]), int(part.position[r])))
     wanted: dict[int, set[int]] = {}
     for key in best:
         best[key] = sorted(best[key], reverse=True)[:top]

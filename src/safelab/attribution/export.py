@@ -76,11 +76,11 @@ def graph_json(
             i = node - graph.logit_node(0)
             tok = int(graph.logit_tokens[i])
             p = float(graph.logit_probabilities[i])
-            layer = str(n_layers + 1)
+            top = str(n_layers + 1)
             nodes[node] = _node(
-                node_id=f"{layer}_{tok}_{n_pos - 1}",
+                node_id=f"{top}_{tok}_{n_pos - 1}",
                 feature=tok,
-                layer=layer,
+                layer=top,
                 ctx_idx=n_pos - 1,
                 feature_type="logit",
                 token_prob=p,

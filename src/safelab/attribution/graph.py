@@ -147,7 +147,7 @@ def _rows(
                 x = h if layer == state.n_layers else reps[layer].seen
                 assert x is not None
                 total = total + x[i, pos] @ vec.to(dev)
-            leaves = [leaf_emb] + [rep.leaf for rep in reps]
+            leaves = [leaf_emb] + [rep.leaf for rep in reps if rep.leaf is not None]
             grads = torch.autograd.grad(total, leaves, allow_unused=True)
     g_emb = grads[0] if grads[0] is not None else torch.zeros_like(leaf_emb)
     g_mlp = [g if g is not None else torch.zeros_like(leaf_emb) for g in grads[1:]]
@@ -290,7 +290,9 @@ def compute_influence(a: Tensor, logit_weights: Tensor, max_iter: int = 1000) ->
 def find_threshold(scores: Tensor, threshold: float) -> Tensor:
     s = torch.sort(scores, descending=True).values
     cum = torch.cumsum(s, dim=0) / torch.sum(s).clamp_min(1e-20)
-    i = min(int(torch.searchsorted(cum, torch.tensor(threshold, dtype=cum.dtype)).item()), len(s) - 1)
+    i = min(
+        int(torch.searchsorted(cum, torch.tensor(threshold, dtype=cum.dtype)).item()), len(s) - 1
+    )
     return s[i]
 
 
@@ -367,7 +369,7 @@ def total_effects(graph: Graph) -> Tensor:
     acts = torch.tensor([graph.feature(i)[3] for i in range(nf)])
     layers = torch.tensor([graph.feature(i)[0] for i in range(nf)])
     h = adj[-1, :nf].double().clone()
-    per_unit = (adj[:nf, :nf].double() / acts.double().clamp_min(1e-12)[:, None])
+    per_unit = adj[:nf, :nf].double() / acts.double().clamp_min(1e-12)[:, None]
     # process targets from the top layer down, so each H_t is final before it is pushed back
     for layer in sorted(set(layers.tolist()), reverse=True):
         rows = (layers == layer).nonzero().squeeze(1)

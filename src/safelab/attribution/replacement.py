@@ -171,7 +171,8 @@ def local_replacement(
     reps: list[ReplacementMLP] = []
     try:
         handles.append(_frozen_rmsnorm(model.adapter.final_norm()))
-        for layer, block in enumerate(blocks):
+        for layer, block_ in enumerate(blocks):
+            block: Any = block_
             handles.append(_frozen_rmsnorm(block.input_layernorm))
             handles.append(_frozen_rmsnorm(block.post_attention_layernorm))
             handles.append(_detach_output(block.self_attn.q_proj))

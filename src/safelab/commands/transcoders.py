@@ -22,7 +22,9 @@ def register(subparsers: Any) -> None:
     tr.add_argument("--out", default=DEFAULT_OUT, help=f"set folder (default {DEFAULT_OUT})")
     tr.add_argument("--store", default=None, help="store of mlp_in + mlp_out (default: OUT/store)")
     tr.add_argument("--data", default=None, help="texts (.txt/.csv/.jsonl; default: shared data)")
-    tr.add_argument("--tokens", type=parse_count, default=d.tokens, help="training tokens per layer")
+    tr.add_argument(
+        "--tokens", type=parse_count, default=d.tokens, help="training tokens per layer"
+    )
     tr.add_argument(
         "--capture-tokens", type=parse_count, default=50_000, help="tokens to capture (50k)"
     )
@@ -122,10 +124,14 @@ def _eval_set(path: str, store: str, model: Any, ce_tokens: int, seed: int) -> i
     ts = load_transcoders(path)
     metrics = evaluate_set(ts, ActivationStore(store), model, ce_tokens=ce_tokens, seed=seed)
     ts.meta.metrics = metrics
-    atomic_write_text(Path(path) / META_JSON, json.dumps(dataclasses.asdict(ts.meta), indent=2) + "\n")
+    atomic_write_text(
+        Path(path) / META_JSON, json.dumps(dataclasses.asdict(ts.meta), indent=2) + "\n"
+    )
     shown = {k: v for k, v in metrics.items() if k != "layers"}
     for m in metrics["layers"]:
         lo, hi = m["explained_variance_ci"]
-        print(f"layer {m['layer']:2d}  EV {m['explained_variance']:.3f} [{lo:.3f}, {hi:.3f}]  L0 {m['l0']:.1f}")
+        print(
+            f"layer {m['layer']:2d}  EV {m['explained_variance']:.3f} [{lo:.3f}, {hi:.3f}]  L0 {m['l0']:.1f}"
+        )
     print(json.dumps(shown, indent=2))
     return 0

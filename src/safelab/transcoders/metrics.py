@@ -32,7 +32,9 @@ if TYPE_CHECKING:
 def _rule(transcoders: TranscoderSet, layer: int) -> RowFilter:
     t = transcoders.meta.train or {}
     rec = (t.get("per_layer") or {}).get(str(layer), {})
-    return RowFilter(int(t.get("holdout_every", 20)), bool(t.get("skip_first", True)), rec.get("max_norm"))
+    return RowFilter(
+        int(t.get("holdout_every", 20)), bool(t.get("skip_first", True)), rec.get("max_norm")
+    )
 
 
 @torch.no_grad()
@@ -70,7 +72,9 @@ def layer_metrics(
         n += len(x)
         for s in sample.unique().tolist():
             m = sample == s
-            acc = per.setdefault(int(s), [0.0, 0.0, 0.0, torch.zeros(y.shape[1], dtype=torch.float64)])
+            acc = per.setdefault(
+                int(s), [0.0, 0.0, 0.0, torch.zeros(y.shape[1], dtype=torch.float64)]
+            )
             acc[0] += float(m.sum())
             acc[1] += float(err[m].sum())
             acc[2] += float(y[m].double().pow(2).sum())
@@ -94,7 +98,10 @@ def layer_metrics(
     return {
         "layer": layer,
         "explained_variance": ev(np.arange(len(keys))),
-        "explained_variance_ci": [float(np.percentile(boots, 2.5)), float(np.percentile(boots, 97.5))],
+        "explained_variance_ci": [
+            float(np.percentile(boots, 2.5)),
+            float(np.percentile(boots, 97.5)),
+        ],
         "l0": l0 / n,
         "dead_fraction": 1 - float(fired.float().mean()),
         "heldout_tokens": n,
@@ -140,7 +147,9 @@ def replacement_losses(
     return out
 
 
-def replace_all_mlps(model: WhiteBoxModel, transcoders: TranscoderSet, skip_first: bool) -> dict[str, Any]:
+def replace_all_mlps(
+    model: WhiteBoxModel, transcoders: TranscoderSet, skip_first: bool
+) -> dict[str, Any]:
     """Hooks that swap every MLP's output for its transcoder's reconstruction of its input."""
     seen: dict[int, Tensor] = {}
     fns: dict[str, Any] = {}
@@ -171,7 +180,10 @@ def evaluate_set(
     seed: int = 0,
 ) -> dict[str, Any]:
     """Per-layer metrics and (with a model) the replacement model's CE and KL, with intervals."""
-    layers = [layer_metrics(transcoders, store, layer, resamples=resamples, seed=seed) for layer in sorted(transcoders.files)]
+    layers = [
+        layer_metrics(transcoders, store, layer, resamples=resamples, seed=seed)
+        for layer in sorted(transcoders.files)
+    ]
     evs = [m["explained_variance"] for m in layers]
     out: dict[str, Any] = {
         "layers": layers,

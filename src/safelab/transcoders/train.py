@@ -266,7 +266,9 @@ def pair_batches(
 
 
 def check_pair_store(store: ActivationStore, layers: list[int]) -> None:
-    missing = [s for layer in layers for s in (in_site(layer), out_site(layer)) if s not in store.sites]
+    missing = [
+        s for layer in layers for s in (in_site(layer), out_site(layer)) if s not in store.sites
+    ]
     if missing:
         raise SafelabError(
             f"the store at {store.path} lacks {', '.join(missing[:4])}"
@@ -306,7 +308,9 @@ def train_layer(
     else:
         cap = median_norm(store, out_site(layer)) * cfg.max_norm_ratio
         rule = RowFilter(cfg.holdout_every, cfg.skip_first, cap if cfg.max_norm_ratio > 0 else None)
-        xs, ys = _first_pairs(pair_batches(store, layer, rule, cfg.batch_size, scfg.seed), cfg.geomedian_rows)
+        xs, ys = _first_pairs(
+            pair_batches(store, layer, rule, cfg.batch_size, scfg.seed), cfg.geomedian_rows
+        )
         trainer.scale_in = float(xs.norm(dim=1).mean())
         trainer.scale = float(ys.norm(dim=1).mean().clamp_min(1e-8))
         with torch.no_grad():
@@ -362,7 +366,9 @@ def train_transcoders(
     if cfg.k < 1 or cfg.expansion < 1 or cfg.batch_size < 1:
         raise SafelabError("k, expansion and batch_size must be at least 1")
     store = ActivationStore(cfg.store)
-    n_layers = 1 + max((int(s.split(".")[1]) for s in store.sites if s.endswith(".mlp_out")), default=-1)
+    n_layers = 1 + max(
+        (int(s.split(".")[1]) for s in store.sites if s.endswith(".mlp_out")), default=-1
+    )
     layers = sorted(cfg.layers) if cfg.layers is not None else list(range(n_layers))
     check_pair_store(store, layers)
     out = Path(cfg.out)
