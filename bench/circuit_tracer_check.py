@@ -59,6 +59,8 @@ def ours(args: argparse.Namespace) -> None:
             "logit_row_features": graph.adjacency_matrix[-1, :nf].contiguous(),
             "logit_row_rest": graph.adjacency_matrix[-1, nf:-1].contiguous(),
             "ids": ids,
+            "active": graph.active_features.contiguous(),
+            "logits": state.logits.contiguous(),
         },
         str(work / "ours.safetensors"),
     )
@@ -106,7 +108,10 @@ def theirs(args: argparse.Namespace) -> None:
     )
     print(f"circuit-tracer loaded {len(ts)} transcoders from {folder}", flush=True)
     model = ReplacementModel.from_pretrained_and_transcoders(
-        _tokenizer_for_transformers4(Path(info["model_folder"]), work / "model"), ts, backend="nnsight", device=torch.device("cpu")
+        _tokenizer_for_transformers4(Path(info["model_folder"]), work / "model"),
+        ts,
+        backend="nnsight",
+        device=torch.device("cpu"),
     )
     g = attribute(
         mine["ids"],
@@ -133,7 +138,15 @@ def theirs(args: argparse.Namespace) -> None:
     except Exception as e:
         schema_ok = False
         print(f"schema: {str(e)[:300]}")
+    ours_active = {tuple(int(x) for x in f) for f in mine["active"]}
+    theirs_active = {tuple(int(x) for x in f) for f in g.active_features}
+    logits = mine["logits"]
     out = {
+        "active_ours": len(ours_active),
+        "active_theirs": len(theirs_active),
+        "active_overlap": len(ours_active & theirs_active),
+        "logit_raw": float(logits[info["target"]]),
+        "logit_demeaned": float(logits[info["target"]] - logits.mean()),
         "features_compared": len(pairs),
         "ours_features": int(mine["features"].shape[0]),
         "theirs_features": nf,

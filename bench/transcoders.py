@@ -83,6 +83,7 @@ def main() -> None:
     p.add_argument("--out", default="runs/transcoders")
     p.add_argument("--store", default="runs/tc_store")
     p.add_argument("--capture-tokens", type=int, default=50_000)
+    p.add_argument("--data", default=None, help="shared data folder (default: beside the repo)")
     p.add_argument("--tokens", type=int, default=100_000)
     p.add_argument("--expansion", type=int, default=4)
     p.add_argument("--k", type=int, default=32)
@@ -105,11 +106,9 @@ def main() -> None:
     print(machine_note(), flush=True)
     model = load_model("default", dtype="float32")
     t0 = time.perf_counter()
-    if (
-        not (Path(args.store) / MANIFEST).is_file()
-        or not ActivationStore(args.store).manifest.complete
-    ):
-        texts = build_passages(read_sentences(), model.tokenizer, args.capture_tokens)
+    if not (Path(args.store) / MANIFEST).is_file():
+        sents = read_sentences(Path(args.data)) if args.data else read_sentences()
+        texts = build_passages(sents, model.tokenizer, args.capture_tokens)
         capture_to_store(
             model,
             texts,
