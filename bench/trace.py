@@ -73,7 +73,7 @@ def main() -> None:
             "graph_s": round(graph_s, 2),
             "peer_s": round(peer_s, 3),
             "graph_vs_peer": round(graph_s / peer_s, 1),
-            "n_tokens": int(len(ids)),
+            "n_tokens": len(ids),
             "n_active": int(graph.active_features.shape[0]),
             "n_features": graph.n_features,
             "max_feature_nodes": args.max_feature_nodes,

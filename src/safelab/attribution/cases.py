@@ -81,25 +81,34 @@ def candidate_cases(data: Path, scan: int) -> dict[str, list[Case]]:
 
 @torch.no_grad()
 def known_cases(
-    model: WhiteBoxModel, cases: list[Case], n: int, rank: int = 3
+    model: WhiteBoxModel, cases: list[Case], n: int, rank: int = 3, batch_size: int = 32
 ) -> tuple[list[Case], dict[str, Any]]:
     """The first ``n`` single-token cases whose target is among the model's top ``rank``."""
-    single, right, first = 0, [], 0
-    for c in cases:
-        ids = model.tokenizer(c.target, add_special_tokens=False)["input_ids"]
-        if len(ids) != 1:
-            continue
-        single += 1
-        p = torch.tensor(model.tokenizer(c.prompt)["input_ids"])
-        logits = model.hf(input_ids=p[None].to(model.device)).logits[0, -1]
-        top = logits.topk(rank).indices.tolist()
-        if ids[0] in top:
-            right.append(c)
-            first += int(top[0] == ids[0])
+    single = [c for c in cases if len(model.tokenizer(c.target, add_special_tokens=False)["input_ids"]) == 1]
+    right: list[Case] = []
+    first = 0
+    pad = model.tokenizer.pad_token_id
+    for lo in range(0, len(single), batch_size):
+        batch = single[lo : lo + batch_size]
+        enc = [model.tokenizer(c.prompt)["input_ids"] for c in batch]
+        width = max(len(e) for e in enc)
+        ids = torch.full((len(batch), width), pad, dtype=torch.long)
+        attn = torch.zeros_like(ids)
+        for b, e in enumerate(enc):
+            ids[b, : len(e)] = torch.tensor(e)
+            attn[b, : len(e)] = 1
+        logits = model.hf(input_ids=ids.to(model.device), attention_mask=attn.to(model.device)).logits
+        for b, c in enumerate(batch):
+            tok = model.tokenizer(c.target, add_special_tokens=False)["input_ids"][0]
+            top = logits[b, len(enc[b]) - 1].topk(rank).indices.tolist()
+            if tok in top:
+                right.append(c)
+                first += int(top[0] == tok)
         if len(right) >= n:
             break
+    scanned = min(len(single), lo + batch_size) if single else 0
     return right[:n], {
-        "single_token_scanned": single,
+        "single_token_scanned": scanned,
         "in_top": len(right),
         "top1": first,
         "rank": rank,
