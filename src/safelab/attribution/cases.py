@@ -84,7 +84,11 @@ def known_cases(
     model: WhiteBoxModel, cases: list[Case], n: int, rank: int = 3, batch_size: int = 32
 ) -> tuple[list[Case], dict[str, Any]]:
     """The first ``n`` single-token cases whose target is among the model's top ``rank``."""
-    single = [c for c in cases if len(model.tokenizer(c.target, add_special_tokens=False)["input_ids"]) == 1]
+    single = [
+        c
+        for c in cases
+        if len(model.tokenizer(c.target, add_special_tokens=False)["input_ids"]) == 1
+    ]
     right: list[Case] = []
     first = 0
     pad = model.tokenizer.pad_token_id
@@ -97,7 +101,9 @@ def known_cases(
         for b, e in enumerate(enc):
             ids[b, : len(e)] = torch.tensor(e)
             attn[b, : len(e)] = 1
-        logits = model.hf(input_ids=ids.to(model.device), attention_mask=attn.to(model.device)).logits
+        logits = model.hf(
+            input_ids=ids.to(model.device), attention_mask=attn.to(model.device)
+        ).logits
         for b, c in enumerate(batch):
             tok = model.tokenizer(c.target, add_special_tokens=False)["input_ids"][0]
             top = logits[b, len(enc[b]) - 1].topk(rank).indices.tolist()
