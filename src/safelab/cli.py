@@ -32,6 +32,8 @@ COMMAND_MODULES: tuple[str, ...] = (
     "safelab.commands.hallucination",
     "safelab.commands.validate",
     "safelab.commands.anchors",
+    "safelab.commands.transcoders",
+    "safelab.commands.trace",
 )
 
 

@@ -55,3 +55,17 @@ def test_steering_at_scale_zero_changes_nothing(model) -> None:  # type: ignore[
     base = model.capture(TEXTS[:1], "blocks.2.resid_pre", "last")["blocks.2.resid_pre"]
     assert zero == plain
     torch.testing.assert_close(strong - base, 50.0 * vector[None], atol=1e-3, rtol=1e-4)
+
+
+def test_mlp_in_is_what_the_mlp_reads(model) -> None:  # type: ignore[no-untyped-def]
+    acts = model.capture(TEXTS[:1], "blocks.1.resid_mid,blocks.1.mlp_in,blocks.1.mlp_out", "all")
+    block = model.adapter.blocks()[1]
+    norm = getattr(block, "post_attention_layernorm", None) or getattr(block, "ln_2", None)
+    if hasattr(block, "pre_feedforward_layernorm"):
+        norm = block.pre_feedforward_layernorm
+    with torch.no_grad():
+        normed = norm(acts["blocks.1.resid_mid"][None])[0]
+        out = block.mlp(acts["blocks.1.mlp_in"][None])[0]
+    torch.testing.assert_close(acts["blocks.1.mlp_in"], normed, atol=1e-5, rtol=1e-5)
+    if not hasattr(block, "post_feedforward_layernorm"):  # Gemma's mlp_out is after a norm
+        torch.testing.assert_close(out, acts["blocks.1.mlp_out"], atol=1e-5, rtol=1e-5)

@@ -133,6 +133,8 @@ class ArchitectureAdapter:
             return HookPoint(_get(block, "self_attn"), "post", 0)
         if kind == "mlp_out":
             return HookPoint(_get(block, "mlp"), "post")
+        if kind == "mlp_in":
+            return HookPoint(_get(block, "mlp"), "pre")
         raise SafelabError(f"unknown site kind {kind!r}")
 
 

@@ -7,6 +7,7 @@ Names follow the field's convention (TransformerLens-style), without the ``hook_
 ``blocks.{L}.resid_mid``        residual stream after block L's attention, before its MLP
 ``blocks.{L}.resid_post``       residual stream leaving block L (``hidden_states[L + 1]``)
 ``blocks.{L}.attn_out``         what block L's attention adds to the residual stream
+``blocks.{L}.mlp_in``           what block L's MLP reads: ``resid_mid`` after its norm (transcoders)
 ``blocks.{L}.mlp_out``          what block L's MLP adds to the residual stream
 ``ln_final``                    the final norm's output (what the unembedding reads)
 ==============================  ==============================================================
@@ -23,7 +24,14 @@ from dataclasses import dataclass
 
 from safelab.errors import SafelabError
 
-BLOCK_KINDS: tuple[str, ...] = ("resid_pre", "resid_mid", "resid_post", "attn_out", "mlp_out")
+BLOCK_KINDS: tuple[str, ...] = (
+    "resid_pre",
+    "resid_mid",
+    "resid_post",
+    "attn_out",
+    "mlp_out",
+    "mlp_in",
+)
 GLOBAL_SITES: tuple[str, ...] = ("ln_final",)
 
 _BLOCK_RE = re.compile(r"^blocks\.(\d+)\.([a-z_]+)$")
@@ -105,5 +113,5 @@ def _forward_order(site: Site) -> tuple[int, int]:
         return (1 << 30, 0)
     return (
         site.layer,
-        ("resid_pre", "attn_out", "resid_mid", "mlp_out", "resid_post").index(site.kind),
+        ("resid_pre", "attn_out", "resid_mid", "mlp_in", "mlp_out", "resid_post").index(site.kind),
     )
