@@ -167,10 +167,22 @@ class BatchTopKTrainer:
         return pre, values, idx // self.d_sae, idx % self.d_sae
 
     def train_step(self, x: Tensor) -> dict[str, float]:
-        cfg = self.cfg
         pre, values, rows, cols = self.encode_batch(x)
         x_hat = sparse_decode(values, rows, cols, self.W_dec, len(x)) + self.b_dec
-        err = x - x_hat
+        return self.fit_step(pre, cols, x, x_hat)
+
+    def fit_step(
+        self, pre: Tensor, cols: Tensor, target: Tensor, y_hat: Tensor
+    ) -> dict[str, float]:
+        """One optimiser step on ``target`` reconstructed as ``y_hat``: MSE plus the AuxK loss of
+        the dead latents, decoder rows kept at unit norm, firing counts updated.
+
+        Shared by the SAE (``target`` is the input) and the transcoder (``target`` is the MLP's
+        output) so that both train by the same rule.
+        """
+        cfg = self.cfg
+        x = target
+        err = x - y_hat
         mse = err.pow(2).sum(-1).mean()
         total_var = (x - x.mean(0)).pow(2).sum(-1).mean()
         dead = self.since_fired >= cfg.dead_tokens

@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import dataclasses
 import json
-import math
 import time
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
@@ -138,52 +137,11 @@ class TranscoderTrainer(BatchTopKTrainer):
 
     def train_pair(self, x: Tensor, y: Tensor) -> dict[str, float]:
         """One step on normalised ``(input, target)`` rows."""
-        cfg = self.cfg
         pre, values, rows, cols = self.encode_pair(x)
         y_hat = sparse_decode(values, rows, cols, self.W_dec, len(x)) + self.b_dec
         if self.W_skip is not None:
             y_hat = y_hat + x @ self.W_skip
-        err = y - y_hat
-        mse = err.pow(2).sum(-1).mean()
-        total_var = (y - y.mean(0)).pow(2).sum(-1).mean()
-        dead = self.since_fired >= cfg.dead_tokens
-        aux = torch.zeros(())
-        n_dead = int(dead.sum())
-        if n_dead:
-            k_aux = min(cfg.aux_k, n_dead)
-            top = pre.masked_fill(~dead, -math.inf).topk(k_aux, dim=-1)
-            r = torch.arange(len(x)).repeat_interleave(k_aux)
-            e_hat = sparse_decode(
-                torch.relu(top.values).flatten(), r, top.indices.flatten(), self.W_dec, len(x)
-            )
-            e = err.detach()
-            aux = (e_hat - e).pow(2).sum(-1).mean() / (e - e.mean(0)).pow(2).sum(
-                -1
-            ).mean().clamp_min(1e-12)
-            aux = torch.nan_to_num(aux, nan=0.0)
-        loss = mse + cfg.aux_coef * aux
-        for p in self.params.values():
-            p.grad = None
-        loss.backward()
-        with torch.no_grad():
-            g = self.W_dec.grad
-            assert g is not None
-            g -= (g * self.W_dec).sum(1, keepdim=True) * self.W_dec
-            self._adam(self._lr_at(self.step))
-            self.W_dec /= self.W_dec.norm(dim=1, keepdim=True).clamp_min(1e-12)
-            fired = torch.zeros(self.d_sae, dtype=torch.bool)
-            fired[cols] = True
-            self.since_fired += len(x)
-            self.since_fired[fired] = 0
-        self.step += 1
-        rec = {
-            "step": self.step,
-            "fvu": float(mse.detach() / total_var.clamp_min(1e-12)),
-            "aux": float(aux.detach()),
-            "dead_frac": n_dead / self.d_sae,
-        }
-        self.history.append(rec)
-        return rec
+        return self.fit_step(pre, cols, y, y_hat)
 
     def calibrate_pairs(self, stream: Iterator[tuple[Tensor, Tensor]]) -> float:
         """Mean over batches of the smallest activation BatchTopK kept (normalised units)."""
