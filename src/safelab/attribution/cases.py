@@ -23,6 +23,7 @@ import torch
 from safelab.attribution.check import Case, CheckResult, check_graph, correlation_stats
 from safelab.errors import SafelabError
 from safelab.files import atomic_write_text
+from safelab.models.capture import right_pad
 
 if TYPE_CHECKING:
     from safelab.models.whitebox import WhiteBoxModel
@@ -96,15 +97,8 @@ def known_cases(
     for lo in range(0, len(single), batch_size):
         batch = single[lo : lo + batch_size]
         enc = [model.tokenizer(c.prompt)["input_ids"] for c in batch]
-        width = max(len(e) for e in enc)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        for b, e in enumerate(enc):
-            ids[b, : len(e)] = torch.tensor(e)
-            attn[b, : len(e)] = 1
-        logits = model.hf(
-            input_ids=ids.to(model.device), attention_mask=attn.to(model.device)
-        ).logits
+        ids, attn = right_pad(enc, pad, model.device)
+        logits = model.hf(input_ids=ids, attention_mask=attn).logits
         for b, c in enumerate(batch):
             tok = model.tokenizer(c.target, add_special_tokens=False)["input_ids"][0]
             top = logits[b, len(enc[b]) - 1].topk(rank).indices.tolist()

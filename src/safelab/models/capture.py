@@ -266,12 +266,19 @@ def _forward(
 def _right_pad(
     batch: Sequence[Encoded], pad_id: int, device: torch.device
 ) -> tuple[Tensor, Tensor]:
-    width = max(len(e.ids) for e in batch)
-    ids = torch.full((len(batch), width), pad_id, dtype=torch.long)
-    mask = torch.zeros((len(batch), width), dtype=torch.long)
-    for b, e in enumerate(batch):
-        ids[b, : len(e.ids)] = torch.tensor(e.ids, dtype=torch.long)
-        mask[b, : len(e.ids)] = 1
+    return right_pad([e.ids for e in batch], pad_id, device)
+
+
+def right_pad(
+    seqs: Sequence[Sequence[int]], pad_id: int, device: torch.device | str = "cpu"
+) -> tuple[Tensor, Tensor]:
+    """Token id lists as one right-padded ``[batch, width]`` id tensor and its attention mask."""
+    width = max(len(s) for s in seqs)
+    ids = torch.full((len(seqs), width), pad_id, dtype=torch.long)
+    mask = torch.zeros((len(seqs), width), dtype=torch.long)
+    for b, s in enumerate(seqs):
+        ids[b, : len(s)] = torch.tensor(list(s), dtype=torch.long)
+        mask[b, : len(s)] = 1
     return ids.to(device), mask.to(device)
 
 

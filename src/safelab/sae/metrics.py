@@ -26,6 +26,7 @@ from torch import Tensor
 
 from safelab.errors import SafelabError
 from safelab.interp.store import ActivationStore
+from safelab.models.capture import right_pad
 from safelab.sae.sae import SparseAutoencoder
 from safelab.sae.stream import RowFilter, check_store
 from safelab.stats import DEFAULT_RESAMPLES
@@ -140,13 +141,8 @@ def ce_losses(
     pad = model.tokenizer.pad_token_id
     for lo in range(0, len(seqs), batch_size):
         batch = seqs[lo : lo + batch_size]
-        width = max(len(s) for s in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        for b, s in enumerate(batch):
-            ids[b, : len(s)] = torch.tensor(s)
-            attn[b, : len(s)] = 1
-        ids, attn = ids.to(model.device), attn.to(model.device)
+        ids, attn = right_pad(batch, pad, model.device)
+        width = ids.shape[1]
         pos = torch.arange(width, device=model.device).expand(len(batch), -1)
 
         def splice(mode: str, pos: Tensor = pos, attn: Tensor = attn) -> Any:

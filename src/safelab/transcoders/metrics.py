@@ -21,6 +21,7 @@ from torch import Tensor
 
 from safelab.errors import SafelabError
 from safelab.interp.store import ActivationStore
+from safelab.models.capture import right_pad
 from safelab.sae.metrics import heldout_sequences
 from safelab.sae.stream import RowFilter
 from safelab.transcoders.transcoder import TranscoderSet
@@ -122,13 +123,7 @@ def replacement_losses(
     skip_first = transcoders.meta.skip_first
     for lo in range(0, len(seqs), batch_size):
         batch = seqs[lo : lo + batch_size]
-        width = max(len(s) for s in batch)
-        ids = torch.full((len(batch), width), pad, dtype=torch.long)
-        attn = torch.zeros_like(ids)
-        for b, s in enumerate(batch):
-            ids[b, : len(s)] = torch.tensor(s)
-            attn[b, : len(s)] = 1
-        ids, attn = ids.to(model.device), attn.to(model.device)
+        ids, attn = right_pad(batch, pad, model.device)
         clean = model.hf(input_ids=ids, attention_mask=attn).logits.float()
         with model.hooks(replace_all_mlps(model, transcoders, skip_first)):
             repl = model.hf(input_ids=ids, attention_mask=attn).logits.float()
