@@ -20,22 +20,11 @@ def add_data_options(p: argparse.ArgumentParser, *, kinds: bool = True) -> None:
 
 
 def load(args: argparse.Namespace, path: str) -> tuple[Any, Any]:
-    """The model and the contrast data named on the command line."""
-    from safelab.interp.contrast import check_data_file, load_contrast, parse_position
-    from safelab.models.loading import load_model
+    """The model and the contrast data named on the command line (the library's own loader)."""
+    from safelab.commands.options import from_options
+    from safelab.interp.probe_sweep import ContrastDataConfig, load_contrast_data
 
-    check_data_file(path)  # before the model load (seconds)
-    model = load_model(args.model)
-    data = load_contrast(
-        path,
-        model,
-        kind=getattr(args, "kind", "auto"),
-        template=args.template,
-        position=parse_position(args.position) if args.position else None,
-        limit=args.limit,
-        seed=args.seed,
-    )
-    return model, data
+    return load_contrast_data(from_options(ContrastDataConfig, args), path)
 
 
 def activations(args: argparse.Namespace, model: Any, data: Any, sites: str | None = None) -> Any:
