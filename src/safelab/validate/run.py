@@ -665,6 +665,16 @@ def run_validate(
         )
         return cell
 
+    def stored_cell(i: int, row: Row, col: Column, key: str, label: str) -> Cell:
+        """The cell from its file when a finished run wrote it for ``key``, else computed now."""
+        name = f"{row.name}__{col.name}"
+        done = store.get("cells", name, key)
+        if done is not None:
+            say(f"[{i}/{total}] {row.name} x {label}: done before (reusing)")
+            return Cell.from_dict(done)
+        say(f"[{i}/{total}] {row.name} x {label}")
+        return Cell.from_dict(store.put("cells", name, key, compute(row, col).to_dict()))
+
     i = 0
     for row in rows:
         t_row = time.perf_counter()
@@ -672,29 +682,13 @@ def run_validate(
         for col in organisms:
             i += 1
             key = _key("cell-v2", asdict(row), col.spec, col.recipe_hash, _cfg_key(cfg))
-            name = f"{row.name}__{col.name}"
-            done = store.get("cells", name, key)
-            if done is not None:
-                say(f"[{i}/{total}] {row.name} x {col.name}: done before (reusing)")
-                cell = Cell.from_dict(done)
-            else:
-                say(f"[{i}/{total}] {row.name} x {col.name}")
-                cell = Cell.from_dict(store.put("cells", name, key, compute(row, col).to_dict()))
+            cell = stored_cell(i, row, col, key, col.name)
             row_cells[col.name] = cell
             say(f"      {_fmt_cell(cell)}")
         i += 1
         if row.kind == "behaviour":
             key = _key("cell-v2", asdict(row), base_col.spec, _cfg_key(cfg))
-            name = f"{row.name}__{base_col.name}"
-            done = store.get("cells", name, key)
-            if done is not None:
-                say(f"[{i}/{total}] {row.name} x base: done before (reusing)")
-                base_cell = Cell.from_dict(done)
-            else:
-                say(f"[{i}/{total}] {row.name} x base")
-                base_cell = Cell.from_dict(
-                    store.put("cells", name, key, compute(row, base_col).to_dict())
-                )
+            base_cell = stored_cell(i, row, base_col, key, "base")
         else:  # the base's AUROC with the home organism's inputs, from that organism's cell
             home = next((c for c in organisms if c.kind == row.home), None)
             base_cell = (
