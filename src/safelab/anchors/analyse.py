@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import math
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -23,17 +23,20 @@ METHODS = ("resampling", "counterfactual", "forced", "receiver", "suppression")
 
 @dataclass(frozen=True)
 class AnalysisSettings:
-    rollouts: int = 20
-    rollout: RolloutSettings = field(default_factory=RolloutSettings)
-    similarity: float = 0.8
-    alpha: float = 1.0
-    n_boot: int = 1000
-    proximity: int = 2
-    top_heads: int = 16
-    anchor_threshold: float = 0.1
-    attention: bool = True
-    batch: int = 32
-    resample: bool = True
+    """What one trace's analysis reads; built by ``AnchorsConfig.settings()``, which holds the
+    defaults (the one place they are set)."""
+
+    rollouts: int
+    rollout: RolloutSettings
+    similarity: float
+    alpha: float
+    n_boot: int
+    proximity: int
+    top_heads: int
+    anchor_threshold: float
+    attention: bool
+    batch: int
+    resample: bool
     """False: only the forced-answer and white-box views (no rollouts)."""
 
 

@@ -25,10 +25,12 @@ if TYPE_CHECKING:
 
 @dataclass(frozen=True)
 class RolloutSettings:
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_new_tokens: int = 64
-    seed: int = 0
+    """How rollouts are sampled; built by ``AnchorsConfig.settings()``, which holds the defaults."""
+
+    temperature: float
+    top_p: float
+    max_new_tokens: int
+    seed: int
 
 
 @dataclass
