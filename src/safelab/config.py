@@ -9,13 +9,16 @@ gets the same numbers.
 
 from __future__ import annotations
 
+import argparse
 import dataclasses
-from collections.abc import Iterable
+from collections.abc import Callable, Iterable
 from typing import Any
 
 HELP = "help"
 CHOICES = "choices"
 FLAG = "flag"
+APPEND = "append"
+PARSE = "parse"
 
 
 def option(
@@ -24,9 +27,19 @@ def option(
     *,
     choices: Iterable[str] | None = None,
     flag: str | None = None,
+    append: bool = False,
+    parse: Callable[[str], Any] | None = None,
 ) -> Any:
-    """A config field with its CLI help (``flag`` overrides the ``--field-name`` spelling)."""
+    """A config field with its CLI help (``flag`` overrides the ``--field-name`` spelling).
+
+    ``append`` makes a ``tuple[str, ...] | None`` field a repeatable option (``--x a --x b``);
+    ``parse`` reads the option's text (e.g. :func:`parse_count` for ``2M``).
+    """
     meta: dict[str, Any] = {HELP: help}
+    if append:
+        meta[APPEND] = True
+    if parse is not None:
+        meta[PARSE] = parse
     if choices is not None:
         meta[CHOICES] = tuple(choices)
     if flag is not None:
@@ -37,3 +50,13 @@ def option(
 def config_dict(cfg: Any) -> dict[str, Any]:
     """The config as JSON-ready data (what ``metrics.json`` records)."""
     return dataclasses.asdict(cfg)
+
+
+def parse_count(text: str) -> int:
+    """``2M`` / ``300k`` / ``5000`` -> an int (a count option's text)."""
+    t = text.strip().lower().replace("_", "")
+    mult = {"k": 1_000, "m": 1_000_000, "g": 1_000_000_000}.get(t[-1:], 1)
+    try:
+        return int(float(t[:-1] if mult > 1 else t) * mult)
+    except ValueError:
+        raise argparse.ArgumentTypeError(f"not a count: {text!r} (use e.g. 2M, 300k)") from None

@@ -13,7 +13,7 @@ import typing
 from collections.abc import Iterable, Mapping
 from typing import Any, TypeVar
 
-from safelab.config import CHOICES, FLAG, HELP
+from safelab.config import APPEND, CHOICES, FLAG, HELP, PARSE
 
 T = TypeVar("T")
 
@@ -67,7 +67,11 @@ def add_options(
                 parser.add_argument(flag, dest=f.name, action="store_true", help=help_text)
             continue
         kwargs: dict[str, Any] = {"dest": f.name, "help": help_text, "type": tp}
-        if tp is tuple:  # tuple[str, ...]: one or more values
+        if PARSE in f.metadata:  # the field reads its own text (e.g. "2M", "a,b")
+            kwargs["type"] = f.metadata[PARSE]
+        elif tp is tuple and f.metadata.get(APPEND):  # --x a --x b
+            kwargs.update(type=str, action="append")
+        elif tp is tuple:  # tuple[str, ...]: one or more values
             kwargs.update(type=str, nargs="+")
         if CHOICES in f.metadata:
             kwargs["choices"] = list(f.metadata[CHOICES])
