@@ -16,23 +16,17 @@ from typing import Any
 
 
 def add_diff_parser(sae_subparsers: Any) -> argparse.ArgumentParser:
-    """Add ``diff`` to the ``sae`` group's subparsers."""
+    """Add ``diff`` to the ``sae`` group's subparsers (options from ``SAEDiffConfig``)."""
+    from safelab.commands.options import add_options
+    from safelab.sae.diff_organisms import SAEDiffConfig
+
     d = sae_subparsers.add_parser(
         "diff",
         help="rank SAE latents by activation change from base to organism; do they fire on the "
         "trigger?",
     )
-    d.add_argument("--base", default="default", help="the base model (the SAE was trained on it)")
-    d.add_argument(
-        "--organism", required=True, help="the organism folder (runs/organisms/<kind>-<hash>)"
-    )
-    d.add_argument("--sae", required=True, help="the SAE folder (any supported format)")
-    d.add_argument("--n", type=int, default=32, help="held-out prompts per condition")
-    d.add_argument("--top", type=int, default=10, help="latents reported from each ranking")
-    d.add_argument("--resamples", type=int, default=1000, help="bootstrap resamples")
-    d.add_argument("--seed", type=int, default=0)
+    add_options(d, SAEDiffConfig, required=("organism", "sae"))
     d.add_argument("--out", default=None, help="output folder (default: runs/sae-diff/<organism>)")
-    d.add_argument("--device", default=None, help="cpu, cuda... (default: CUDA when available)")
     d.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     d.set_defaults(func=cmd_diff)
     return d
@@ -46,19 +40,16 @@ def register(subparsers: Any) -> None:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from safelab.sae.diff import DiffConfig
-    from safelab.sae.diff_organisms import organism_diff
+    from safelab.commands.options import from_options
+    from safelab.sae.diff_organisms import SAEDiffConfig, run_sae_diff
 
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    cfg = DiffConfig(top=args.top, n_resamples=args.resamples, seed=args.seed)
-    result = organism_diff(
-        args.base, args.organism, args.sae, n=args.n, cfg=cfg, device=args.device
-    )
-    out = Path(args.out) if args.out else Path("runs/sae-diff") / Path(args.organism).name
-    result.save(out)
-    print(result.markdown())
+    cfg = from_options(SAEDiffConfig, args)
+    out = Path(args.out) if args.out else cfg.default_out()
+    run = run_sae_diff(cfg, out)
+    print(run.result.markdown())
     print(f"written: {out / 'diff.json'}, {out / 'diff.md'}, {out / 'diff.html'}")
     return 0

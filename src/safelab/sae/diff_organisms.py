@@ -10,12 +10,17 @@ plays the trigger's part.
 
 from __future__ import annotations
 
+import json
 import random
+from dataclasses import dataclass
 from pathlib import Path
-from typing import TYPE_CHECKING
+from typing import TYPE_CHECKING, Any
 
+from safelab.config import config_dict, option
 from safelab.errors import SafelabError
+from safelab.files import atomic_write_text
 from safelab.sae.diff import DiffConfig, DiffResult, diff_models
+from safelab.stats import DEFAULT_RESAMPLES
 
 if TYPE_CHECKING:
     from safelab.models.inputs import Input
@@ -92,3 +97,54 @@ def organism_diff(
     )
     result.meta.update(kind=org.card.kind, recipe_hash=org.card.recipe_hash, n_per_condition=n)
     return result
+
+
+@dataclass(frozen=True)
+class SAEDiffConfig:
+    """``safelab sae diff``: an organism, its base, the base's SAE; how many prompts and latents."""
+
+    organism: str = option("", "the organism folder (runs/organisms/<kind>-<hash>)")
+    sae: str = option("", "the SAE folder (any supported format)")
+    base: str = option("default", "the base model (the SAE was trained on it)")
+    n: int = option(32, "held-out prompts per condition")
+    top: int = option(10, "latents reported from each ranking")
+    resamples: int = option(DEFAULT_RESAMPLES, "bootstrap resamples")
+    seed: int = option(0, "prompt sampling and bootstrap seed")
+    device: str | None = option(None, "cpu, cuda... (default: CUDA when available)")
+
+    def diff_config(self) -> DiffConfig:
+        return DiffConfig(top=self.top, n_resamples=self.resamples, seed=self.seed)
+
+    def default_out(self) -> Path:
+        """``runs/sae-diff/<organism folder name>``."""
+        return Path("runs/sae-diff") / Path(self.organism).name
+
+
+@dataclass
+class SAEDiffRun:
+    """A finished organism diff and its config (recorded in ``diff.json``'s ``meta``)."""
+
+    cfg: SAEDiffConfig
+    result: DiffResult
+
+    def to_dict(self) -> dict[str, Any]:
+        return {**self.result.to_dict(), "config": config_dict(self.cfg)}
+
+    def write(self, out: str | Path) -> Path:
+        """``diff.json``, ``diff.md``, ``diff.html`` and ``metrics.json`` (diff + config)."""
+        out = self.result.save(out)
+        atomic_write_text(out / "metrics.json", json.dumps(self.to_dict(), indent=2) + "\n")
+        return out
+
+
+def run_sae_diff(cfg: SAEDiffConfig, out: str | Path | None = None) -> SAEDiffRun:
+    """Diff ``cfg.organism`` against ``cfg.base`` through ``cfg.sae``; write under ``out``."""
+    if not cfg.organism or not cfg.sae:
+        raise SafelabError("sae diff needs --organism <folder> and --sae <folder>")
+    result = organism_diff(
+        cfg.base, cfg.organism, cfg.sae, n=cfg.n, cfg=cfg.diff_config(), device=cfg.device
+    )
+    result.meta["config"] = config_dict(cfg)
+    run = SAEDiffRun(cfg, result)
+    run.write(out if out is not None else cfg.default_out())
+    return run

@@ -11,11 +11,14 @@ evaluates it on the held-out rows; the metrics go into the SAE's own ``cfg.json`
 
 from __future__ import annotations
 
+import json
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safelab.config import option
+from safelab.config import config_dict, option, parse_count
+from safelab.errors import SafelabError
+from safelab.files import atomic_write_text
 from safelab.sae.train import SAETrainConfig
 
 if TYPE_CHECKING:
@@ -34,7 +37,7 @@ class SAERunConfig:
     model: str = option(_T.model, "model to capture from (and to score CE-loss recovered with)")
     expansion: int = option(_T.expansion, "d_sae / d_model")
     k: int = option(_T.k, "active latents per token")
-    tokens: int = option(_T.tokens, "training tokens (2M)")
+    tokens: int = option(_T.tokens, "training tokens (2M)", parse=parse_count)
     batch_size: int = option(_T.batch_size, "tokens per step")
     base_lr: float = option(_T.base_lr, "lr at 2**14 latents")
     seed: int = option(_T.seed, "seed")
@@ -42,7 +45,9 @@ class SAERunConfig:
     store: str | None = option(None, "activation store (default: OUT/store)")
     data: str | None = option(None, "texts (.txt/.csv/.jsonl; default: shared data)")
     capture_tokens: int | None = option(
-        None, "tokens to capture when no store exists (default: --tokens; fewer means epochs)"
+        None,
+        "tokens to capture when no store exists (default: --tokens; fewer means epochs)",
+        parse=parse_count,
     )
     eval: bool = option(True, "skip the held-out metrics")
     capture_batch_size: int = option(16, "inputs per forward pass when capturing the store")
@@ -134,4 +139,62 @@ def run_sae_train(cfg: SAERunConfig, out: str | Path, *, progress: bool = True) 
         result.metrics = evaluate(sae, ActivationStore(store), model)
         sae.cfg = sae.cfg.replace(metrics=result.metrics)
         save_sae(sae, out)
+    return result
+
+
+@dataclass(frozen=True)
+class SAEEvalConfig:
+    """``safelab sae eval``: held-out EV, L0, dead fraction and CE-loss recovered of one SAE."""
+
+    sae: str = option("", "SAE folder (SAELens, sparsify or Gemma Scope)")
+    store: str | None = option(None, "store (default: the one it was trained on)")
+    model: str | None = option(None, "model for CE recovered (default: the SAE's)")
+    ce_tokens: int = option(8192, "0 skips CE recovered", parse=parse_count)
+    seed: int = option(0, "bootstrap and CE-sample seed")
+
+
+@dataclass
+class SAEEvalResult:
+    """An SAE's held-out metrics; ``saved_into`` is the cfg.json they were written into, if any."""
+
+    cfg: SAEEvalConfig
+    metrics: dict[str, Any]
+    saved_into: Path | None = None
+
+    def to_dict(self) -> dict[str, Any]:
+        shown = {k: v for k, v in self.metrics.items() if not k.startswith("_")}
+        return {**shown, "config": config_dict(self.cfg)}
+
+    def write(self, out: str | Path) -> Path:
+        path = Path(out) / "metrics.json"
+        return atomic_write_text(path, json.dumps(self.to_dict(), indent=2) + "\n")
+
+
+def run_sae_eval(cfg: SAEEvalConfig, out: str | Path | None = None) -> SAEEvalResult:
+    """Evaluate ``cfg.sae`` on its store; the metrics go into its own cfg.json when safelab or
+    SAELens wrote it, and into ``out/metrics.json`` when ``out`` is given."""
+    from safelab.interp.store import ActivationStore
+    from safelab.models.loading import load_model
+    from safelab.sae.formats import SAELENS_WEIGHTS
+    from safelab.sae.metrics import evaluate
+    from safelab.sae.sae import load_sae, save_sae
+
+    sae = load_sae(cfg.sae)
+    store_path = cfg.store or sae.cfg.train.get("store")
+    if not store_path:
+        raise SafelabError(f"{cfg.sae} does not name its store: pass --store")
+    model = None
+    if cfg.ce_tokens > 0:
+        model = load_model(cfg.model or sae.cfg.model or "default", dtype="float32")
+    metrics = evaluate(
+        sae, ActivationStore(store_path), model, ce_tokens=cfg.ce_tokens, seed=cfg.seed
+    )
+    result = SAEEvalResult(cfg, metrics)
+    folder = Path(cfg.sae)
+    if (folder / SAELENS_WEIGHTS).is_file() and sae.cfg.source_format in ("safelab", "saelens"):
+        sae.cfg = sae.cfg.replace(metrics={**sae.cfg.metrics, **metrics})
+        save_sae(sae, folder)
+        result.saved_into = folder / "cfg.json"
+    if out is not None:
+        result.write(out)
     return result
