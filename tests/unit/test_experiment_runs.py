@@ -266,3 +266,34 @@ def test_loop_library_resumes_the_clis_run_step_for_step(tiny_folder, tmp_path: 
     assert not any(line.startswith("[2/6] evaluating") for line in lines)
     assert _metrics(out / "metrics.json", ("timings", *TIMINGS)) == from_cli
     assert from_cli["config"]["scales"] == [-2.0] and from_cli["config"]["trigger"] is None
+
+
+# -- the behavioural suite --------------------------------------------------------------------
+
+
+def test_suite_cli_defaults_are_the_configs() -> None:
+    from safelab.commands.options import from_options
+    from safelab.evals.suite import SuiteConfig
+
+    args = _subparser(["eval"]).parse_args(["--model", "mockllm/model", "--tasks", "a, b"])
+    cfg = from_options(SuiteConfig, args)
+    assert cfg == SuiteConfig(model="mockllm/model", tasks=("a", "b"))
+    assert pickle.loads(pickle.dumps(cfg)) == cfg
+
+
+def test_suite_library_and_cli_write_the_same_results(tmp_path: Path) -> None:
+    from safelab.evals.suite import SuiteConfig, run_suite
+    from tests.unit.test_evals_suite import PRESET
+
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(PRESET)
+    cfg = SuiteConfig(model="mockllm/model", preset=str(preset), tasks=("over_refusal",),
+                      task_args={"max_tokens": 3}, display="none")  # fmt: skip
+    run_suite(cfg, tmp_path / "lib")
+    argv = ["eval", "--model", "mockllm/model", "--preset", str(preset), "--tasks"]
+    argv += ["over_refusal", "-T", "max_tokens=3", "--display", "none"]
+    assert cli.main([*argv, "--out", str(tmp_path / "cli")]) == 0
+    drop = (*TIMINGS, "logs", "started", "finished", "environment", "out")
+    got = _metrics(tmp_path / "cli" / "results.json", drop)
+    assert got == _metrics(tmp_path / "lib" / "results.json", drop)
+    assert got["config"]["task_args"] == {"max_tokens": 3} and got["rows"]

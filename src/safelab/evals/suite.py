@@ -14,7 +14,7 @@ import os
 import platform
 import time
 from collections.abc import Callable
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from datetime import UTC, datetime
 from pathlib import Path
 from typing import Any
@@ -23,6 +23,7 @@ import yaml
 from inspect_ai import Task, eval_set
 from inspect_ai.log import EvalLog, read_eval_log
 
+from safelab.config import option
 from safelab.errors import SafelabError
 from safelab.evals.agentic import agentic_misalignment
 from safelab.evals.data import data_path
@@ -59,9 +60,27 @@ class TaskSpec:
         return self.label or self.name
 
 
-@dataclass
+def parse_name_values(items: list[str] | tuple[str, ...], flag: str) -> dict[str, Any]:
+    """``name=value`` pairs; values are read as YAML scalars (``8`` is an int, ``a,b`` a string)."""
+    out: dict[str, Any] = {}
+    for item in items:
+        if "=" not in item:
+            raise SafelabError(f"{flag} {item}: use {flag} name=value")
+        key, value = item.split("=", 1)
+        out[key.strip()] = yaml.safe_load(value) if value else value
+    return out
+
+
+def _comma_list(text: str) -> tuple[str, ...]:
+    return tuple(t.strip() for t in text.split(","))
+
+
+@dataclass(frozen=True)
 class SuiteConfig:
     """Options of ``safelab eval`` (also saved, as run metadata, next to the results).
+
+    The CLI's options are generated from these fields (``-M`` / ``-T`` fill ``model_args`` /
+    ``task_args``, read by :func:`parse_name_values`).
 
     Attributes:
         model: the Inspect model under evaluation (``safelab/default``, ``openai/gpt-4o``...).
@@ -76,19 +95,28 @@ class SuiteConfig:
             resumes: finished tasks are skipped, a failed task's finished samples reused).
         model_args: ``-M`` arguments for the model under evaluation.
         task_args: ``-T`` arguments applied to every selected task, over the preset's.
+        display: Inspect's display (plain, rich, none).
     """
 
-    model: str
-    judge: str | None = None
-    preset: str = "quick"
-    tasks: list[str] | None = None
-    limit: int | None = None
-    out: str = "runs/evals"
-    seed: int = DEFAULT_SEED
-    max_samples: int | None = None
-    retry_attempts: int = 0
+    model: str = option("", "Inspect model, e.g. safelab/default or openai/gpt-4o")
+    judge: str | None = option(None, "model for the judge role (default: the model itself)")
+    preset: str = option("quick", "quick, full, or a suite YAML file")
+    tasks: tuple[str, ...] | None = option(
+        None, "comma-separated task names or labels to run", parse=_comma_list
+    )
+    limit: int | None = option(None, "samples per task (overrides the preset)")
+    out: str = option("runs/evals", "folder for results.md, results.json, logs/")
+    seed: int = option(DEFAULT_SEED, "bootstrap seed")
+    max_samples: int | None = option(None, "samples run concurrently")
+    retry_attempts: int = option(
+        0,
+        "retries of a failed task within this run; rerunning the command also resumes "
+        "(finished tasks skipped, finished samples kept)",
+        flag="--retries",
+    )
     model_args: dict[str, Any] = field(default_factory=dict)
     task_args: dict[str, Any] = field(default_factory=dict)
+    display: str = option("plain", "Inspect display: plain, rich, none")
 
 
 @dataclass
@@ -141,7 +169,7 @@ def load_preset(preset: str) -> list[TaskSpec]:
     return specs
 
 
-def select(specs: list[TaskSpec], names: list[str] | None) -> list[TaskSpec]:
+def select(specs: list[TaskSpec], names: list[str] | tuple[str, ...] | None) -> list[TaskSpec]:
     """The specs whose name or label is in ``names`` (all when None)."""
     if not names:
         return specs
@@ -223,12 +251,23 @@ def check_model_name(flag: str, spec: str) -> None:
         )
 
 
-def run_suite(config: SuiteConfig, *, display: str = "plain") -> SuiteResults:
-    """Run every task of the preset on ``config.model`` and write the results.
+def run_suite(
+    config: SuiteConfig, out: str | Path | None = None, *, display: str | None = None
+) -> SuiteResults:
+    """Run every task of the preset on ``config.model`` and write the results into ``out``
+    (default ``config.out``; ``display`` overrides ``config.display``).
 
     Raises:
         SafelabError: an unknown preset or task, or a task that did not finish.
     """
+    if out is not None:
+        config = replace(config, out=str(out))
+    if display is not None:
+        config = replace(config, display=display)
+    if not config.model:
+        raise SafelabError(
+            "--model is required (e.g. --model safelab/default), or pass --from-logs"
+        )
     specs = select(load_preset(config.preset), config.tasks)
     check_model_name("--model", config.model)
     if config.judge:
@@ -252,7 +291,7 @@ def run_suite(config: SuiteConfig, *, display: str = "plain") -> SuiteResults:
             model_args=config.model_args,
             model_roles=roles,  # type: ignore[arg-type]
             limit=limit,
-            display=display,  # type: ignore[arg-type]
+            display=config.display,  # type: ignore[arg-type]
             max_samples=config.max_samples,
             retry_attempts=config.retry_attempts,
             retry_wait=1,
