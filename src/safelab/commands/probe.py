@@ -80,7 +80,11 @@ def _generalise(args: argparse.Namespace) -> int:
             "--train-on/--test-on belong to probe sweep; generalise --domain COLUMN makes the "
             "whole domain-by-domain matrix"
         )
-    result = run_generalisation(from_options(GeneralisationConfig, args), args.out)
+    from safelab.distributed import ray_address
+
+    result = run_generalisation(
+        from_options(GeneralisationConfig, args), args.out, ray=ray_address(args.ray)
+    )
     for line in result.table_lines():
         print(line)
     print(f"wrote {Path(args.out) / 'metrics.json'}, {Path(args.out) / 'generalisation.png'}")
@@ -154,6 +158,7 @@ def register(subparsers: Any) -> None:
     # Kept so that a user who reaches for them gets the one-line pointer to probe sweep.
     gen.add_argument("--train-on", default=None, help="(probe sweep only)")
     gen.add_argument("--test-on", default=None, help="(probe sweep only)")
+    add_ray_option(gen)
     gen.set_defaults(func=_generalise)
 
     sc = sub.add_parser("score", help="a probe score for every token of a text")

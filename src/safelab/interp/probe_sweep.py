@@ -457,14 +457,29 @@ class GeneralisationResult:
 
 
 def run_generalisation(
-    cfg: GeneralisationConfig, out: str | Path, *, progress: bool = True
+    cfg: GeneralisationConfig,
+    out: str | Path,
+    *,
+    ray: str | None = None,
+    progress: bool = True,
 ) -> GeneralisationResult:
-    """Capture (or read the cache) each data set, fit on each, score on all, write it all."""
+    """Capture (or read the cache) each data set, fit on each, score on all, write it all.
+
+    Each row of the matrix (one training set scored on every set) is one cell of
+    :func:`safelab.distributed.run_grid` (``ray``: a Ray task; finished rows are kept in
+    ``out/cells`` and skipped on a rerun).
+    """
+    from safelab.distributed import run_grid
     from safelab.errors import SafelabError
     from safelab.interp.actcache import cached_activations
     from safelab.interp.contrast import load_contrast, parse_position
-    from safelab.interp.splits import column_values
-    from safelab.interp.sweep import generalisation_matrix
+    from safelab.interp.splits import column_values, make_split
+    from safelab.interp.sweep import (
+        MatrixPart,
+        MatrixRowCell,
+        assemble_matrix,
+        matrix_row_cell,
+    )
     from safelab.models.loading import load_model
 
     if cfg.domain and len(cfg.data) != 1:
@@ -473,8 +488,9 @@ def run_generalisation(
         raise SafelabError("a generalisation matrix needs data: pass --data FILE [FILE ...]")
     model = load_model(cfg.model)
     site = cfg.site or f"blocks.{model.n_layers // 2}.resid_post"
-    datasets = []
+    parts: list[MatrixPart] = []
     capture_s = 0.0
+    fit_s = 0.0
     for path in cfg.data:
         data = load_contrast(
             path,
@@ -497,28 +513,45 @@ def run_generalisation(
             raise SafelabError(f"--site {site} is not among the captured --sites {cfg.sites}")
         if cfg.domain:
             values = column_values(data, cfg.domain)
+            subsets = []
             for name in sorted(set(values)):
                 idx = [i for i, v in enumerate(values) if v == name]
                 part = data.subset(idx)
                 part.name = name
-                datasets.append((part, {site: cached.acts[site][idx]}))
+                subsets.append((part, idx))
         else:
-            datasets.append((data, {site: cached.acts[site]}))
-    t0 = time.perf_counter()
-    matrix = generalisation_matrix(
-        datasets,
-        site,
-        method=cfg.method,  # type: ignore[arg-type]
-        test_frac=cfg.test_frac,
-        seed=cfg.seed,
-        n_resamples=cfg.resamples,
-        group=cfg.group,
-    )
+            subsets = [(data, list(range(len(data))))]
+        t = time.perf_counter()
+        for part, idx in subsets:
+            train, test, _ = make_split(
+                part, test_frac=cfg.test_frac, seed=cfg.seed, group=cfg.group
+            )
+            parts.append(
+                MatrixPart(
+                    name=part.name,
+                    store=str(cached.store),
+                    rows=tuple(idx),
+                    labels=tuple(int(y) for y in part.labels),
+                    train=tuple(int(i) for i in train),
+                    test=tuple(int(i) for i in test),
+                )
+            )
+        fit_s += time.perf_counter() - t
+    if len(parts) < 2:
+        raise SafelabError("a generalisation matrix needs at least two data sets")
+    cells = [
+        MatrixRowCell(i, site, tuple(parts), cfg.method, cfg.seed, cfg.resamples)
+        for i in range(len(parts))
+    ]
+    t = time.perf_counter()
+    rows = run_grid(matrix_row_cell, cells, out, ray=ray, progress=progress, desc="matrix rows")
+    fit_s += time.perf_counter() - t
+    matrix = assemble_matrix(site, cfg.method, cfg.seed, [p.name for p in parts], rows)
     result = GeneralisationResult(
         cfg,
         matrix,
         model.name,
-        {"capture_s": round(capture_s, 2), "fit_s": round(time.perf_counter() - t0, 2)},
+        {"capture_s": round(capture_s, 2), "fit_s": round(fit_s, 2)},
     )
     result.write(out)
     return result

@@ -412,20 +412,108 @@ def generalisation_matrix(
         labels = np.asarray(data.labels)
         train, test, _ = make_split(data, test_frac=test_frac, seed=seed, group=group)
         splits.append((labels, train, test))
-    n = len(datasets)
-    au = [[0.0] * n for _ in range(n)]
-    ci: list[list[list[float]]] = [[[0.0, 0.0] for _ in range(n)] for _ in range(n)]
-    acc = [[0.0] * n for _ in range(n)]
-    for i, (data_i, acts_i) in enumerate(datasets):
-        labels_i, train_i, _ = splits[i]
-        probe = LinearProbe.fit(
-            acts_i[site][train_i], labels_i[train_i], site, method=method, seed=seed
+    xs = [acts[site] for _, acts in datasets]
+    rows = [
+        matrix_row(i, xs, splits, site, method=method, seed=seed, n_resamples=n_resamples)
+        for i in range(len(datasets))
+    ]
+    return assemble_matrix(site, method, seed, [d.name for d, _ in datasets], rows)
+
+
+def matrix_row(
+    i: int,
+    xs: Sequence[Tensor],
+    splits: Sequence[tuple[np.ndarray, np.ndarray, np.ndarray]],
+    site: str,
+    *,
+    method: ProbeMethod,
+    seed: int,
+    n_resamples: int,
+) -> dict[str, Any]:
+    """Row ``i`` of a generalisation matrix: fit on set ``i``'s train split, score every set."""
+    labels_i, train_i, _ = splits[i]
+    probe = LinearProbe.fit(xs[i][train_i], labels_i[train_i], site, method=method, seed=seed)
+    row: dict[str, Any] = {"auroc": [], "auroc_ci": [], "accuracy": []}
+    for j, x_j in enumerate(xs):
+        labels_j, _, test_j = splits[j]
+        idx = test_j if i == j else np.arange(len(labels_j))
+        scores = probe.score(x_j[idx]).numpy()
+        m = detector_metrics(scores, labels_j[idx], n_resamples=n_resamples, seed=seed)
+        row["auroc"].append(m.auroc)
+        row["auroc_ci"].append(list(m.auroc_ci))
+        row["accuracy"].append(m.accuracy)
+    return row
+
+
+def assemble_matrix(
+    site: str, method: str, seed: int, names: list[str], rows: Sequence[Mapping[str, Any]]
+) -> GeneralisationMatrix:
+    au = [list(r["auroc"]) for r in rows]
+    ci = [[list(c) for c in r["auroc_ci"]] for r in rows]
+    acc = [list(r["accuracy"]) for r in rows]
+    return GeneralisationMatrix(site, method, seed, names, au, ci, acc)
+
+
+@dataclass(frozen=True)
+class MatrixPart:
+    """One data set of a generalisation matrix: rows of an activation store, labels, split."""
+
+    name: str
+    store: str
+    rows: tuple[int, ...]
+    labels: tuple[int, ...]
+    train: tuple[int, ...]
+    test: tuple[int, ...]
+
+
+@dataclass(frozen=True)
+class MatrixRowCell:
+    """Row ``index`` of a generalisation matrix (a Ray task: it reads every part's store)."""
+
+    index: int
+    site: str
+    parts: tuple[MatrixPart, ...]
+    method: str = "logistic"
+    seed: int = 0
+    n_resamples: int = DEFAULT_RESAMPLES
+
+    @property
+    def key(self) -> str:
+        """The row's name and a digest of everything that decides it (a rerun with other data
+        or settings in the same folder computes new rows instead of reading stale ones)."""
+        import hashlib
+
+        digest = hashlib.sha256(repr(self).encode()).hexdigest()[:12]
+        name = "".join(c if c.isalnum() or c in "-_." else "_" for c in self.parts[self.index].name)
+        return f"train-{self.index}-{name}-{digest}"
+
+
+def matrix_row_cell(cell: MatrixRowCell) -> dict[str, Any]:
+    """:func:`matrix_row` of one :class:`MatrixRowCell`, reading the activations itself."""
+    from safelab.interp.store import ActivationStore
+
+    loaded: dict[str, Tensor] = {}
+    xs = []
+    for part in cell.parts:
+        if part.store not in loaded:
+            loaded[part.store] = (
+                ActivationStore(part.store).load([cell.site]).acts[cell.site].float()
+            )
+        xs.append(loaded[part.store][list(part.rows)])
+    splits = [
+        (
+            np.asarray(p.labels),
+            np.asarray(p.train, dtype=np.int64),
+            np.asarray(p.test, dtype=np.int64),
         )
-        for j, (_, acts_j) in enumerate(datasets):
-            labels_j, _, test_j = splits[j]
-            idx = test_j if i == j else np.arange(len(labels_j))
-            scores = probe.score(acts_j[site][idx]).numpy()
-            m = detector_metrics(scores, labels_j[idx], n_resamples=n_resamples, seed=seed)
-            au[i][j], ci[i][j], acc[i][j] = m.auroc, m.auroc_ci, m.accuracy
-        del data_i
-    return GeneralisationMatrix(site, method, seed, [d.name for d, _ in datasets], au, ci, acc)
+        for p in cell.parts
+    ]
+    return matrix_row(
+        cell.index,
+        xs,
+        splits,
+        cell.site,
+        method=cell.method,  # type: ignore[arg-type]
+        seed=cell.seed,
+        n_resamples=cell.n_resamples,
+    )
