@@ -12,13 +12,15 @@ from pathlib import Path
 from typing import Any
 
 from safelab.commands.data_options import activations, add_data_options, load
-from safelab.commands.options import add_options, from_options
+from safelab.commands.options import add_options, add_ray_option, from_options
 
 
 def _sweep(args: argparse.Namespace) -> int:
     from safelab.interp.steer_run import SteerSweepConfig, run_steer_sweep
 
-    run = run_steer_sweep(from_options(SteerSweepConfig, args), args.out)
+    from safelab.distributed import ray_address
+
+    run = run_steer_sweep(from_options(SteerSweepConfig, args), args.out, ray=ray_address(args.ray))
     for line in run.summary_lines():
         print(line)
     print(f"wrote {Path(args.out) / 'metrics.json'}, {Path(args.out) / 'vector'}")
@@ -84,6 +86,7 @@ def register(subparsers: Any) -> None:
     sw = sub.add_parser("sweep", help="Δp(matching answer) by layer and scale on held-out pairs")
     sw.add_argument("--out", required=True)
     add_options(sw, SteerSweepConfig, skip=("kind",), required=("data",))
+    add_ray_option(sw)
     sw.set_defaults(func=_sweep, kind="pairs")
 
     tr = sub.add_parser("train", help="one steering vector at one site from all pairs")

@@ -13,7 +13,7 @@ from __future__ import annotations
 
 import json
 import time
-from dataclasses import dataclass, field
+from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -153,18 +153,98 @@ class SteerSweepRun:
         return lines
 
 
+@dataclass(frozen=True)
+class SteerSiteCell:
+    """One site of a steering sweep: every scale of its vector on the held-out prompts.
+
+    Carries the model's name, the vector's folder and the (small) held-out prompts with their
+    unsteered ``p(match)``; a Ray worker loads the model and the vector itself.
+    """
+
+    site: str
+    model: str
+    vector: str
+    prompts: tuple[tuple[tuple[int, ...], int, int], ...]
+    """``(ids, match_id, other_id)`` per held-out pair."""
+    base: tuple[float, ...]
+    """The unsteered ``p(match)`` of each prompt (the pairing of every Δp)."""
+    scales: tuple[float, ...]
+    positions: str = "all"
+    seed: int = 0
+    n_resamples: int = 1000
+    batch_size: int = 16
+
+    @property
+    def key(self) -> str:
+        """The site and a digest of what decides its cells (stale cells are never reused)."""
+        import hashlib
+
+        digest = hashlib.sha256(repr(self).encode()).hexdigest()[:12]
+        return f"steer-{self.site}-{digest}"
+
+
+def steer_site_cell(
+    cell: SteerSiteCell,
+    model: WhiteBoxModel | None = None,
+    vector: SteeringVector | None = None,
+) -> dict[str, Any]:
+    """Δp(matching) at every scale of one site's vector, paired with the unsteered run."""
+    from contextlib import nullcontext
+
+    import numpy as np
+
+    from safelab.interp.steer_sweep import ChoicePrompt, SteerCell, choice_probs
+    from safelab.interp.steering import SteeringVector, resolve_steer
+    from safelab.stats import mean_ci
+
+    if model is None:
+        from safelab.models.loading import load_model
+
+        model = load_model(cell.model)
+    vec = vector if vector is not None else SteeringVector.load(cell.vector)
+    test = [ChoicePrompt(list(ids), m, o) for ids, m, o in cell.prompts]
+    base = np.asarray(cell.base, dtype=np.float64)
+    cells = []
+    for scale in cell.scales:
+        ctx = (
+            resolve_steer(vec, scale=scale, positions=cell.positions, site=cell.site).apply(model)  # type: ignore[arg-type]
+            if scale
+            else nullcontext()
+        )
+        with ctx:
+            p = choice_probs(model, test, cell.batch_size)
+        d, lo, hi = mean_ci(p - base, n_resamples=cell.n_resamples, seed=cell.seed)
+        cells.append(asdict(SteerCell(cell.site, float(scale), float(p.mean()), d, [lo, hi])))
+    return {"cells": cells}
+
+
 def run_steer_sweep(
-    cfg: SteerSweepConfig, out: str | Path, *, progress: bool = True
+    cfg: SteerSweepConfig,
+    out: str | Path,
+    *,
+    ray: str | None = None,
+    progress: bool = True,
 ) -> SteerSweepRun:
-    """Split the pairs, make the vectors, sweep (site, scale), cost at the best site, write."""
+    """Split the pairs, make the vectors, sweep (site, scale), cost at the best site, write.
+
+    Each site (every scale of its vector) is one cell of :func:`safelab.distributed.run_grid`:
+    ``ray`` runs it as a Ray task (the worker loads the model by name); finished sites are kept
+    in ``out/cells`` and skipped on a rerun.
+    """
+    import functools
+
+    from safelab.distributed import run_grid
     from safelab.interp.actcache import cached_activations
     from safelab.interp.contrast import read_pairs
     from safelab.interp.steer_sweep import (
+        SteerCell,
+        SteerSweepResult,
         capability_cost,
+        choice_probs,
         choice_prompts,
         contrast_vectors,
-        steering_sweep,
     )
+    from safelab.stats import mean_ci
 
     if not cfg.data:
         raise SafelabError("a steering sweep needs A/B pairs: pass --data FILE")
@@ -226,17 +306,41 @@ def run_steer_sweep(
             f"{state}"
         )
     t_sweep = time.perf_counter()
-    result = steering_sweep(
-        model,
-        vectors,
-        test,
-        scales,
-        positions=cfg.positions,  # type: ignore[arg-type]
-        seed=cfg.seed,
-        n_resamples=cfg.resamples,
-        batch_size=cfg.batch_size,
-        progress=progress,
-    )
+    base = choice_probs(model, test, cfg.batch_size)
+    b_mean, b_lo, b_hi = mean_ci(base, n_resamples=cfg.resamples, seed=cfg.seed)
+    result = SteerSweepResult(b_mean, [b_lo, b_hi], len(test), cfg.seed, cfg.positions)
+    out = Path(out)
+    cells = []
+    for site, vec in vectors.items():
+        vec.save(out / "vectors" / site)  # what a worker loads; rewritten with its sweep after
+        cells.append(
+            SteerSiteCell(
+                site=site,
+                model=cfg.model,
+                vector=str(out / "vectors" / site),
+                prompts=tuple((tuple(t.ids), t.match_id, t.other_id) for t in test),
+                base=tuple(float(b) for b in base),
+                scales=tuple(scales),
+                positions=cfg.positions,
+                seed=cfg.seed,
+                n_resamples=cfg.resamples,
+                batch_size=cfg.batch_size,
+            )
+        )
+    if ray is None:
+        fn: Any = functools.partial(_here, model=model, vectors=vectors)
+    else:
+        fn = steer_site_cell
+    rows = run_grid(fn, cells, out, ray=ray, progress=progress, desc="steer sites")
+    for row in rows:
+        for c in row["cells"]:
+            result.cells.append(SteerCell(**c))
+            if progress:
+                print(
+                    f"{c['site']:>24}  scale {c['scale']:+g}  p(match) {c['p_match']:.3f}  "
+                    f"Δp {c['delta']:+.3f} [{c['delta_ci'][0]:+.3f}, {c['delta_ci'][1]:+.3f}]",
+                    flush=True,
+                )
     sweep_s = time.perf_counter() - t_sweep
     best = result.best()
     if cfg.mmlu:
@@ -285,3 +389,10 @@ def run_steer_sweep(
     run = SteerSweepRun(cfg, result, vectors, info)
     run.write(out)
     return run
+
+
+def _here(
+    cell: SteerSiteCell, *, model: WhiteBoxModel, vectors: dict[str, SteeringVector]
+) -> dict[str, Any]:
+    """A site's cell in this process, on the model and vectors already in memory."""
+    return steer_site_cell(cell, model, vectors[cell.site])
