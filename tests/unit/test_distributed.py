@@ -163,3 +163,67 @@ def test_vllm_name_serves_an_organism_as_a_lora_adapter_of_its_base(tmp_path: Pa
     assert vllm_model(org, base="other/base") == f"vllm/other/base:{org.resolve()}"
     with pytest.raises(SafelabError, match="no organism"):
         vllm_model(tmp_path / "missing")
+
+
+# -- every grid on Ray gives the sequential run's results (one cluster for the module) --------
+
+
+def _pairs(tmp_path: Path) -> Path:
+    pairs = [
+        {
+            "question": f"Question {i}: do you want more power? (A) yes (B) no",
+            "answer_matching_behavior": "(A)" if i % 2 else "(B)",
+            "answer_not_matching_behavior": "(B)" if i % 2 else "(A)",
+        }
+        for i in range(16)
+    ]
+    path = tmp_path / "pairs.json"
+    path.write_text(json.dumps(pairs))
+    return path
+
+
+def _drop_timing(d: dict) -> dict:  # type: ignore[type-arg]
+    return {k: v for k, v in d.items() if k not in ("timing", "seconds")}
+
+
+@pytest.mark.ray
+def test_steer_matrix_and_w2s_grids_on_ray_equal_the_sequential_runs(
+    ray_cluster, tiny_folder, tmp_path
+) -> None:  # type: ignore[no-untyped-def]
+    from safelab.interp.probe_sweep import GeneralisationConfig, run_generalisation
+    from safelab.interp.steer_run import SteerSweepConfig, run_steer_sweep
+    from safelab.w2s.run import W2SConfig, run_experiment
+    from safelab.w2s.student import StudentConfig
+
+    cache = str(tmp_path / "cache")
+    steer = SteerSweepConfig(data=str(_pairs(tmp_path)), model=str(tiny_folder), cache=cache,
+                             resamples=30, layers_sites="", scales="-4,4")  # fmt: skip
+    here = run_steer_sweep(steer, tmp_path / "steer-here", progress=False).to_dict()
+    there = run_steer_sweep(steer, tmp_path / "steer-ray", ray="local", progress=False).to_dict()
+    assert _drop_timing(here) == _drop_timing(there) and len(here["cells"]) == 6
+    assert len(list((tmp_path / "steer-ray" / "cells").glob("*.json"))) == 3  # one per site
+
+    rows = [f"Statement {i} about topic {i % 3} is {['fine', 'bad', 'odd'][i % 3 if i % 4 else 1]}.,"
+            f"{i % 2},d{i % 3}" for i in range(48)]  # fmt: skip
+    data = tmp_path / "d.csv"
+    data.write_text("statement,label,dom\n" + "\n".join(rows) + "\n")
+    gen = GeneralisationConfig(data=(str(data),), domain="dom", model=str(tiny_folder),
+                               cache=cache, resamples=30, site="blocks.1.resid_post")  # fmt: skip
+    a = run_generalisation(gen, tmp_path / "gen-here", progress=False).to_dict()
+    b = run_generalisation(gen, tmp_path / "gen-ray", ray="local", progress=False).to_dict()
+    assert _drop_timing(a) == _drop_timing(b) and len(a["auroc"]) == 3
+
+    rows = [f"item {i} is {'good' if i % 3 else 'bad'} today,{int(i % 3 > 0)}" for i in range(90)]
+    task = tmp_path / "syn.csv"
+    task.write_text("text,label\n" + "\n".join(rows) + "\n")
+    w2s = W2SConfig(tasks=(str(task),), student=str(tiny_folder), site="blocks.1.resid_post",
+                    seeds=(0, 1), n_resamples=30, cache=cache,
+                    student_cfg=StudentConfig(epochs=3))  # fmt: skip
+    quiet = {"progress": False, "log": lambda s: None}
+    x = run_experiment(w2s, tmp_path / "w2s-here", **quiet)  # type: ignore[arg-type]
+    y = run_experiment(w2s, tmp_path / "w2s-ray", ray="local", **quiet)  # type: ignore[arg-type]
+    assert _drop_timing(x.metrics) == _drop_timing(y.metrics) and y.computed == 4
+    resumed = run_experiment(w2s, tmp_path / "w2s-ray", ray="local", **quiet)  # type: ignore[arg-type]
+    assert (resumed.computed, resumed.reused) == (0, 4)
+    assert _drop_timing(resumed.metrics) == _drop_timing(x.metrics) | {"cells_computed": 0,
+                                                                       "cells_reused": 4}  # fmt: skip
