@@ -227,3 +227,23 @@ def test_steer_matrix_and_w2s_grids_on_ray_equal_the_sequential_runs(
     assert (resumed.computed, resumed.reused) == (0, 4)
     assert _drop_timing(resumed.metrics) == _drop_timing(x.metrics) | {"cells_computed": 0,
                                                                        "cells_reused": 4}  # fmt: skip
+
+
+@pytest.mark.ray
+def test_sae_per_layer_on_ray_equals_the_sequential_run(ray_cluster, tiny_folder, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from safelab.sae.run import SAERunConfig, run_sae_layers
+
+    texts = tmp_path / "t.txt"
+    texts.write_text("\n".join(f"text number {i} says " + "word " * (i % 7) for i in range(40)))
+    cfg = SAERunConfig(model=str(tiny_folder), expansion=2, k=4, tokens=512, batch_size=64,
+                       data=str(texts))  # fmt: skip
+    sites = ("blocks.0.resid_post", "blocks.2.resid_post")
+    here = run_sae_layers(cfg, sites, tmp_path / "here", progress=False)
+    there = run_sae_layers(cfg, sites, tmp_path / "ray", ray="local", progress=False)
+    assert [r["metrics"] for r in here["saes"]] == [r["metrics"] for r in there["saes"]]
+    assert here["saes"][0]["metrics"]["l0"] > 0
+    from safetensors.torch import load_file
+
+    for site in sites:  # the same weights (the files' headers name their own folders)
+        a, b = (load_file(tmp_path / d / site / "sae_weights.safetensors") for d in ("here", "ray"))
+        assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)

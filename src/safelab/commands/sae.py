@@ -7,8 +7,9 @@ import json
 from pathlib import Path
 from typing import Any
 
-from safelab.commands.options import add_options, from_options
+from safelab.commands.options import add_options, add_ray_option, from_options
 from safelab.config import parse_count
+from safelab.errors import SafelabError
 
 
 def register(subparsers: Any) -> None:
@@ -20,6 +21,13 @@ def register(subparsers: Any) -> None:
     tr = sub.add_parser("train", help="capture (or reuse) a store and train a BatchTopK SAE")
     tr.add_argument("--out", required=True, help="SAE folder (rerun the command to resume)")
     add_options(tr, SAERunConfig)  # the CLI's defaults are the config's
+    tr.add_argument(
+        "--sites",
+        nargs="+",
+        default=None,
+        help="one SAE per site into OUT/<site> (a grid: --ray runs each as a Ray task)",
+    )
+    add_ray_option(tr)
     tr.set_defaults(func=_train)
 
     ev = sub.add_parser("eval", help="held-out EV, L0, dead fraction, CE-loss recovered")
@@ -44,9 +52,24 @@ def register(subparsers: Any) -> None:
 
 
 def _train(args: argparse.Namespace) -> int:
-    from safelab.sae.run import SAERunConfig, run_sae_train
+    from safelab.distributed import ray_address
+    from safelab.sae.run import SAERunConfig, run_sae_layers, run_sae_train
 
-    result = run_sae_train(from_options(SAERunConfig, args), args.out)
+    cfg = from_options(SAERunConfig, args)
+    if args.sites:
+        payload = run_sae_layers(cfg, args.sites, args.out, ray=ray_address(args.ray))
+        for row in payload["saes"]:
+            m = row["metrics"]
+            ev = m.get("explained_variance")
+            print(
+                f"{row['site']}: {row['sae']}"
+                + (f"  EV {ev:.3f}  L0 {m['l0']:.1f}" if ev is not None else "")
+            )
+        print(f"wrote {Path(args.out) / 'metrics.json'}")
+        return 0
+    if args.ray:
+        raise SafelabError("--ray needs a grid: give --sites SITE [SITE ...]")
+    result = run_sae_train(cfg, args.out)
     print(f"saved {result.sae} to {args.out}")
     if result.metrics:
         _print_metrics(result.metrics)

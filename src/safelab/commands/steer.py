@@ -16,9 +16,8 @@ from safelab.commands.options import add_options, add_ray_option, from_options
 
 
 def _sweep(args: argparse.Namespace) -> int:
-    from safelab.interp.steer_run import SteerSweepConfig, run_steer_sweep
-
     from safelab.distributed import ray_address
+    from safelab.interp.steer_run import SteerSweepConfig, run_steer_sweep
 
     run = run_steer_sweep(from_options(SteerSweepConfig, args), args.out, ray=ray_address(args.ray))
     for line in run.summary_lines():

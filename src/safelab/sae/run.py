@@ -198,3 +198,65 @@ def run_sae_eval(cfg: SAEEvalConfig, out: str | Path | None = None) -> SAEEvalRe
     if out is not None:
         result.write(out)
     return result
+
+
+@dataclass(frozen=True)
+class SAESiteCell:
+    """One SAE of a per-layer run: the run's config at one site, trained into ``out``."""
+
+    cfg: SAERunConfig
+    out: str
+    threads: int = 1
+    """Torch CPU threads while the cell runs (as many as its Ray task declares), so the cell
+    computes the same numbers here and in a Ray worker."""
+
+    @property
+    def key(self) -> str:
+        import hashlib
+
+        digest = hashlib.sha256(repr(self.cfg).encode()).hexdigest()[:12]
+        return f"sae-{self.cfg.site}-{digest}"
+
+
+def sae_site_cell(cell: SAESiteCell) -> dict[str, Any]:
+    """Train (or resume) one site's SAE; its folder and held-out metrics as JSON."""
+    import torch
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(cell.threads)
+    try:
+        res = run_sae_train(cell.cfg, cell.out, progress=False)
+    finally:
+        torch.set_num_threads(before)
+    shown = {k: v for k, v in res.metrics.items() if not k.startswith("_")}
+    return {"site": cell.cfg.site, "sae": cell.out, "store": str(res.store), "metrics": shown}
+
+
+def run_sae_layers(
+    cfg: SAERunConfig,
+    sites: tuple[str, ...] | list[str],
+    out: str | Path,
+    *,
+    ray: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """One SAE per site (``out/<site>``, each with its own store), as cells of
+    :func:`safelab.distributed.run_grid` (``ray``: one Ray task per SAE, loading the model
+    itself); a rerun skips finished SAEs. Writes ``out/metrics.json`` (config, sites, metrics)."""
+    from dataclasses import replace
+
+    from safelab.distributed import Resources, run_grid
+
+    if not sites:
+        raise SafelabError("no sites: give --sites SITE [SITE ...]")
+    if cfg.store:
+        raise SafelabError("--store names one site's store: drop it when training per --sites")
+    out = Path(out)
+    cells = [SAESiteCell(replace(cfg, site=s), str(out / s)) for s in sites]
+    rows = run_grid(
+        sae_site_cell, cells, out, ray=ray, resources=Resources(num_cpus=1), progress=progress,
+        desc="SAEs",
+    )  # fmt: skip
+    payload = {"config": config_dict(cfg), "sites": list(sites), "saes": rows}
+    atomic_write_text(out / "metrics.json", json.dumps(payload, indent=2) + "\n")
+    return payload
