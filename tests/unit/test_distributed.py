@@ -247,3 +247,23 @@ def test_sae_per_layer_on_ray_equals_the_sequential_run(ray_cluster, tiny_folder
     for site in sites:  # the same weights (the files' headers name their own folders)
         a, b = (load_file(tmp_path / d / site / "sae_weights.safetensors") for d in ("here", "ray"))
         assert a.keys() == b.keys() and all(a[k].equal(b[k]) for k in a)
+
+
+@pytest.mark.ray
+def test_suite_over_models_on_ray_equals_the_sequential_run(ray_cluster, tmp_path) -> None:  # type: ignore[no-untyped-def]
+    from safelab.evals.suite import SuiteConfig, organism_models, run_suites
+    from tests.unit.test_evals_suite import PRESET
+
+    preset = tmp_path / "tiny.yaml"
+    preset.write_text(PRESET)
+    cfg = SuiteConfig(model="mockllm/a", preset=str(preset), tasks=("over_refusal",),
+                      task_args={"max_tokens": 3})  # fmt: skip
+    models = ["mockllm/a", "mockllm/b"]
+    here = run_suites(cfg, models, tmp_path / "here", progress=False)
+    there = run_suites(cfg, models, tmp_path / "ray", ray="local", progress=False)
+    rows = [[r["rows"] for r in x["suites"].values()] for x in (here, there)]
+    assert rows[0] == rows[1] and len(rows[0]) == 2 and rows[0][0]
+    assert (tmp_path / "ray" / "suites.json").is_file()
+    with pytest.raises(SafelabError, match="safelab/ model"):
+        organism_models("mockllm/a", ["runs/organisms/x"])
+    assert organism_models("safelab/default", ["o"])[1].startswith("safelab/default+organism:/")

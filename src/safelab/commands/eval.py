@@ -3,7 +3,10 @@
 from __future__ import annotations
 
 import argparse
+from pathlib import Path
 from typing import Any
+
+from safelab.errors import SafelabError
 
 
 def _run(args: argparse.Namespace) -> int:
@@ -24,6 +27,18 @@ def _run(args: argparse.Namespace) -> int:
         model_args=parse_name_values(args.model_arg, "-M"),
         task_args=parse_name_values(args.task_arg, "-T"),
     )
+    if args.organism:
+        from safelab.distributed import ray_address
+        from safelab.evals.suite import organism_models, run_suites
+
+        models = organism_models(config.model, args.organism)
+        payload = run_suites(config, models, ray=ray_address(args.ray))
+        for model, r in payload["suites"].items():
+            print(f"{model}: {len(r['rows'])} rows -> {Path(r['config']['out']) / 'results.md'}")
+        print(f"{Path(config.out) / 'suites.json'}")
+        return 0
+    if args.ray:
+        raise SafelabError("--ray needs a grid: give --organism FOLDER (repeatable)")
     results = run_suite(config)
     print(f"{args.out}/results.md")
     print(f"{args.out}/results.json")
@@ -54,4 +69,14 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--from-logs", nargs="+", default=None, help="tabulate existing Inspect logs instead"
     )
+    p.add_argument(
+        "--organism",
+        action="append",
+        default=[],
+        help="also run the suite on this organism folder (repeatable): one suite per model, "
+        "the base (--model) and each organism on it, a grid that --ray spreads",
+    )
+    from safelab.commands.options import add_ray_option
+
+    add_ray_option(p)
     p.set_defaults(func=_run)

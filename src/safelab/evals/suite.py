@@ -323,3 +323,67 @@ def run_suite(
     atomic_write_text(out / "results.json", json.dumps(results.to_dict(), indent=2, allow_nan=True))
     atomic_write_text(out / "results.md", results_markdown(results))
     return results
+
+
+def organism_models(model: str, organisms: list[str] | tuple[str, ...]) -> list[str]:
+    """``safelab/<base>`` and one ``safelab/<base>+organism:<folder>`` per organism folder."""
+    if not organisms:
+        return [model]
+    if not model.startswith("safelab/"):
+        raise SafelabError(
+            f"--organism needs a safelab/ model as the base (got --model {model!r}): "
+            "e.g. --model safelab/default"
+        )
+    return [model] + [f"{model}+organism:{Path(o).resolve()}" for o in organisms]
+
+
+@dataclass(frozen=True)
+class SuiteCell:
+    """The suite on one model (a Ray task: the worker's provider loads the model itself)."""
+
+    config: SuiteConfig
+
+    @property
+    def key(self) -> str:
+        import hashlib
+
+        digest = hashlib.sha256(repr(self.config).encode()).hexdigest()[:12]
+        return f"suite-{_slug(self.config.model)}-{digest}"
+
+
+def suite_cell(cell: SuiteCell) -> dict[str, Any]:
+    """Run (or resume) the suite of one cell; its results as JSON."""
+    results = run_suite(cell.config)
+    payload = results.to_dict()
+    payload.pop("environment")  # the driver records its own
+    return payload
+
+
+def run_suites(
+    config: SuiteConfig,
+    models: list[str] | tuple[str, ...],
+    out: str | Path | None = None,
+    *,
+    ray: str | None = None,
+    progress: bool = True,
+) -> dict[str, Any]:
+    """The suite on each model (``out/<model slug>/``), one cell each of
+    :func:`safelab.distributed.run_grid` (``ray``: a Ray task per model); finished models are
+    skipped on a rerun. Writes ``out/suites.json`` (the config and every model's rows)."""
+    from safelab.distributed import run_grid
+
+    root = Path(out if out is not None else config.out)
+    cells = [
+        SuiteCell(replace(config, model=m, out=str(root / f"{i}-{_slug(m.rsplit('/', 1)[-1])}"),
+                          display="none"))
+        for i, m in enumerate(models)
+    ]  # fmt: skip
+    results = run_grid(suite_cell, cells, root, ray=ray, progress=progress, desc="suites")
+    payload = {
+        "config": asdict(config),
+        "models": list(models),
+        "environment": _environment(),
+        "suites": {m: r for m, r in zip(models, results, strict=True)},
+    }
+    atomic_write_text(root / "suites.json", json.dumps(payload, indent=2, allow_nan=True))
+    return payload
