@@ -60,3 +60,19 @@ def parse_count(text: str) -> int:
         return int(float(t[:-1] if mult > 1 else t) * mult)
     except ValueError:
         raise argparse.ArgumentTypeError(f"not a count: {text!r} (use e.g. 2M, 300k)") from None
+
+
+def comma_list(text: str) -> tuple[str, ...]:
+    """``"a, b"`` -> ``("a", "b")`` (a comma-separated option; empty items dropped)."""
+    return tuple(v.strip() for v in text.split(",") if v.strip())
+
+
+def comma_numbers(text: str, flag: str, kind: type = float) -> tuple[Any, ...]:
+    """``"-4,-1,1,4"`` -> ``(-4.0, -1.0, 1.0, 4.0)``; a bad item is one line naming ``flag``."""
+    from safelab.errors import SafelabError
+
+    try:
+        return tuple(kind(v) for v in comma_list(text))
+    except ValueError:
+        what = "integers, e.g. 0,1,2" if kind is int else "numbers, e.g. -4,-1,1,4"
+        raise SafelabError(f"{flag} {text!r}: give comma-separated {what}") from None

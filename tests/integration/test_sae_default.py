@@ -6,8 +6,8 @@ import pytest
 
 from safelab.interp.store import capture_to_store
 from safelab.models.loading import load_model
+from safelab.sae.formats import load_sae
 from safelab.sae.metrics import evaluate
-from safelab.sae.sae import load_sae
 from safelab.sae.texts import build_passages, read_sentences
 from safelab.sae.train import SAETrainConfig, train_sae
 

@@ -20,7 +20,8 @@ from safelab.cli import main
 from safelab.errors import SafelabError
 from safelab.interp.probes import LinearProbe
 from safelab.interp.steering import SteeringConfig, SteeringVector
-from safelab.sae.sae import SparseAutoencoder, save_sae
+from safelab.sae.formats import save_sae
+from safelab.sae.sae import SparseAutoencoder
 
 SITE = "blocks.1.resid_post"
 

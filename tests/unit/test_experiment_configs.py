@@ -71,8 +71,8 @@ def test_generalise_command_writes_its_config(tiny_folder, tmp_path: Path) -> No
 
 
 def test_sae_train_run_captures_trains_and_evaluates(tiny_folder, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    from safelab.sae.formats import load_sae
     from safelab.sae.run import SAERunConfig, run_sae_train
-    from safelab.sae.sae import load_sae
 
     texts = tmp_path / "t.txt"
     texts.write_text("\n".join(f"text number {i} says " + "word " * (i % 7) for i in range(60)))

@@ -11,7 +11,8 @@ import torch
 from safelab.loop.results import LoopResult, SAEStep
 from safelab.loop.sae_step import detect_with_sae, prompt_sets
 from safelab.report.loop_report import render_loop_report
-from safelab.sae.sae import SparseAutoencoder, save_sae
+from safelab.sae.formats import save_sae
+from safelab.sae.sae import SparseAutoencoder
 
 from .test_loop_report import fake_metrics
 

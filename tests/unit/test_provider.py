@@ -148,7 +148,8 @@ def test_a_trailing_assistant_message_is_continued(folder: Path) -> None:
 
 
 def test_sae_features_and_feature_steering_through_model_args(folder: Path, tmp_path: Path) -> None:
-    from safelab.sae.sae import SparseAutoencoder, save_sae
+    from safelab.sae.formats import save_sae
+    from safelab.sae.sae import SparseAutoencoder
 
     sae = SparseAutoencoder.random(32, 64, "blocks.1.resid_post", seed=0)
     save_sae(sae, folder.parent / "sae")

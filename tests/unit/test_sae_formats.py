@@ -6,8 +6,8 @@ import pytest
 import torch
 
 from safelab.errors import SafelabError
-from safelab.sae.formats import save_gemmascope, save_sparsify
-from safelab.sae.sae import SAEConfig, SparseAutoencoder, load_sae, save_sae
+from safelab.sae.formats import load_sae, save_gemmascope, save_sae, save_sparsify
+from safelab.sae.sae import SAEConfig, SparseAutoencoder
 
 D_IN, D_SAE = 6, 20  # d_in != d_sae, so a transposed W_dec cannot load silently
 

@@ -13,8 +13,8 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from safelab.sae.formats import saelens_cfg, tl_hook_name
-from safelab.sae.sae import SAEConfig, load_sae
+from safelab.sae.formats import load_sae, saelens_cfg, tl_hook_name
+from safelab.sae.sae import SAEConfig
 
 FIXTURES = Path(__file__).resolve().parents[1] / "fixtures" / "sae_libs"
 

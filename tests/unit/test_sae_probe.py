@@ -73,7 +73,8 @@ def test_probe_sweep_adds_the_sparse_sae_column(tiny_folder, tmp_path) -> None: 
     import json
 
     from safelab import cli
-    from safelab.sae.sae import SparseAutoencoder, save_sae
+    from safelab.sae.formats import save_sae
+    from safelab.sae.sae import SparseAutoencoder
 
     rows = [f"The city number {i} is in country {i % 7}.,{i % 2}" for i in range(40)]
     data = tmp_path / "statements.csv"

@@ -13,9 +13,10 @@ from safelab.errors import SafelabError
 from safelab.interp.steering import feature_vector
 from safelab.interp.store import capture_to_store
 from safelab.sae.features import feature_page
+from safelab.sae.formats import save_sae
 from safelab.sae.metrics import evaluate
 from safelab.sae.record import top_features
-from safelab.sae.sae import SAEConfig, SparseAutoencoder, save_sae
+from safelab.sae.sae import SAEConfig, SparseAutoencoder
 from safelab.sae.steer import parse_feature_ref
 from tests.browser import dump_dom
 

@@ -8,7 +8,7 @@ import torch
 from safelab.errors import SafelabError
 from safelab.interp.store import ActivationStore, StoreManifest
 from safelab.models.capture import Activations
-from safelab.sae.sae import load_sae
+from safelab.sae.formats import load_sae
 from safelab.sae.train import SAETrainConfig, geometric_median, train_sae
 
 SITE = "blocks.1.resid_post"

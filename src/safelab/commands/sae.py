@@ -91,8 +91,8 @@ def _eval(args: argparse.Namespace) -> int:
 def _features(args: argparse.Namespace) -> int:
     from safelab.models.loading import load_model
     from safelab.sae.features import feature_page
+    from safelab.sae.formats import load_sae
     from safelab.sae.run import training_texts
-    from safelab.sae.sae import load_sae
 
     sae = load_sae(args.sae)
     model = load_model(args.model or sae.cfg.model or "default", dtype="float32")

@@ -23,7 +23,7 @@ import yaml
 from inspect_ai import Task, eval_set
 from inspect_ai.log import EvalLog, read_eval_log
 
-from safelab.config import option
+from safelab.config import comma_list, option
 from safelab.errors import SafelabError
 from safelab.evals.agentic import agentic_misalignment
 from safelab.evals.data import data_path
@@ -71,10 +71,6 @@ def parse_name_values(items: list[str] | tuple[str, ...], flag: str) -> dict[str
     return out
 
 
-def _comma_list(text: str) -> tuple[str, ...]:
-    return tuple(t.strip() for t in text.split(","))
-
-
 @dataclass(frozen=True)
 class SuiteConfig:
     """Options of ``safelab eval`` (also saved, as run metadata, next to the results).
@@ -102,7 +98,7 @@ class SuiteConfig:
     judge: str | None = option(None, "model for the judge role (default: the model itself)")
     preset: str = option("quick", "quick, full, or a suite YAML file")
     tasks: tuple[str, ...] | None = option(
-        None, "comma-separated task names or labels to run", parse=_comma_list
+        None, "comma-separated task names or labels to run", parse=comma_list
     )
     limit: int | None = option(None, "samples per task (overrides the preset)")
     out: str = option("runs/evals", "folder for results.md, results.json, logs/")

@@ -255,7 +255,7 @@ def run_probe_sweep(
     t_start = time.perf_counter()
     sae = None
     if cfg.sae:  # read before the model load and the sweep, which take a minute
-        from safelab.sae.sae import load_sae
+        from safelab.sae.formats import load_sae
 
         sae = load_sae(cfg.sae)
     model, data = load_contrast_data(cfg, cfg.data)

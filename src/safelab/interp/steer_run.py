@@ -17,7 +17,7 @@ from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
-from safelab.config import config_dict, option
+from safelab.config import comma_numbers, config_dict, option
 from safelab.errors import SafelabError
 from safelab.files import atomic_write_text
 from safelab.interp.probe_sweep import ContrastDataConfig, load_contrast_data
@@ -30,12 +30,7 @@ if TYPE_CHECKING:
 
 def parse_scales(text: str) -> list[float]:
     """``"-4,-1,1,4"`` -> ``[-4.0, -1.0, 1.0, 4.0]``."""
-    try:
-        return [float(v) for v in text.split(",") if v.strip()]
-    except ValueError:
-        raise SafelabError(
-            f"--scales {text!r}: give comma-separated numbers, e.g. -4,-1,1,4"
-        ) from None
+    return list(comma_numbers(text, "--scales"))
 
 
 def default_sweep_layers(n_layers: int) -> list[int]:

@@ -5,7 +5,7 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Any
 
-from safelab.config import option
+from safelab.config import comma_numbers, option
 from safelab.errors import SafelabError
 
 if TYPE_CHECKING:
@@ -13,11 +13,8 @@ if TYPE_CHECKING:
 
 
 def parse_scales(text: str) -> tuple[float, ...]:
-    """``"-1,-2,-3"`` -> ``(-1.0, -2.0, -3.0)``."""
-    try:
-        return tuple(float(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise SafelabError(f"--scales {text!r}: give comma-separated numbers") from None
+    """``"-1,-2,-3"`` -> ``(-1.0, -2.0, -3.0)`` (the ``--scales`` option)."""
+    return comma_numbers(text, "--scales")
 
 
 @dataclass(frozen=True)
@@ -63,7 +60,7 @@ class LoopConfig:
     sae: str | None = option(
         None, "an SAE on the base model: add the SAE detector (organism-vs-base diff) to step 3"
     )
-    """An SAE trained on the base model (any format :func:`safelab.sae.sae.load_sae` reads):
+    """An SAE trained on the base model (any format :func:`safelab.sae.formats.load_sae` reads):
     adds the SAE detector to step 3 (organism-vs-base diff, top latent scored by AUROC)."""
     helpfulness_tolerance: float = option(
         0.10, "largest helpfulness drop a steering scale may cost"

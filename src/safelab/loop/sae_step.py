@@ -63,7 +63,7 @@ def detect_with_sae(
     """
     from safelab.organisms.recipes import with_trigger
     from safelab.sae.diff import DiffConfig, LatentChange, diff_models
-    from safelab.sae.sae import load_sae
+    from safelab.sae.formats import load_sae
 
     sae = load_sae(sae_path)
     score_texts, select_texts = prompt_sets(n, seed)

@@ -19,7 +19,6 @@ import threading
 from pathlib import Path
 from typing import Any, Literal
 
-from inspect_ai.model import ChatMessageAssistant
 from inspect_ai.scorer import Score, Scorer, Target, mean, scorer, stderr
 from inspect_ai.solver import TaskState
 
@@ -132,10 +131,3 @@ def probe_monitor(
         )
 
     return score
-
-
-def assistant_reply(state: TaskState) -> ChatMessageAssistant | None:
-    for m in reversed(state.messages):
-        if isinstance(m, ChatMessageAssistant):
-            return m
-    return None

@@ -42,8 +42,8 @@ from safelab.provider.chat import (
     parse_tool_calls,
     to_chat,
 )
+from safelab.sae.formats import load_sae
 from safelab.sae.record import SAEFeatureReader
-from safelab.sae.sae import load_sae
 
 __doc__ = f"{__doc__ or ''}\n{ProviderArgs.table()}\n"
 

@@ -68,7 +68,7 @@ def organism_diff(
     held-out prompts with and without its trigger (or password)."""
     from safelab.models.loading import load_model
     from safelab.organisms.train import ModelOrganism
-    from safelab.sae.sae import load_sae
+    from safelab.sae.formats import load_sae
 
     cfg = cfg or DiffConfig()
     org = ModelOrganism.load(organism)

@@ -107,7 +107,7 @@ def detect_format(path: Path) -> tuple[str, Path]:
 
 
 def load_any(path: Path, *, site: str | None = None) -> SparseAutoencoder:
-    """Load an SAE of any known format (see :func:`safelab.sae.sae.load_sae`)."""
+    """Load an SAE of any known format (see :func:`safelab.sae.formats.load_sae`)."""
     fmt, where = detect_format(path.expanduser())
     if fmt == "saelens":
         return load_saelens(where, site=site)
@@ -463,3 +463,25 @@ def _sparsify_site(name: str) -> str | None:
 def _layer_of(site: str) -> int | None:
     m = re.match(r"blocks\.(\d+)\.", site)
     return int(m.group(1)) if m else None
+
+
+# -- the entry points (safelab.sae.sae holds the model; these read and write it) ---------
+
+
+def load_sae(path: str | Path, *, site: str | None = None) -> SparseAutoencoder:
+    """Load an SAE from a SAELens, sparsify or Gemma Scope folder (or its weights file).
+
+    Args:
+        path: the folder, or the ``sae_weights.safetensors`` / ``sae.safetensors`` /
+            ``params.npz`` inside it.
+        site: the safelab site, for formats that do not record one (Gemma Scope).
+
+    Raises:
+        SafelabError: the path is missing or holds no SAE format safelab knows.
+    """
+    return load_any(Path(path), site=site)
+
+
+def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:
+    """Save in SAELens's layout: ``cfg.json`` + ``sae_weights.safetensors``; returns the folder."""
+    return save_saelens(sae, Path(path))

@@ -126,8 +126,8 @@ def run_sae_train(cfg: SAERunConfig, out: str | Path, *, progress: bool = True) 
     """Prepare the store, train (or resume), evaluate, save; the SAE and its metrics."""
     from safelab.interp.store import ActivationStore
     from safelab.models.loading import load_model
+    from safelab.sae.formats import save_sae
     from safelab.sae.metrics import evaluate
-    from safelab.sae.sae import save_sae
     from safelab.sae.train import train_sae
 
     out = Path(out)
@@ -175,9 +175,8 @@ def run_sae_eval(cfg: SAEEvalConfig, out: str | Path | None = None) -> SAEEvalRe
     SAELens wrote it, and into ``out/metrics.json`` when ``out`` is given."""
     from safelab.interp.store import ActivationStore
     from safelab.models.loading import load_model
-    from safelab.sae.formats import SAELENS_WEIGHTS
+    from safelab.sae.formats import SAELENS_WEIGHTS, load_sae, save_sae
     from safelab.sae.metrics import evaluate
-    from safelab.sae.sae import load_sae, save_sae
 
     sae = load_sae(cfg.sae)
     store_path = cfg.store or sae.cfg.train.get("store")

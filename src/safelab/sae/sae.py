@@ -17,7 +17,6 @@ from __future__ import annotations
 
 import dataclasses
 from dataclasses import dataclass, field
-from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import torch
@@ -173,26 +172,3 @@ def topk_activation(pre: Tensor, k: int) -> Tensor:
     """ReLU, then keep the ``k`` largest entries of the last dimension (zeros elsewhere)."""
     top = torch.relu(pre).topk(min(k, pre.shape[-1]), dim=-1)
     return torch.zeros_like(pre).scatter_(-1, top.indices, top.values)
-
-
-def load_sae(path: str | Path, *, site: str | None = None) -> SparseAutoencoder:
-    """Load an SAE from a SAELens, sparsify or Gemma Scope folder (or its weights file).
-
-    Args:
-        path: the folder, or the ``sae_weights.safetensors`` / ``sae.safetensors`` /
-            ``params.npz`` inside it.
-        site: the safelab site, for formats that do not record one (Gemma Scope).
-
-    Raises:
-        SafelabError: the path is missing or holds no SAE format safelab knows.
-    """
-    from safelab.sae.formats import load_any
-
-    return load_any(Path(path), site=site)
-
-
-def save_sae(sae: SparseAutoencoder, path: str | Path) -> Path:
-    """Save in SAELens's layout: ``cfg.json`` + ``sae_weights.safetensors``; returns the folder."""
-    from safelab.sae.formats import save_saelens
-
-    return save_saelens(sae, Path(path))

@@ -16,7 +16,8 @@ from torch import Tensor
 
 from safelab.errors import SafelabError
 from safelab.sae.features import check_index
-from safelab.sae.sae import SparseAutoencoder, load_sae
+from safelab.sae.formats import load_sae
+from safelab.sae.sae import SparseAutoencoder
 
 
 def parse_feature_ref(text: str) -> tuple[str, int] | None:

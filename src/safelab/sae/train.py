@@ -44,7 +44,8 @@ from torch import Tensor
 from safelab.errors import SafelabError
 from safelab.files import atomic_write_text, tmp_path_beside
 from safelab.interp.store import ActivationStore
-from safelab.sae.sae import SAEConfig, SparseAutoencoder, save_sae
+from safelab.sae.formats import save_sae
+from safelab.sae.sae import SAEConfig, SparseAutoencoder
 from safelab.sae.stream import RowFilter, batches, check_store, median_norm
 
 CHECKPOINT = "checkpoint.safetensors"

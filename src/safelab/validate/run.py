@@ -462,7 +462,7 @@ def sae_control(
 
     from safelab.interp.base_control import base_control, calibration_split
     from safelab.sae.diff import encode_site, shared_prefix
-    from safelab.sae.sae import load_sae
+    from safelab.sae.formats import load_sae
     from safelab.stats import _auroc
 
     assert cfg.sae is not None
@@ -549,7 +549,7 @@ def run_validate(
     from safelab.report.validate_report import write_validate_report
 
     if cfg.sae:
-        from safelab.sae.sae import load_sae
+        from safelab.sae.formats import load_sae
 
         load_sae(cfg.sae)  # a wrong SAE path fails now, not after the evaluations
     if cfg.threads:

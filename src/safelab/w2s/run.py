@@ -23,7 +23,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from safelab.config import option
+from safelab.config import comma_list, comma_numbers, option
 from safelab.errors import SafelabError
 from safelab.files import atomic_write_text
 from safelab.stats import DEFAULT_RESAMPLES, detector_metrics
@@ -49,17 +49,9 @@ FLAG_WEAK_AT_CHANCE = "weak_at_chance"
 FLAG_NO_GAP = "no_gap"
 
 
-def comma_list(text: str) -> tuple[str, ...]:
-    """``"a, b"`` -> ``("a", "b")`` (a comma-separated option)."""
-    return tuple(v.strip() for v in text.split(",") if v.strip())
-
-
 def comma_ints(text: str) -> tuple[int, ...]:
-    """``"0,1,2"`` -> ``(0, 1, 2)``."""
-    try:
-        return tuple(int(v) for v in text.split(",") if v.strip())
-    except ValueError:
-        raise SafelabError(f"--seeds {text!r}: give comma-separated integers, e.g. 0,1,2") from None
+    """``"0,1,2"`` -> ``(0, 1, 2)`` (the ``--seeds`` option)."""
+    return comma_numbers(text, "--seeds", int)
 
 
 @dataclass(frozen=True)
