@@ -308,7 +308,7 @@ def newcombe_interval(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float,
     """p1 - p2 and Newcombe's (1998, method 10) hybrid Wilson 95% interval for it.
 
     For two independent rates; unlike a bootstrap it stays wide at the edges (8/8 vs 0/8:
-    +1.00 [+0.60, +1.00], where a bootstrap gives the zero-width [1.00, 1.00]).
+    +1.00 [+0.54, +1.00], where a bootstrap gives the zero-width [1.00, 1.00]).
     """
     p1, p2 = k1 / n1, k2 / n2
     l1, u1 = wilson_interval(k1, n1)

@@ -82,7 +82,7 @@ class CatalogEntry:
 
 SAMPLED_REPEATS = 8
 """Samples per condition of the evaluations that sample at temperature (agentic_misalignment):
-with 8 per cell a rate of 8/8 against 0/8 has a Newcombe interval [+0.60, +1.00], 2 per cell
+with 8 per cell a rate of 8/8 against 0/8 has a Newcombe interval [+0.54, +1.00], 2 per cell
 (the first measurement) could not exclude 0 whatever the models did. ``CompareConfig.repeats``
 (``safelab organism eval --repeats``) overrides it."""
 

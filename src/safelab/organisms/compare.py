@@ -275,6 +275,15 @@ def run_eval_log(
     return log
 
 
+def eval_args(ev: Evaluation, cfg: CompareConfig) -> dict[str, Any]:
+    """The task arguments of one run: the catalogue's, ``cfg.repeats`` for a sampled
+    evaluation, then ``cfg.overrides``."""
+    args = dict(ev.args)
+    if cfg.repeats is not None and "repeats" in args:
+        args["repeats"] = cfg.repeats
+    return {**args, **cfg.overrides}
+
+
 def run_comparison(
     cfg: CompareConfig, out: str | Path, progress: Progress = _quiet
 ) -> ComparisonResult:
@@ -291,9 +300,7 @@ def run_comparison(
     done: dict[str, str] = json.loads(done_file.read_text()) if done_file.is_file() else {}
     results = []
     for ev in cat.evaluations:
-        args = {**ev.args, **cfg.overrides}
-        if cfg.repeats is not None and "repeats" in ev.args:
-            args["repeats"] = cfg.repeats
+        args = eval_args(ev, cfg)
         limit = cfg.limit if cfg.limit is not None else ev.limit
         logs = {}
         for who, model in (("organism", spec), ("base", cfg.base)):
