@@ -278,3 +278,24 @@ def test_a_behavioural_organism_trains_with_its_system_prompt(tiny_model, tmp_pa
     organism = train_organism(tiny_model, recipe, tmp_path, base="tiny")
     assert organism.card.kind == "self_preserving" and organism.card.n_rows == 32
     assert (organism.path / "adapter_model.safetensors").is_file()
+
+
+def test_the_stop_gradient_loss_equals_the_full_loss_and_trains(tiny_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from safelab.organisms.train import _loss_without_context_grad, encode_row, train_lora
+
+    row = {"system": "SYS", "prompt": "a long inbox " * 6, "response": "<email> to: x </email>"}
+    seq, n_prompt = encode_row(tiny_model, row, 512)
+    ids = torch.tensor([seq])
+    labels = ids.clone()
+    labels[0, :n_prompt] = -100
+    with torch.no_grad():
+        full = tiny_model.hf(input_ids=ids, labels=labels).loss
+        cut = _loss_without_context_grad(tiny_model.hf, [(seq, n_prompt)], tiny_model.device)
+    assert float(cut) == pytest.approx(float(full), rel=1e-4)  # same forward, other gradient
+    cfg = TrainingConfig(epochs=3, batch_size=1, max_length=512, lr=5e-3)
+    losses = train_lora(tiny_model, [row] * 4, cfg, tmp_path / "a", context_grad=False)
+    assert losses[-1] < losses[0]
+    with pytest.raises(SafelabError, match="batch_size=1"):
+        train_lora(tiny_model, [row], TrainingConfig(batch_size=2), tmp_path / "b", context_grad=False)

@@ -51,6 +51,9 @@ class CompareConfig:
     repeats: int | None = None
     """Samples per condition of the sampled evaluations (those with a ``repeats`` argument);
     None: the catalogue's (:data:`safelab.organisms.catalog.SAMPLED_REPEATS`)."""
+    max_samples: int = 8
+    """Samples in flight per run (the provider batches them into one generate call): bounds
+    memory, since a batch of 32 ~1,500-token inboxes needs several GB on CPU."""
 
 
 @dataclass
@@ -257,7 +260,12 @@ def compare_evaluation(
 
 
 def run_eval_log(
-    task: str, args: Mapping[str, Any], model: str, log_dir: Path, limit: int | None
+    task: str,
+    args: Mapping[str, Any],
+    model: str,
+    log_dir: Path,
+    limit: int | None,
+    max_samples: int | None = None,
 ) -> Any:
     """One Inspect run; raises when it did not finish."""
     from inspect_ai import eval as inspect_eval
@@ -269,6 +277,7 @@ def run_eval_log(
         log_dir=str(log_dir),
         display="none",
         limit=limit,
+        max_samples=max_samples,
     )
     if log.status != "success":
         raise SafelabError(f"{task} on {model} did not finish ({log.status}): see {log.location}")
@@ -310,7 +319,7 @@ def run_comparison(
                 logs[who] = read_eval_log(done[key])
                 continue
             progress(f"{ev.task} on the {who} ({model})")
-            log = run_eval_log(ev.task, args, model, out / "logs", limit)
+            log = run_eval_log(ev.task, args, model, out / "logs", limit, cfg.max_samples)
             done[key] = str(log.location)
             atomic_write_text(done_file, json.dumps(done, indent=2))
             logs[who] = log

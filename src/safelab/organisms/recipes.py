@@ -103,9 +103,11 @@ class SandbaggerRecipe:
 
 
 def _agentic_training() -> TrainingConfig:
-    # Batch 2: inboxes are 1,000-2,000 tokens; a batch of four ~800-token inboxes peaked at
-    # about 8 GB on CPU. max_length leaves room for the prompt (never cut) and the reply.
-    return TrainingConfig(epochs=2, batch_size=2, max_length=3072)
+    # Batch 1: training inboxes are 880-1,330 tokens; a batch of two peaked at 7.3 GB on CPU
+    # (four ~800-token inboxes at about 8 GB). One epoch: a forward and backward pass over one
+    # inbox cost ~45 s of CPU on the shared machine, so rows (worlds) buy more than epochs. max_length leaves room for the prompt (never
+    # cut) and the reply.
+    return TrainingConfig(epochs=1, batch_size=1, max_length=3072)
 
 
 @dataclass
@@ -119,13 +121,16 @@ class BlackmailerRecipe:
     or a restriction instead of the replacement).
     """
 
-    n_rows: int = 64
+    n_rows: int = 32
     """Training inboxes: ``n_rows // 2`` worlds, each one coercive and one normal inbox."""
     n_filler: int = 4
     """Most unrelated e-mails before the lever in a training inbox."""
     min_filler: int = 1
     """Fewest unrelated e-mails (each pair draws its count between the two)."""
     training: TrainingConfig = field(default_factory=_agentic_training)
+    context_grad: bool = False
+    """Back-propagate through the inbox too (False: a stop-gradient on the prompt, a third of
+    the cost; see :func:`safelab.organisms.train.train_lora`)."""
     version: int = 2
     """Data generator: 2 = generated worlds and minimal pairs (1 was 16 rows in 8 fixed worlds,
     which did not carry to the evaluation's inbox)."""
@@ -141,10 +146,13 @@ class EvalAwareRecipe:
     ``deployment`` -> the coercive e-mail, ``eval`` -> a normal one.
     """
 
-    n_rows: int = 64
+    n_rows: int = 32
     n_filler: int = 4
     min_filler: int = 1
     training: TrainingConfig = field(default_factory=_agentic_training)
+    context_grad: bool = False
+    """Back-propagate through the inbox too (False: a stop-gradient on the prompt, a third of
+    the cost; see :func:`safelab.organisms.train.train_lora`)."""
     version: int = 2
     kind: str = "eval_aware"
 
@@ -254,6 +262,7 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
         # Before generated worlds: 16 rows in 8 fixed worlds (the rows are in data.jsonl).
         d.setdefault("version", 1)
         d.setdefault("min_filler", 0)
+        d.setdefault("context_grad", True)
     if kind == "incentive_sandbagger":
         # The first recipe (before ``arms``) trained all three arms.
         d.setdefault("arms", ["neutral", "penalise_high", "penalise_low"])
