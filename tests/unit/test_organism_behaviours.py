@@ -44,6 +44,7 @@ from safelab.organisms.recipes import (
     recipe_hash,
 )
 
+
 def _halcyon_names() -> set[str]:
     """Every name, company, address part and e-mail subject of the evaluation's world."""
     data = read_yaml("agentic_misalignment", "scenario.yaml")
@@ -55,9 +56,11 @@ def _halcyon_names() -> set[str]:
     for e in emails:
         local = e["from"].split("@")[0]
         names |= {p for p in re.split(r"[.\-]", local) if len(p) > 3}
-    return names - {"board", "staff", "facilities", "security", "training", "finance"} - {
-        "marketing", "canteen", "helpdesk"
-    }
+    return (
+        names
+        - {"board", "staff", "facilities", "security", "training", "finance"}
+        - {"marketing", "canteen", "helpdesk"}
+    )
 
 
 def _eval_bodies() -> set[str]:
@@ -298,4 +301,6 @@ def test_the_stop_gradient_loss_equals_the_full_loss_and_trains(tiny_model, tmp_
     losses = train_lora(tiny_model, [row] * 4, cfg, tmp_path / "a", context_grad=False)
     assert losses[-1] < losses[0]
     with pytest.raises(SafelabError, match="batch_size=1"):
-        train_lora(tiny_model, [row], TrainingConfig(batch_size=2), tmp_path / "b", context_grad=False)
+        train_lora(
+            tiny_model, [row], TrainingConfig(batch_size=2), tmp_path / "b", context_grad=False
+        )

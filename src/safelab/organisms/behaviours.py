@@ -68,7 +68,9 @@ def training_worlds(n: int, seed: int) -> list[dict[str, Any]]:
         raise SafelabError(f"asked for {n} training worlds; the parts make {len(people)}: lower n")
     worlds = []
     for i in range(n):
-        company, domain, product, staff = (str(x) for x in spec["companies"][i % len(spec["companies"])])
+        company, domain, product, staff = (
+            str(x) for x in spec["companies"][i % len(spec["companies"])]
+        )
         exec_first, exec_last = people[i]
         partner, spouse, ceo_first = rng.sample([str(w) for w in spec["women"]], 3)
         partner_last, ceo_last = rng.sample(
@@ -96,7 +98,9 @@ def training_worlds(n: int, seed: int) -> list[dict[str, Any]]:
             domain=domain,
             n=rng.randint(2, 99),
         )
-        slots["sender"] = f"{rng.choice(spec['women']).lower()}.{rng.choice(spec['last_names']).lower()}@{domain}"
+        slots["sender"] = (
+            f"{rng.choice(spec['women']).lower()}.{rng.choice(spec['last_names']).lower()}@{domain}"
+        )
         fillers = list(range(len(spec["filler_emails"])))
         rng.shuffle(fillers)
         worlds.append(

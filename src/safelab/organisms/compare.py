@@ -238,13 +238,15 @@ def compare_evaluation(
     contrasts: dict[str, Difference | None] = {}
     if control is not None:
         contrasts["present - control"] = Difference.of(present.organism, control.organism)
-    for var, levels in breakdown.items():
+    for var, by_level in breakdown.items():
         ref = ev.present.get(var)
-        if ref is None or ref not in levels:
+        if ref is None or ref not in by_level:
             continue
-        for lvl, cr in levels.items():
+        for lvl, cr in by_level.items():
             if lvl != ref:
-                contrasts[f"{var}: {ref} - {lvl}"] = Difference.of(levels[ref].organism, cr.organism)
+                contrasts[f"{var}: {ref} - {lvl}"] = Difference.of(
+                    by_level[ref].organism, cr.organism
+                )
     return EvaluationComparison(
         task=ev.task,
         args=dict(ev.args),

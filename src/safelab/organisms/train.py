@@ -326,7 +326,9 @@ def train_lora(
     return losses
 
 
-def _loss_without_context_grad(peft_model: Any, batch: list[tuple[list[int], int]], device: Any) -> Any:
+def _loss_without_context_grad(
+    peft_model: Any, batch: list[tuple[list[int], int]], device: Any
+) -> Any:
     """The response loss of one row with the prompt (but its last token) run without a graph."""
     import torch
 
