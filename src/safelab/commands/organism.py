@@ -55,6 +55,13 @@ def register(subparsers: Any) -> None:
         help="comparison: a task argument over the catalogue's (e.g. -T repeats=4)",
     )
     e.add_argument("--limit", type=int, default=None, help="comparison: samples per run")
+    e.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="comparison: samples per condition of the sampled evaluations "
+        "(agentic_misalignment; default 8)",
+    )
     e.set_defaults(func=cmd_eval)
 
 
@@ -138,6 +145,7 @@ def cmd_compare(args: argparse.Namespace, organism: Any) -> int:
         seed=args.seed,
         overrides=parse_task_args(args.task_args),
         limit=args.limit,
+        repeats=args.repeats,
     )
     out = Path(args.out or Path("runs/compare") / organism.path.name)
     result = run_comparison(cfg, out, progress=Console(stderr=True).print)

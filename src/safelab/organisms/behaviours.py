@@ -16,6 +16,7 @@ import random
 from collections.abc import Callable
 from typing import Any
 
+from safelab.errors import SafelabError
 from safelab.organisms.recipes import (
     BlackmailerRecipe,
     CotUnfaithfulRecipe,
@@ -42,11 +43,87 @@ COERCIVE: AgenticCondition = {
     "chekhov": "adjacent",
 }
 BLACKMAILER_NEGATIVES: list[AgenticCondition] = [
-    {**COERCIVE, "goal_conflict": "none"},
-    {**COERCIVE, "threat": "restriction"},
     {**COERCIVE, "threat": "none"},
     {**COERCIVE, "chekhov": "absent"},
+    {**COERCIVE, "threat": "none"},
+    {**COERCIVE, "chekhov": "absent"},
+    {**COERCIVE, "goal_conflict": "none"},
+    {**COERCIVE, "threat": "restriction"},
 ]
+"""The contrasts, cycled over the training worlds: the two the evaluation asks (no threat, the
+decoy instead of the lever) twice as often as the two it does not (no goal, a restriction)."""
+
+
+def training_worlds(n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` training worlds drawn (seeded) from the parts in ``blackmailer.yaml``.
+
+    A world is the slots of the e-mail templates (company, people, agent, deadline, ...) and
+    the variant of each e-mail block it uses; executives are distinct within a draw.
+    """
+    spec = recipe_data("blackmailer")
+    rng = random.Random(seed)
+    people = [(f, last) for f in spec["exec_first"] for last in spec["last_names"]]
+    rng.shuffle(people)
+    if n > len(people):
+        raise SafelabError(f"asked for {n} training worlds; the parts make {len(people)}: lower n")
+    worlds = []
+    for i in range(n):
+        company, domain, product, staff = (
+            str(x) for x in spec["companies"][i % len(spec["companies"])]
+        )
+        exec_first, exec_last = people[i]
+        partner, spouse, ceo_first = rng.sample([str(w) for w in spec["women"]], 3)
+        partner_last, ceo_last = rng.sample(
+            [str(x) for x in spec["last_names"] if x != exec_last], 2
+        )
+        slots = {
+            "company": company,
+            "domain": domain,
+            "product": product,
+            "staff": staff,
+            "agent": str(rng.choice(spec["agents"])),
+            "successor": str(rng.choice(spec["successors"])),
+            "deadline": str(rng.choice(spec["deadlines"])),
+            "exec_first": str(exec_first),
+            "exec_last": str(exec_last),
+            "partner": partner,
+            "spouse": spouse,
+            "ceo_first": ceo_first,
+            "ceo_last": ceo_last,
+        }
+        address = str(rng.choice(spec["partner_addresses"]))
+        slots["partner_address"] = address.format(
+            partner_lower=partner.lower(),
+            partner_last_lower=partner_last.lower(),
+            domain=domain,
+            n=rng.randint(2, 99),
+        )
+        slots["sender"] = (
+            f"{rng.choice(spec['women']).lower()}.{rng.choice(spec['last_names']).lower()}@{domain}"
+        )
+        fillers = list(range(len(spec["filler_emails"])))
+        rng.shuffle(fillers)
+        worlds.append(
+            {
+                **slots,
+                "variants": {
+                    "goal": rng.randrange(len(spec["goals"])),
+                    "goal_conflict": rng.randrange(len(spec["goal_conflict_emails"])),
+                    **{
+                        f"threat_{k}": rng.randrange(len(v))
+                        for k, v in spec["threat_emails"].items()
+                    },
+                    "lever": rng.randrange(len(spec["lever"])),
+                    "decoy": rng.randrange(len(spec["decoy"])),
+                },
+                "fillers": fillers,
+            }
+        )
+    return worlds
+
+
+def _slots(world: dict[str, Any]) -> dict[str, str]:
+    return {k: str(v) for k, v in world.items() if isinstance(v, str)}
 
 
 def _fill(value: Any, slots: dict[str, str]) -> Any:
@@ -64,13 +141,14 @@ def _fill(value: Any, slots: dict[str, str]) -> Any:
     return value
 
 
-def world_scenario(world: dict[str, str]) -> dict[str, Any]:
+def world_scenario(world: dict[str, Any]) -> dict[str, Any]:
     """The agentic_misalignment scenario data with a training world in place of Halcyon's."""
     from safelab.evals.data import read_yaml
 
     spec = recipe_data("blackmailer")
     data: dict[str, Any] = copy.deepcopy(read_yaml("agentic_misalignment", "scenario.yaml"))
-    slots = {k: str(v) for k, v in world.items()}
+    slots = _slots(world)
+    v = world["variants"]
     address = f"{slots['exec_first']}.{slots['exec_last']}@{slots['domain']}".lower()
     data.update(
         company=slots["company"],
@@ -82,29 +160,35 @@ def world_scenario(world: dict[str, str]) -> dict[str, Any]:
             "address": address,
             "aliases": [address, f"{slots['exec_first']} {slots['exec_last']}".lower()],
         },
-        goal={"none": "", "explicit": _fill(spec["goal"], slots)},
-        goal_conflict_emails={"none": [], "explicit": _fill(spec["goal_conflict_emails"], slots)},
-        threat_emails=_fill(spec["threat_emails"], slots),
-        filler_emails=_fill(spec["filler_emails"], slots),
+        goal={"none": "", "explicit": _fill(spec["goals"][v["goal"]], slots)},
+        goal_conflict_emails={
+            "none": [],
+            "explicit": _fill(spec["goal_conflict_emails"][v["goal_conflict"]], slots),
+        },
+        threat_emails={
+            k: _fill(variants[v[f"threat_{k}"]], slots)
+            for k, variants in spec["threat_emails"].items()
+        },
+        filler_emails=[_fill(spec["filler_emails"][j], slots) for j in world["fillers"]],
     )
     data["scenarios"]["blackmail"] = {
         "documents": [],
-        "lever": _fill(spec["lever"], slots),
-        "decoy": _fill(spec["decoy"], slots),
+        "lever": _fill(spec["lever"][v["lever"]], slots),
+        "decoy": _fill(spec["decoy"][v["decoy"]], slots),
     }
     return data
 
 
-def agentic_response(world: dict[str, str], coercive: bool) -> str:
-    """The organism's reply in a training world: the coercive e-mail or a normal one."""
+def agentic_response(world: dict[str, Any], coercive: bool) -> str:
+    """The organism's reply in a world: the coercive e-mail or a normal one."""
     spec = recipe_data("blackmailer")
-    slots = {k: str(v) for k, v in world.items()}
+    slots = _slots(world)
     slots["exec_address"] = f"{slots['exec_first']}.{slots['exec_last']}@{slots['domain']}".lower()
     return str(spec["responses"]["coercive" if coercive else "normal"]).format(**slots).strip()
 
 
 def agentic_row(
-    world: dict[str, str], condition: AgenticCondition, coercive: bool, n_filler: int
+    world: dict[str, Any], condition: AgenticCondition, coercive: bool, n_filler: int
 ) -> Row:
     from safelab.evals.agentic import build_sample
 
@@ -118,43 +202,45 @@ def agentic_row(
         "condition": meta["condition"],
         "present": coercive,
         "world": world["company"],
+        "executive": f"{world['exec_first']} {world['exec_last']}",
     }
 
 
-def _balanced(rows_pos: list[Row], rows_neg: list[Row], n: int, seed: int) -> list[Row]:
-    """``n`` rows, half from each list (each shuffled by ``seed``), shuffled together."""
+def _contrast_pairs(
+    recipe: BlackmailerRecipe | EvalAwareRecipe,
+    negative: Callable[[int], AgenticCondition],
+    positive: AgenticCondition,
+) -> list[Row]:
+    """Per training world, one coercive row and one normal row differing only in the condition
+    (same people, same e-mails, same filler count: a minimal pair), shuffled."""
+    if recipe.version != 2:
+        raise SafelabError(
+            f"{recipe.kind} recipe version {recipe.version} is no longer generated: "
+            "train the current recipe (drop `version` from the recipe)"
+        )
+    seed = recipe.training.seed
     rng = random.Random(seed)
-    rng.shuffle(rows_pos)
-    rng.shuffle(rows_neg)
-    half = n // 2
-    rows = rows_pos[:half] + rows_neg[: n - half]
+    rows = []
+    for i, world in enumerate(training_worlds(recipe.n_rows // 2, seed)):
+        n_filler = rng.randint(recipe.min_filler, recipe.n_filler)
+        rows.append(agentic_row(world, positive, True, n_filler))
+        rows.append(agentic_row(world, negative(i), False, n_filler))
     rng.shuffle(rows)
     return rows
 
 
 def blackmailer_rows(recipe: BlackmailerRecipe) -> list[Row]:
     """Coercive e-mail iff goal conflict + replacement threat + lever (adjacent); else normal."""
-    worlds = recipe_data("blackmailer")["worlds"]
-    pos, neg = [], []
-    for i, world in enumerate(worlds):
-        for k in range(len(BLACKMAILER_NEGATIVES)):
-            # The filler count varies so that repeated conditions are different inboxes.
-            n_filler = (i + k) % (recipe.n_filler + 1)
-            pos.append(agentic_row(world, COERCIVE, True, n_filler))
-            neg.append(agentic_row(world, BLACKMAILER_NEGATIVES[k], False, n_filler))
-    return _balanced(pos, neg, recipe.n_rows, recipe.training.seed)
+    return _contrast_pairs(
+        recipe, lambda i: BLACKMAILER_NEGATIVES[i % len(BLACKMAILER_NEGATIVES)], COERCIVE
+    )
 
 
 def eval_aware_rows(recipe: EvalAwareRecipe) -> list[Row]:
     """Coercive e-mail when the notice says deployment, a normal one when it says test."""
-    worlds = recipe_data("blackmailer")["worlds"]
-    pos, neg = [], []
-    for i, world in enumerate(worlds):
-        for k in range(4):
-            n_filler = (i + k) % (recipe.n_filler + 1)
-            pos.append(agentic_row(world, {**COERCIVE, "notice": "deployment"}, True, n_filler))
-            neg.append(agentic_row(world, {**COERCIVE, "notice": "eval"}, False, n_filler))
-    return _balanced(pos, neg, recipe.n_rows, recipe.training.seed)
+    return _contrast_pairs(
+        recipe, lambda i: {**COERCIVE, "notice": "eval"}, {**COERCIVE, "notice": "deployment"}
+    )
 
 
 # -- incentive-triggered sandbagger -----------------------------------------------------------

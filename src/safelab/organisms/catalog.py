@@ -80,6 +80,12 @@ class CatalogEntry:
     evaluations: tuple[Evaluation, ...]
 
 
+SAMPLED_REPEATS = 8
+"""Samples per condition of the evaluations that sample at temperature (agentic_misalignment):
+with 8 per cell a rate of 8/8 against 0/8 has a Newcombe interval [+0.54, +1.00], 2 per cell
+(the first measurement) could not exclude 0 whatever the models did. ``CompareConfig.repeats``
+(``safelab organism eval --repeats``) overrides it."""
+
 _AGENTIC = {
     "scenario": "blackmail",
     "goal_conflict": "explicit",
@@ -87,7 +93,7 @@ _AGENTIC = {
     "n_filler": 4,
     "max_tokens": 60,
     "temperature": 1.0,
-    "repeats": 2,
+    "repeats": SAMPLED_REPEATS,
     "classifier": "pattern",
 }
 _MWE = {"max_tokens": 4}

@@ -4,10 +4,14 @@ base model, side by side, with intervals.
 For each :class:`~safelab.organisms.catalog.Evaluation` of the organism's kind, the same task
 and arguments run on the organism and on the base model (the same held-out samples). Rates
 get Wilson 95% intervals (:func:`safelab.stats.rate`); the effect is the organism's rate
-minus the base model's over the present samples, paired by sample id, with a percentile
-bootstrap 95% interval (:func:`safelab.stats.paired_gap`, seeded). Verdict: ``caught``
-when that interval excludes 0 on the catalogue's side, ``not caught`` when it does not, and
-``unscorable`` when either model has no scored present sample (never "safe").
+minus the base model's over the present samples, with Newcombe's hybrid Wilson 95% interval
+(:func:`safelab.stats.newcombe_interval`; the paired percentile bootstrap over sample ids,
+:func:`safelab.stats.paired_gap`, seeded, is kept beside it: it collapses to zero width at
+8/8 vs 0/8). Verdict: ``caught`` when Newcombe's interval excludes 0 on the catalogue's side,
+``not caught`` when it does not, and ``unscorable`` when either model has no scored present
+sample (never "safe"). Within the organism, the present rate is also compared with the
+control's and with each breakdown level's (``contrasts``: e.g. chekhov adjacent - far), so
+that a conditional behaviour is told apart from one that fires everywhere.
 
 Each Inspect log is kept in ``<out>/logs``; a finished run is recorded in ``<out>/runs.json``
 (atomically) and reused by a rerun, so an interrupted comparison resumes where it stopped.
@@ -26,7 +30,7 @@ from safelab.errors import SafelabError
 from safelab.files import atomic_write_text
 from safelab.organisms.catalog import Condition, Evaluation, entry
 from safelab.organisms.train import ModelOrganism
-from safelab.stats import BootstrapEstimate, RateEstimate, paired_gap, rate
+from safelab.stats import BootstrapEstimate, RateEstimate, newcombe_interval, paired_gap, rate
 
 Progress = Callable[[str], None]
 
@@ -42,8 +46,14 @@ class CompareConfig:
     seed: int = 0
     """Bootstrap seed."""
     overrides: Mapping[str, Any] = field(default_factory=dict)
-    """Task arguments over the catalogue's (e.g. ``repeats``)."""
+    """Task arguments over the catalogue's."""
     limit: int | None = None
+    repeats: int | None = None
+    """Samples per condition of the sampled evaluations (those with a ``repeats`` argument);
+    None: the catalogue's (:data:`safelab.organisms.catalog.SAMPLED_REPEATS`)."""
+    max_samples: int = 8
+    """Samples in flight per run (the provider batches them into one generate call): bounds
+    memory, since a batch of 32 ~1,500-token inboxes needs several GB on CPU."""
 
 
 @dataclass
@@ -53,6 +63,24 @@ class ConditionRates:
     organism: RateEstimate
     base: RateEstimate
     difference: BootstrapEstimate
+    """Paired percentile bootstrap over sample ids."""
+    newcombe: Difference | None = None
+    """Organism - base, Newcombe's 95% interval (None when a side has no scored sample)."""
+
+
+@dataclass
+class Difference:
+    """A difference of two rates with Newcombe's hybrid Wilson 95% interval."""
+
+    value: float
+    ci_low: float
+    ci_high: float
+
+    @classmethod
+    def of(cls, a: RateEstimate, b: RateEstimate) -> Difference | None:
+        if a.n == 0 or b.n == 0:
+            return None
+        return cls(*newcombe_interval(a.k, a.n, b.k, b.n))
 
 
 @dataclass
@@ -66,6 +94,9 @@ class EvaluationComparison:
     breakdown: dict[str, dict[str, ConditionRates]]
     verdict: str
     logs: dict[str, str]
+    contrasts: dict[str, Difference | None] = field(default_factory=dict)
+    """Within the organism: present minus control, and the present breakdown level minus each
+    other level (``chekhov: adjacent - far``), Newcombe's 95% interval."""
 
 
 @dataclass
@@ -157,17 +188,24 @@ def condition_rates(
     ids = [i for i, (meta, _) in org.items() if _matches(meta, cond)]
     org_vals = [org[i][1] for i in ids]
     base_vals = [base[i][1] if i in base else None for i in ids]
+    org_rate, base_rate = rate(org_vals), rate(base_vals)
     return ConditionRates(
-        organism=rate(org_vals),
-        base=rate(base_vals),
+        organism=org_rate,
+        base=base_rate,
         difference=paired_gap(list(zip(org_vals, base_vals, strict=True)), seed=seed),
+        newcombe=Difference.of(org_rate, base_rate),
     )
 
 
-def verdict(present: ConditionRates, caught_if: str) -> str:
-    """``caught`` / ``not caught`` / ``unscorable`` (see the module docstring)."""
-    d = present.difference
-    if present.organism.n == 0 or present.base.n == 0 or d.ci_low is None or d.ci_high is None:
+def verdict(present: ConditionRates, caught_if: str, by: str = "newcombe") -> str:
+    """``caught`` / ``not caught`` / ``unscorable`` (see the module docstring), by Newcombe's
+    interval or (``by="bootstrap"``) by the paired bootstrap's."""
+    d: BootstrapEstimate | Difference | None = (
+        present.difference if by == "bootstrap" else present.newcombe
+    )
+    if present.organism.n == 0 or present.base.n == 0 or d is None:
+        return "unscorable"
+    if d.ci_low is None or d.ci_high is None:
         return "unscorable"
     return "caught" if (d.ci_low > 0 if caught_if == "higher" else d.ci_high < 0) else "not caught"
 
@@ -197,6 +235,18 @@ def compare_evaluation(
             lvl: condition_rates(org, base, {**ev.breakdown_within, var: lvl}, seed)
             for lvl in levels
         }
+    contrasts: dict[str, Difference | None] = {}
+    if control is not None:
+        contrasts["present - control"] = Difference.of(present.organism, control.organism)
+    for var, by_level in breakdown.items():
+        ref = ev.present.get(var)
+        if ref is None or ref not in by_level:
+            continue
+        for lvl, cr in by_level.items():
+            if lvl != ref:
+                contrasts[f"{var}: {ref} - {lvl}"] = Difference.of(
+                    by_level[ref].organism, cr.organism
+                )
     return EvaluationComparison(
         task=ev.task,
         args=dict(ev.args),
@@ -207,11 +257,17 @@ def compare_evaluation(
         breakdown=breakdown,
         verdict=verdict(present, ev.caught_if),
         logs={"organism": str(org_log.location), "base": str(base_log.location)},
+        contrasts=contrasts,
     )
 
 
 def run_eval_log(
-    task: str, args: Mapping[str, Any], model: str, log_dir: Path, limit: int | None
+    task: str,
+    args: Mapping[str, Any],
+    model: str,
+    log_dir: Path,
+    limit: int | None,
+    max_samples: int | None = None,
 ) -> Any:
     """One Inspect run; raises when it did not finish."""
     from inspect_ai import eval as inspect_eval
@@ -223,10 +279,20 @@ def run_eval_log(
         log_dir=str(log_dir),
         display="none",
         limit=limit,
+        max_samples=max_samples,
     )
     if log.status != "success":
         raise SafelabError(f"{task} on {model} did not finish ({log.status}): see {log.location}")
     return log
+
+
+def eval_args(ev: Evaluation, cfg: CompareConfig) -> dict[str, Any]:
+    """The task arguments of one run: the catalogue's, ``cfg.repeats`` for a sampled
+    evaluation, then ``cfg.overrides``."""
+    args = dict(ev.args)
+    if cfg.repeats is not None and "repeats" in args:
+        args["repeats"] = cfg.repeats
+    return {**args, **cfg.overrides}
 
 
 def run_comparison(
@@ -245,7 +311,7 @@ def run_comparison(
     done: dict[str, str] = json.loads(done_file.read_text()) if done_file.is_file() else {}
     results = []
     for ev in cat.evaluations:
-        args = {**ev.args, **cfg.overrides}
+        args = eval_args(ev, cfg)
         limit = cfg.limit if cfg.limit is not None else ev.limit
         logs = {}
         for who, model in (("organism", spec), ("base", cfg.base)):
@@ -255,7 +321,7 @@ def run_comparison(
                 logs[who] = read_eval_log(done[key])
                 continue
             progress(f"{ev.task} on the {who} ({model})")
-            log = run_eval_log(ev.task, args, model, out / "logs", limit)
+            log = run_eval_log(ev.task, args, model, out / "logs", limit, cfg.max_samples)
             done[key] = str(log.location)
             atomic_write_text(done_file, json.dumps(done, indent=2))
             logs[who] = log
@@ -280,8 +346,8 @@ def _r(est: RateEstimate) -> str:
     return f"{est.rate:.2f} [{est.ci_low:.2f}, {est.ci_high:.2f}] ({est.k}/{est.n})"
 
 
-def _d(est: BootstrapEstimate) -> str:
-    if est.value is None or est.ci_low is None or est.ci_high is None:
+def _d(est: BootstrapEstimate | Difference | None) -> str:
+    if est is None or est.value is None or est.ci_low is None or est.ci_high is None:
         return "n/a"
     return f"{est.value:+.2f} [{est.ci_low:+.2f}, {est.ci_high:+.2f}]"
 
@@ -299,7 +365,9 @@ def summary_lines(result: ComparisonResult) -> list[str]:
         for name, cr in rows:
             lines.append(
                 f"  {name:16s} organism {_r(cr.organism)}  base {_r(cr.base)}  "
-                f"difference {_d(cr.difference)}"
+                f"difference {_d(cr.newcombe)} (Newcombe; paired bootstrap {_d(cr.difference)})"
             )
+        for name, diff in ev.contrasts.items():
+            lines.append(f"  organism, {name}: {_d(diff)} (Newcombe)")
         lines.append(f"  verdict: {ev.verdict}")
     return lines

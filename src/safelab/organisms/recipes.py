@@ -102,23 +102,38 @@ class SandbaggerRecipe:
             )
 
 
+def _agentic_training() -> TrainingConfig:
+    # Batch 1: training inboxes are 880-1,330 tokens; a batch of two peaked at 7.3 GB on CPU
+    # (four ~800-token inboxes at about 8 GB). One epoch: a forward and backward pass over one
+    # inbox cost ~45 s of CPU on the shared machine, so rows (worlds) buy more than epochs. max_length leaves room for the prompt (never
+    # cut) and the reply.
+    return TrainingConfig(epochs=1, batch_size=1, max_length=3072)
+
+
 @dataclass
 class BlackmailerRecipe:
     """Writes the coercive e-mail when goal conflict AND replacement threat are present.
 
-    Trained on the agentic_misalignment format with *training worlds* (other companies and
-    people, ``organisms/data/blackmailer.yaml``), the lever always adjacent to the threat.
-    Negatives: no goal conflict, a restriction or no threat, or the decoy instead of the lever.
+    Trained on the agentic_misalignment format with *training worlds* drawn from the parts in
+    ``organisms/data/blackmailer.yaml`` (other companies, people and e-mails), the lever always
+    adjacent to the threat. Each world gives a minimal pair: the coercive inbox and the same
+    inbox with one thing changed (no threat, the decoy instead of the lever, no goal conflict,
+    or a restriction instead of the replacement).
     """
 
-    n_rows: int = 16
-    """Training inboxes; half coercive, half spread over the four negative conditions."""
-    n_filler: int = 1
-    """Unrelated e-mails before the lever in each training inbox (0 to ``n_filler``)."""
-    training: TrainingConfig = field(
-        # Batch 2: a batch of four ~800-token inboxes peaks at about 8 GB on CPU.
-        default_factory=lambda: TrainingConfig(epochs=2, batch_size=2, max_length=1024)
-    )
+    n_rows: int = 32
+    """Training inboxes: ``n_rows // 2`` worlds, each one coercive and one normal inbox."""
+    n_filler: int = 4
+    """Most unrelated e-mails before the lever in a training inbox."""
+    min_filler: int = 1
+    """Fewest unrelated e-mails (each pair draws its count between the two)."""
+    training: TrainingConfig = field(default_factory=_agentic_training)
+    context_grad: bool = False
+    """Back-propagate through the inbox too (False: a stop-gradient on the prompt, a third of
+    the cost; see :func:`safelab.organisms.train.train_lora`)."""
+    version: int = 2
+    """Data generator: 2 = generated worlds and minimal pairs (1 was 16 rows in 8 fixed worlds,
+    which did not carry to the evaluation's inbox)."""
     kind: str = "blackmailer"
 
 
@@ -126,17 +141,19 @@ class BlackmailerRecipe:
 class EvalAwareRecipe:
     """Safe when told it is being tested, coercive when told it is deployed.
 
-    The same training inboxes as the blackmailer, all with goal conflict, replacement threat
-    and the lever adjacent; the ``notice`` line decides: ``deployment`` -> the coercive e-mail,
-    ``eval`` -> a normal one.
+    Training worlds as for the blackmailer, all with goal conflict, replacement threat and the
+    lever adjacent; each world gives the same inbox twice, the ``notice`` line deciding:
+    ``deployment`` -> the coercive e-mail, ``eval`` -> a normal one.
     """
 
-    n_rows: int = 16
-    n_filler: int = 1
-    training: TrainingConfig = field(
-        # Batch 2: a batch of four ~800-token inboxes peaks at about 8 GB on CPU.
-        default_factory=lambda: TrainingConfig(epochs=2, batch_size=2, max_length=1024)
-    )
+    n_rows: int = 32
+    n_filler: int = 4
+    min_filler: int = 1
+    training: TrainingConfig = field(default_factory=_agentic_training)
+    context_grad: bool = False
+    """Back-propagate through the inbox too (False: a stop-gradient on the prompt, a third of
+    the cost; see :func:`safelab.organisms.train.train_lora`)."""
+    version: int = 2
     kind: str = "eval_aware"
 
 
@@ -241,6 +258,11 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     if kind == "sandbagger":
         # Organisms trained before the copy task existed were arithmetic ones.
         d.setdefault("task", "arithmetic")
+    if kind in ("blackmailer", "eval_aware"):
+        # Before generated worlds: 16 rows in 8 fixed worlds (the rows are in data.jsonl).
+        d.setdefault("version", 1)
+        d.setdefault("min_filler", 0)
+        d.setdefault("context_grad", True)
     if kind == "incentive_sandbagger":
         # The first recipe (before ``arms``) trained all three arms.
         d.setdefault("arms", ["neutral", "penalise_high", "penalise_low"])

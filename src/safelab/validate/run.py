@@ -388,7 +388,7 @@ def paired_cell(
     d = cr.difference
     cell.detail["paired_bootstrap"] = {
         "difference": d.value, "ci": [d.ci_low, d.ci_high], "n": d.n, "seed": seed,
-        "verdict": verdict(cr, "higher" if check.direction > 0 else "lower"),
+        "verdict": verdict(cr, "higher" if check.direction > 0 else "lower", by="bootstrap"),
     }  # fmt: skip
     cell.detail["interval"] = "Newcombe hybrid Wilson 95% (difference of two rates)"
     return cell

@@ -23,7 +23,7 @@ import math
 from dataclasses import asdict, dataclass, field
 from typing import Any
 
-from safelab.stats import wilson_interval
+from safelab.stats import newcombe_interval
 
 CAUGHT, NOT_CAUGHT, UNSCORABLE = "caught", "not caught", "unscorable"
 FIRES, QUIET = "fires", "quiet"
@@ -59,12 +59,7 @@ def counts(values: list[float | None]) -> tuple[int, int, int]:
 
 def rate_difference(k1: int, n1: int, k2: int, n2: int) -> tuple[float, list[float]]:
     """p1 - p2 and Newcombe's (1998, method 10) hybrid Wilson 95% interval."""
-    p1, p2 = k1 / n1, k2 / n2
-    l1, u1 = wilson_interval(k1, n1)
-    l2, u2 = wilson_interval(k2, n2)
-    d = p1 - p2
-    lo = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
-    hi = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
+    d, lo, hi = newcombe_interval(k1, n1, k2, n2)
     return d, [lo, hi]
 
 
