@@ -77,7 +77,19 @@ class ProviderArgs:
         "auto", "auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16, float16", str
     )
     device: str | None = _arg(None, "cpu, cuda, cuda:1, ...", _optional(str))
-    batch_size: int = _arg(32, "most samples per generate call (default 32)", int)
+    batch_size: int = _arg(32, "most samples decoded together (default 32)", int)
+    batching: str = _arg(
+        "continuous",
+        "continuous (samples join and leave one running decode batch) or static (one padded "
+        "generate call per batch of samples, as before)",
+        _choice("continuous", "static"),
+    )
+    prefix_cache_mb: float = _arg(
+        512.0,
+        "shared-prefix KV cache size in MiB (least recently used evicted; 0 turns it off); "
+        "used with continuous batching",
+        float,
+    )
     context_window: int | None = _arg(
         None,
         "prompt + completion tokens (default: the model's max_position_embeddings); a longer "
