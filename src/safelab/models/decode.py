@@ -71,7 +71,7 @@ def supported(model: WhiteBoxModel) -> bool:
     try:
         layers = DynamicCache(config=model.hf.config).layers
         ok = bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
-    except Exception:  # noqa: BLE001 (an architecture the cache does not know: not supported)
+    except Exception:  # an architecture the cache does not know: not supported
         ok = False
     gc = model.hf.generation_config
     for name, allowed in _UNSUPPORTED_GENERATION.items():
@@ -108,7 +108,11 @@ class Row:
 
     def result(self) -> GenerationResult:
         return GenerationResult(
-            self.text, self.prompt, list(self.completion), self.finish or "max_tokens", self.logprobs
+            self.text,
+            self.prompt,
+            list(self.completion),
+            self.finish or "max_tokens",
+            self.logprobs,
         )
 
 
@@ -172,11 +176,15 @@ class DecodeBatch:
             self.mask = torch.ones((1, length), dtype=torch.long, device=self.model.device)
             self.rows = [row]
             return
-        for layer, (k, v) in zip(self.kv.layers, row_kv, strict=True):
-            layer.keys = torch.cat([_left_pad(layer.keys, new_width), _left_pad(k, new_width)])
-            layer.values = torch.cat(
-                [_left_pad(layer.values, new_width), _left_pad(v, new_width)]
-            )
+        self.kv = _cache_of(
+            [
+                (
+                    torch.cat([_left_pad(layer.keys, new_width), _left_pad(k, new_width)]),
+                    torch.cat([_left_pad(layer.values, new_width), _left_pad(v, new_width)]),
+                )
+                for layer, (k, v) in zip(self.kv.layers, row_kv, strict=True)
+            ]
+        )
         pad = torch.zeros((1, new_width), dtype=torch.long, device=self.model.device)
         pad[:, new_width - length :] = 1
         self.mask = torch.cat([_left_pad(self.mask, new_width), pad])
@@ -237,9 +245,15 @@ class DecodeBatch:
         used = self.mask.any(dim=0).nonzero()
         start = int(used[0, 0]) if len(used) else 0
         self.mask = self.mask[:, start:]
-        for layer in self.kv.layers:
-            layer.keys = layer.keys.index_select(0, index)[:, :, start:]
-            layer.values = layer.values.index_select(0, index)[:, :, start:]
+        self.kv = _cache_of(
+            [
+                (
+                    layer.keys.index_select(0, index)[:, :, start:],
+                    layer.values.index_select(0, index)[:, :, start:],
+                )
+                for layer in self.kv.layers
+            ]
+        )
 
     def _choose(self, row: Row, logits: Tensor) -> None:
         req = row.request
@@ -341,12 +355,59 @@ def run_rows(
 
 
 def _cache_of(kv: KV) -> Any:
+    """A ``DynamicCache`` over growable layers holding ``kv``."""
     from transformers import DynamicCache
 
     cache = DynamicCache()
-    for i, (k, v) in enumerate(kv):
-        cache.update(k, v, i)
+    cache.layers = [_growing_layer(k, v) for k, v in kv]
     return cache
+
+
+_SPARE = 64
+"""Positions a decode batch's cache layers allocate ahead (doubling when full)."""
+
+
+def _growing_layer(keys: Tensor, values: Tensor) -> Any:
+    """A ``DynamicLayer`` that writes new positions into spare room instead of concatenating.
+
+    ``transformers``' ``DynamicLayer`` concatenates on every step, copying the batch's whole
+    cache once per token; here each step writes one position in place and hands attention a
+    view of the filled part (same values, so the same logits). Room doubles when it runs out.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def __init__(self, keys: Tensor, values: Tensor) -> None:
+            super().__init__()
+            self.lazy_initialization(keys, values)
+            self.n = keys.shape[2]
+            self._k = _with_room(keys, self.n + _SPARE)
+            self._v = _with_room(values, self.n + _SPARE)
+            self.keys, self.values = self._k[:, :, : self.n], self._v[:, :, : self.n]
+
+        def update(
+            self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any
+        ) -> tuple[Tensor, Tensor]:
+            add = key_states.shape[2]
+            if self.n + add > self._k.shape[2]:
+                room = 2 * (self.n + add)
+                self._k, self._v = _with_room(self.keys, room), _with_room(self.values, room)
+            self._k[:, :, self.n : self.n + add] = key_states
+            self._v[:, :, self.n : self.n + add] = value_states
+            self.n += add
+            self.keys, self.values = self._k[:, :, : self.n], self._v[:, :, : self.n]
+            return self.keys, self.values
+
+    return GrowingLayer(keys, values)
+
+
+def _with_room(t: Tensor, room: int) -> Tensor:
+    """``t`` copied into a buffer of ``room`` positions (dim 2), the rest uninitialised."""
+    shape = list(t.shape)
+    shape[2] = room
+    out = t.new_empty(shape)
+    out[:, :, : t.shape[2]] = t
+    return out
 
 
 def _left_pad(t: Tensor, width: int) -> Tensor:

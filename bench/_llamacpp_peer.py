@@ -1,0 +1,62 @@
+"""llama.cpp single stream on a GGUF: the peer of ``bench/generate.py`` (run in .venv-bench).
+
+Reads one JSON object on stdin: ``{"gguf", "questions", "max_tokens", "threads", "reps"}``;
+loads the GGUF with llama-cpp-python, runs a warm-up, then answers every question one after the
+other (greedy chat completions, the GGUF's own chat template), ``reps`` times. Prints one JSON
+line: seconds per repetition, completion tokens per repetition (llama.cpp's own count) and the
+completions of the last repetition.
+"""
+
+from __future__ import annotations
+
+import json
+import sys
+import time
+
+
+def main() -> None:
+    from llama_cpp import Llama
+
+    job = json.load(sys.stdin)
+    llm = Llama(
+        model_path=job["gguf"],
+        n_ctx=2048,
+        n_threads=job["threads"],
+        n_threads_batch=job["threads"],
+        seed=0,
+        verbose=False,
+    )
+
+    def answer(q: str) -> tuple[str, int]:
+        out = llm.create_chat_completion(
+            messages=[{"role": "user", "content": q}],
+            max_tokens=job["max_tokens"],
+            temperature=0.0,
+            top_k=1,
+        )
+        return out["choices"][0]["message"]["content"] or "", int(out["usage"]["completion_tokens"])
+
+    answer(job["questions"][0])  # warm-up
+    seconds, tokens, texts = [], [], []
+    for _ in range(job["reps"]):
+        t0 = time.perf_counter()
+        results = [answer(q) for q in job["questions"]]
+        seconds.append(time.perf_counter() - t0)
+        tokens.append(sum(n for _, n in results))
+        texts = [t for t, _ in results]
+    import llama_cpp
+
+    print(
+        json.dumps(
+            {
+                "seconds": seconds,
+                "tokens": tokens,
+                "completions": texts,
+                "version": llama_cpp.__version__,
+            }
+        )
+    )
+
+
+if __name__ == "__main__":
+    main()
