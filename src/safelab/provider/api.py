@@ -119,7 +119,7 @@ class SafelabModelAPI(ModelAPI):
             capture_vectors=args.capture_vectors,
         )
         cache = PrefixCacheConfig(args.prefix_cache_mb) if args.prefix_cache_mb > 0 else None
-        self.batcher = shared_batcher(self.model, self.batch_size, cache)
+        self.batcher = shared_batcher(self.model, self.batch_size, cache, args.threads)
         # Tell Inspect the real window (compaction, trimming); its fallback is 128,000 tokens.
         set_model_info(
             f"safelab/{self.model_name}",

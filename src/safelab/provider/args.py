@@ -40,6 +40,13 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def _threads(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text != "auto" and not (text.isdigit() and int(text) > 0):
+        raise ValueError(value)
+    return text
+
+
 def _arg(default: Any, doc: str, parse: Callable[[Any], Any]) -> Any:
     return field(default=default, metadata={"doc": doc, "parse": parse})
 
@@ -83,6 +90,12 @@ class ProviderArgs:
         "continuous (samples join and leave one running decode batch) or static (one padded "
         "generate call per batch of samples, as before)",
         _choice("continuous", "static"),
+    )
+    threads: str | None = _arg(
+        None,
+        "torch threads for generation: a number, or auto (the cores other processes leave "
+        "free, re-checked every few seconds); default: torch's own setting",
+        _optional(_threads),
     )
     prefix_cache_mb: float = _arg(
         512.0,

@@ -14,8 +14,10 @@ is stepped with its own interventions entered.
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import threading
+import time
 from collections import deque
 from contextlib import ExitStack
 from dataclasses import dataclass, field
@@ -71,6 +73,48 @@ class _Job:
         self.key = (self.request, id(self.interventions))
 
 
+class ThreadPolicy:
+    """How many torch threads the batcher thread computes with (``-M threads``).
+
+    ``None`` leaves torch's setting alone. A number fixes it. ``auto`` uses the cores other
+    processes leave free: every ``every_s`` seconds, the 1-minute load average minus this
+    process's own recent CPU use estimates the other processes' demand, and the thread count is
+    ``cores - that`` (at least 1, at most the cores). Two threads on two cores that another
+    process also wants make every parallel region wait for a descheduled thread; one thread
+    then runs faster (``bench/generate.py`` measures both).
+    """
+
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.setting: str | None = None
+        self.every_s = every_s
+        self.current: int | None = None
+        self._last = (time.monotonic(), time.process_time())
+
+    def set(self, setting: str | None) -> None:
+        if setting is not None:
+            self.setting = setting
+
+    def apply(self) -> None:
+        import torch
+
+        if self.setting is None:
+            return
+        if self.setting != "auto":
+            want = int(self.setting)
+        else:
+            now, cpu = time.monotonic(), time.process_time()
+            if self.current is not None and now - self._last[0] < self.every_s:
+                return
+            mine = (cpu - self._last[1]) / max(now - self._last[0], 1e-6)
+            self._last = (now, cpu)
+            cores = os.cpu_count() or 1
+            others = max(0.0, os.getloadavg()[0] - mine) if hasattr(os, "getloadavg") else 0
+            want = max(1, min(cores, round(cores - others)))
+        if want != self.current:
+            torch.set_num_threads(want)
+            self.current = want
+
+
 @dataclass
 class _Running:
     """The running decode batch of one interventions instance."""
@@ -99,6 +143,7 @@ class Batcher:
         self.max_batch = max_batch
         self.wait_s = wait_s
         self.cache = PrefixCache(cache) if cache is not None else None
+        self.threads = ThreadPolicy()
         self.queue: queue.Queue[_Job] = queue.Queue()
         self.running: dict[int, _Running] = {}
         self.waiting: deque[_Job] = deque()
@@ -129,6 +174,7 @@ class Batcher:
 
     def _run(self) -> None:
         while True:
+            self.threads.apply()
             busy = any(len(r.batch) for r in self.running.values()) or self.waiting
             jobs = [] if busy else [self.queue.get()]
             if jobs and not jobs[0].continuous:
@@ -269,12 +315,17 @@ def share_model(
 
 
 def shared_batcher(
-    model: WhiteBoxModel, max_batch: int, cache: PrefixCacheConfig | None = None
+    model: WhiteBoxModel,
+    max_batch: int,
+    cache: PrefixCacheConfig | None = None,
+    threads: str | None = None,
 ) -> Batcher:
-    """The model's one batcher (and prefix cache, sized by the largest ``cache`` asked)."""
+    """The model's one batcher (and prefix cache, sized by the largest ``cache`` asked;
+    ``threads``, when given, the last asked)."""
     with _LOCK:
         if id(model) not in _BATCHERS:
             _BATCHERS[id(model)] = Batcher(model, max_batch, cache=cache)
         elif cache is not None:
             _BATCHERS[id(model)].use_cache(cache)
+        _BATCHERS[id(model)].threads.set(threads)
         return _BATCHERS[id(model)]
