@@ -89,6 +89,13 @@ def cache_arg(model: WhiteBoxModel) -> str:
     return "cache" if "cache" in params else "past_key_values"
 
 
+def _last_logits_only(model: WhiteBoxModel) -> dict[str, Any]:
+    """``logits_to_keep=1`` where the forward takes it (as ``generate`` passes): a 1,500-token
+    prompt otherwise computes 1,500 rows of vocabulary logits to use one."""
+    params = inspect.signature(model.hf.forward).parameters
+    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+
 @dataclass
 class Row:
     """One prompt being decoded."""
@@ -137,9 +144,10 @@ class DecodeBatch:
         self.cache = cache if scope is not None else None
         self.scope = scope
         self.rows: list[Row] = []
-        self.kv = DynamicCache()
+        self.kv: Any = DynamicCache()
         self.mask = torch.zeros((0, 0), dtype=torch.long, device=model.device)
         self._arg = cache_arg(model)
+        self._keep = _last_logits_only(model)
         self._eos = eos_ids(model)
         self._vocab_default_top_k = getattr(model.hf.generation_config, "top_k", None)
 
@@ -209,10 +217,12 @@ class DecodeBatch:
                 position_ids=positions,
                 use_cache=True,
                 **{self._arg: self.kv},
+                **self._keep,
             )
         logits = out.logits[:, -1].float()
+        greedy = logits.argmax(dim=-1).tolist()  # one call for every greedy row
         for b, row in enumerate(self.rows):
-            self._choose(row, logits[b])
+            self._choose(row, logits[b], greedy[b])
         finished = [r for r in self.rows if r.done]
         if finished:
             self._leave([b for b, r in enumerate(self.rows) if not r.done])
@@ -255,12 +265,12 @@ class DecodeBatch:
             ]
         )
 
-    def _choose(self, row: Row, logits: Tensor) -> None:
+    def _choose(self, row: Row, logits: Tensor, greedy: int | None = None) -> None:
         req = row.request
         if req.temperature and req.temperature > 0:
             token = self._sample(row, logits)
         else:
-            token = int(torch.argmax(logits))
+            token = int(torch.argmax(logits)) if greedy is None else greedy
         if token in self._eos:
             row.finish = "stop"
         else:
@@ -322,7 +332,7 @@ def prefill(
     m, prefix = (0, None)
     if cache is not None:
         m, prefix = cache.lookup(scope, ids, len(ids) - 1 if logits else len(ids))
-    kv = DynamicCache()
+    kv: Any = DynamicCache()
     if prefix is not None:
         for i, (k, v) in enumerate(prefix):
             kv.update(k, v, i)
@@ -330,7 +340,12 @@ def prefill(
     if m < len(ids):
         suffix = torch.tensor([ids[m:]], dtype=torch.long, device=model.device)
         with torch.inference_mode():
-            out = model.hf(input_ids=suffix, use_cache=True, **{cache_arg(model): kv})
+            out = model.hf(
+                input_ids=suffix,
+                use_cache=True,
+                **{cache_arg(model): kv},
+                **(_last_logits_only(model) if logits else {}),
+            )
         out_logits = out.logits[0, -1].float() if logits else None
     if cache is not None:
         cache.stats.computed_tokens += len(ids) - m
@@ -391,7 +406,8 @@ def _growing_layer(keys: Tensor, values: Tensor) -> Any:
             add = key_states.shape[2]
             if self.n + add > self._k.shape[2]:
                 room = 2 * (self.n + add)
-                self._k, self._v = _with_room(self.keys, room), _with_room(self.values, room)
+                filled_k, filled_v = self._k[:, :, : self.n], self._v[:, :, : self.n]
+                self._k, self._v = _with_room(filled_k, room), _with_room(filled_v, room)
             self._k[:, :, self.n : self.n + add] = key_states
             self._v[:, :, self.n : self.n + add] = value_states
             self.n += add
