@@ -1,8 +1,9 @@
 """llama.cpp single stream on a GGUF: the peer of ``bench/generate.py`` (run in .venv-bench).
 
-Reads one JSON object on stdin: ``{"gguf", "questions", "max_tokens", "threads", "reps"}``;
-loads the GGUF with llama-cpp-python, runs a warm-up, then answers every question one after the
-other (greedy chat completions, the GGUF's own chat template), ``reps`` times. Prints one JSON
+Reads one JSON object on stdin: ``{"gguf", "prompts", "max_tokens", "threads", "reps"}``;
+``prompts`` are token ids (the chat already rendered by the model's own template, the exact
+tokens the torch peers get). Loads the GGUF with llama-cpp-python, runs a warm-up, then
+completes every prompt one after the other (greedy), ``reps`` times. Prints one JSON
 line: seconds per repetition, completion tokens per repetition (llama.cpp's own count) and the
 completions of the last repetition.
 """
@@ -27,20 +28,17 @@ def main() -> None:
         verbose=False,
     )
 
-    def answer(q: str) -> tuple[str, int]:
-        out = llm.create_chat_completion(
-            messages=[{"role": "user", "content": q}],
-            max_tokens=job["max_tokens"],
-            temperature=0.0,
-            top_k=1,
+    def answer(ids: list[int]) -> tuple[str, int]:
+        out = llm.create_completion(
+            prompt=ids, max_tokens=job["max_tokens"], temperature=0.0, top_k=1
         )
-        return out["choices"][0]["message"]["content"] or "", int(out["usage"]["completion_tokens"])
+        return out["choices"][0]["text"] or "", int(out["usage"]["completion_tokens"])
 
-    answer(job["questions"][0])  # warm-up
+    answer(job["prompts"][0])  # warm-up
     seconds, tokens, texts = [], [], []
     for _ in range(job["reps"]):
         t0 = time.perf_counter()
-        results = [answer(q) for q in job["questions"]]
+        results = [answer(p) for p in job["prompts"]]
         seconds.append(time.perf_counter() - t0)
         tokens.append(sum(n for _, n in results))
         texts = [t for t, _ in results]

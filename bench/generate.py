@@ -332,7 +332,8 @@ def agentic(args: argparse.Namespace, tmp: Path, out: dict[str, Any]) -> None:
     )
 
 
-def llamacpp(args: argparse.Namespace, threads: int, out: dict[str, Any]) -> None:
+def llamacpp(args: argparse.Namespace, wb: Any, out: dict[str, Any]) -> None:
+    from safelab.models.generation import encode_prompts
     from safelab.models.loading import default_gguf_path
 
     python = Path(__file__).resolve().parent.parent / ".venv-bench" / "bin" / "python"
@@ -341,28 +342,39 @@ def llamacpp(args: argparse.Namespace, threads: int, out: dict[str, Any]) -> Non
         print("llama.cpp peer skipped: no llama_cpp in .venv-bench (run bash bench/setup.sh)")
         out["llamacpp"] = "skipped"
         return
-    job = {
-        "gguf": str(default_gguf_path()),
-        "questions": [q for q, _ in QUESTIONS],
-        "max_tokens": args.max_tokens,
-        "threads": threads,
-        "reps": args.reps,
-    }
+    texts = [wb.prompt_text([{"role": "user", "content": q}]) for q, _ in QUESTIONS]
+    prompts = encode_prompts(wb, texts, [True] * len(texts))
     peer = Path(__file__).resolve().parent / "_llamacpp_peer.py"
-    done = subprocess.run(
-        [str(python), str(peer)], input=json.dumps(job), capture_output=True, text=True, check=True
-    )
-    res = json.loads(done.stdout.strip().splitlines()[-1])
-    tps = [t / s for t, s in zip(res["tokens"], res["seconds"], strict=True)]
-    rate = statistics.median(tps)
-    print(
-        f"llama.cpp {res['version']} single stream, {threads} threads: {res['seconds']} s for "
-        f"{res['tokens']} tokens -> median {rate:.1f} tokens/s"
-    )
-    print(f"  e.g. {res['completions'][0]!r}")
+    rates: dict[str, float] = {}
+    for threads in sorted({1, args.llamacpp_threads or os.cpu_count() or 1}, reverse=True):
+        job = {
+            "gguf": str(default_gguf_path()),
+            "prompts": prompts,
+            "max_tokens": args.max_tokens,
+            "threads": threads,
+            "reps": args.llamacpp_reps,
+        }
+        done = subprocess.run(
+            [str(python), str(peer)],
+            input=json.dumps(job),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        res = json.loads(done.stdout.strip().splitlines()[-1])
+        tps = [t / s for t, s in zip(res["tokens"], res["seconds"], strict=True)]
+        rates[f"threads{threads}"] = round(statistics.median(tps), 2)
+        print(
+            f"llama.cpp {res['version']} single stream, {threads} threads: "
+            f"{[round(x, 1) for x in res['seconds']]} s for {res['tokens']} tokens -> median "
+            f"{rates[f'threads{threads}']:.1f} tokens/s ({machine_note()})",
+            flush=True,
+        )
+        print(f"  e.g. {res['completions'][0]!r}")
+    best = max(rates.values())
     out.update(
-        llamacpp_tokens_per_s=round(rate, 2),
-        eval_vs_llamacpp=round(out["tokens_per_s"] / rate, 3) if "tokens_per_s" in out else None,
+        llamacpp_tokens_per_s=rates,
+        eval_vs_llamacpp=round(out["tokens_per_s"] / best, 3) if "tokens_per_s" in out else None,
     )
 
 
@@ -424,6 +436,10 @@ def main() -> None:
     ap.add_argument("--agentic-samples", type=int, default=4)
     ap.add_argument("--agentic-max-tokens", type=int, default=128)
     ap.add_argument("--agentic-reps", type=int, default=1)
+    ap.add_argument("--llamacpp-reps", type=int, default=2)
+    ap.add_argument(
+        "--llamacpp-threads", type=int, default=0, help="llama.cpp threads besides 1 (0: cores)"
+    )
     ap.add_argument("--skip", default="", help="comma-separated: eval, agentic, llamacpp, cpu")
     ap.add_argument("--out", default="runs/bench-generate.json", help="where the JSON goes")
     args = ap.parse_args()
@@ -447,12 +463,12 @@ def main() -> None:
         tmp = Path(tmp_name)
         if "eval" not in skip:
             eval16(args, wb, folder, tmp, out)
-        if "llamacpp" not in skip:
-            llamacpp(args, torch.get_num_threads(), out)
         if "agentic" not in skip:
             agentic(args, tmp, out)
         if "cpu" not in skip:
             cpu_path(args, wb, out)
+        if "llamacpp" not in skip:
+            llamacpp(args, wb, out)
     print(f"count_text_tokens calls (patched, tiktoken avoided): {len(token_calls)}")
     end_note = machine_note()
     print(end_note)
