@@ -163,3 +163,28 @@ def test_model_generate_and_sample_continuations_use_the_models_cache() -> None:
     ref = [r.completion_ids for r in sample_continuations(model, prefix, 2, req, cache=None)]
     model.use_prefix_cache(None)
     assert [r.completion_ids for r in sample_continuations(model, prefix, 2, req)] == ref
+
+
+def test_rows_ended_by_end_of_turn_store_aligned_keys_and_values() -> None:
+    model = tiny_model("llama")
+    req = GenerationRequest(max_new_tokens=8)
+    flags = [False] * len(PROMPTS)
+    first = generate_batch(model, PROMPTS, req, chat_formatted=flags)
+    # Make a token the rows produce an end-of-turn token, so rows end early, at different steps.
+    model.hf.generation_config.eos_token_id = first[0].completion_ids[2]
+    model._decode_supported = None  # type: ignore[attr-defined]
+    plain = generate_batch(model, PROMPTS, req, chat_formatted=flags)
+    assert any(r.finish == "stop" for r in plain) and any(r.finish != "stop" for r in plain)
+    cache = PrefixCache()
+    got = generate_batch(model, PROMPTS, req, chat_formatted=flags, cache=cache)
+    assert [r.completion_ids for r in got] == [r.completion_ids for r in plain]
+    # Every stored entry (prompt + completion of a finished row) holds the keys and values of
+    # its own tokens, as one forward pass over them computes.
+    assert len(cache) == len(PROMPTS)
+    for entry in cache._entries.values():
+        with torch.inference_mode():
+            full = model.hf(input_ids=entry.ids[None], use_cache=True)
+        ref = getattr(full, "cache", None) or full.past_key_values
+        for (k, v), layer in zip(entry.kv, ref.layers, strict=True):
+            torch.testing.assert_close(k, layer.keys, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(v, layer.values, atol=1e-5, rtol=1e-5)

@@ -108,6 +108,8 @@ class Row:
     finish: str | None = None
     text: str = ""
     generator: torch.Generator | None = None
+    fed: int = 0
+    """Tokens whose keys and values are in the batch's cache (the prompt, then one a step)."""
 
     @property
     def done(self) -> bool:
@@ -179,6 +181,7 @@ class DecodeBatch:
         length = row_kv[0][0].shape[2]
         width = self.mask.shape[1]
         new_width = max(width, length)
+        row.fed = length
         if not self.rows:
             self.kv = _cache_of(row_kv)
             self.mask = torch.ones((1, length), dtype=torch.long, device=self.model.device)
@@ -222,6 +225,7 @@ class DecodeBatch:
         logits = out.logits[:, -1].float()
         greedy = logits.argmax(dim=-1).tolist()  # one call for every greedy row
         for b, row in enumerate(self.rows):
+            row.fed += 1
             self._choose(row, logits[b], greedy[b])
         finished = [r for r in self.rows if r.done]
         if finished:
@@ -233,14 +237,16 @@ class DecodeBatch:
         if self.cache is not None:
             for b, row in enumerate(self.rows):
                 if row.done and b not in keep:
-                    n = len(row.prompt) + len(row.completion) - 1  # the last token was not fed
+                    # Fed: the prompt and every completion token but a last one that ended the
+                    # row by length or stop string (an end-of-turn token is not kept at all).
+                    n = row.fed
                     start = self.mask.shape[1] - n
                     kv = [
                         (layer.keys[b : b + 1, :, start:], layer.values[b : b + 1, :, start:])
                         for layer in self.kv.layers
                     ]
                     self.cache.store(
-                        self.scope, row.prompt + row.completion[:-1], [_own(k, v) for k, v in kv]
+                        self.scope, (row.prompt + row.completion)[:n], [_own(k, v) for k, v in kv]
                     )
         self.rows = [self.rows[b] for b in keep]
         if not keep:
