@@ -1,44 +1,53 @@
-"""Benchmark: a 16-sample Inspect eval through ``safelab/default`` vs Inspect's own ``hf/`` provider.
+"""Benchmark: generation through ``safelab/`` against Inspect's ``hf/`` provider and llama.cpp.
 
-Three evals of the same inline task (16 short questions, greedy, ``max_tokens=32``), all on the
-same weights (the cached dequantised folder of the default model), float32, CPU:
+One command, every ratio in the same run, a JSON written at the end (``--out``). All on CPU,
+float32 for the torch peers, the same weights (the cached dequantised folder of the default
+model; llama.cpp runs the GGUF it came from, Q4_1, as it ships).
 
-- ``safelab``: ``safelab/default`` with ``batch_size=16``;
-- ``inspect_hf``: ``hf/<folder>`` with ``do_sample=False`` and ``batch_size=16``;
-- ``safelab_steered``: ``safelab/default`` with ``steer=<vector> steer_scale=<x>``, a vector made
-  here by ``SteeringVector.from_contrast`` on a few activations and saved to a temp folder.
+1. **16-sample eval** (16 short questions, greedy, ``max_tokens=32``, ``max_connections=16``):
+   ``safelab`` (``safelab/default``: continuous batching and the prefix cache, the defaults),
+   ``safelab_static`` (``-M batching=static prefix_cache_mb=0``: one padded ``generate`` call,
+   the code path before issue 22), ``inspect_hf`` (``hf/<folder>``, ``batch_size=16``) and
+   ``safelab_steered`` (a vector from ``SteeringVector.from_contrast``, ``steer_scale``). Each
+   model is created once before timing; a warm-up eval of each is discarded; then the evals are
+   timed interleaved (order rotates) and medians reported. The prefix cache is cleared before
+   every safelab eval, so only sharing within one eval counts. Greedy completions are compared
+   across the three plain peers (identical is the requirement).
+2. **agentic_misalignment** (``--agentic-samples`` samples, prefill-heavy: ~1,500 prompt tokens
+   each, greedy, ``--agentic-max-tokens``, ``classifier=pattern`` so no judge model runs):
+   end-to-end eval time of ``static`` (before: static batching, no cache) vs ``cached``
+   (continuous batching with a cache cleared before the eval: sharing within the eval only) vs
+   ``warm`` (the same eval again with the cache left from the previous one: what a sweep, a
+   validation matrix or an epoch resending the same prompts gets).
+3. **llama.cpp single stream** (llama-cpp-python from ``.venv-bench``, ``bash bench/setup.sh``):
+   the 16 questions one after the other through ``create_chat_completion`` (greedy, same
+   ``max_tokens``, same thread count as torch), tokens/s from its own usage counts, vs the
+   safelab eval's tokens/s (Inspect's own per-eval overhead included in ours, not in theirs).
+4. **CPU path**: raw decode of the 16 prompts (no Inspect) at 1 and 2 torch threads, alone and
+   with one competing busy process on the cores; and ``sdpa`` vs ``eager`` attention.
 
-Every eval runs with ``max_connections=16`` (the hf provider's batch size is
-``max_connections``), so both providers generate the 16 samples as one batch. Each model is created
-once with ``get_model`` before timing and the same instance is passed to every eval, so loading is
-excluded; a warm-up eval of each is run and discarded, then the three evals are timed interleaved
-(order rotates) and medians are reported. Timing is the wall clock of ``inspect_ai.eval(...)``
-(``display="none"``, logs in a temp dir), so it includes Inspect's own per-eval work (task setup,
-log writing) for every peer alike.
-
-Output tokens are counted from the logs: ``usage.output_tokens`` per sample, and the completions
-re-tokenised with the model's tokenizer (the hf provider reports the padded batch length as every
-sample's ``output_tokens``, so the re-tokenised count is the one used for tokens/s).
-
-Offline trap: Inspect's default ``count_text_tokens`` downloads tiktoken's o200k_base. The hf
-provider does not override it; a plain generate task does not call it, but to be safe it is
-patched here to count with the model's tokenizer, and the number of calls is printed.
+Output tokens are re-tokenised from the completions (the hf provider reports the padded batch
+length as every sample's ``output_tokens``). Inspect's default ``count_text_tokens`` downloads
+tiktoken: the hf provider's is patched to count with the tokenizer (calls printed).
 
 Run::
 
-    HF_HUB_OFFLINE=1 .venv/bin/python bench/generate.py [--reps 5]
+    HF_HUB_OFFLINE=1 .venv/bin/python bench/generate.py [--reps 3] [--out runs/bench-generate.json]
 
-Last line: ``{"eval_vs_inspect_hf": r1, "steered_vs_plain": r2, "tokens_per_s": t}``; r1 is
-hf time / safelab time, r2 is plain safelab time / steered time, t is safelab output tokens per
-second of eval wall clock.
+Last line: the JSON object (also written to ``--out``).
 """
 
 from __future__ import annotations
 
 import argparse
+import json
 import logging
 import os
+import statistics
+import subprocess
+import sys
 import tempfile
+import time
 import warnings
 from pathlib import Path
 from typing import Any
@@ -104,13 +113,16 @@ def patch_token_counting(tokenizer: Any, calls: list[int]) -> None:
 
 
 def record_batch_sizes(sizes: list[int]) -> None:
-    """Record how many samples each provider's generate call actually batched together."""
+    """Record how many samples decoded together: per ``generate`` call (static paths) and the
+    largest running batch of each continuous decode step."""
     import inspect_ai.model._providers.hf as hf_provider
 
     import safelab.provider.batcher as safelab_api
+    from safelab.models.decode import DecodeBatch
 
     safelab_generate = safelab_api.generate_batch
     hf_generate = hf_provider._generate_batch
+    step = DecodeBatch.step
 
     def safelab_wrapper(model: Any, texts: Any, *a: Any, **k: Any) -> Any:
         sizes.append(len(texts))
@@ -120,136 +132,354 @@ def record_batch_sizes(sizes: list[int]) -> None:
         sizes.append(len(batch))
         return hf_generate(batch)
 
+    def step_wrapper(self: Any) -> Any:
+        sizes.append(-len(self))  # negative: a continuous step (its batch size)
+        return step(self)
+
     safelab_api.generate_batch = safelab_wrapper  # type: ignore[assignment]
     hf_provider._generate_batch = hf_wrapper
+    DecodeBatch.step = step_wrapper  # type: ignore[method-assign]
 
 
-def main() -> None:
-    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    ap.add_argument("--reps", type=int, default=5, help="timed repetitions per eval (median)")
-    ap.add_argument("--max-tokens", type=int, default=32)
-    ap.add_argument("--steer-scale", type=float, default=4.0)
-    args = ap.parse_args()
-    warnings.filterwarnings("ignore")
-    logging.getLogger("transformers").setLevel(logging.ERROR)
+def clear_caches(*models: Any) -> None:
+    for m in models:
+        api = getattr(m, "api", None)
+        cache = getattr(getattr(api, "batcher", None), "cache", None)
+        if cache is not None:
+            cache.clear()
 
+
+def run_eval(task: Any, model: Any, log_dir: Path, connections: int, max_tokens: int) -> Any:
     from inspect_ai import eval as inspect_eval
+
+    (log,) = inspect_eval(
+        task,
+        model=model,
+        display="none",
+        log_dir=str(log_dir),
+        max_connections=connections,
+        max_tokens=max_tokens,
+        log_level="warning",
+    )
+    if log.status != "success":
+        raise SystemExit(f"eval failed: {log.error}")
+    return log
+
+
+def completions_of(location: str) -> list[str]:
     from inspect_ai.log import read_eval_log
+
+    log = read_eval_log(location)
+    samples = sorted(log.samples or [], key=lambda s: str(s.id))
+    return [s.output.completion for s in samples]
+
+
+def summarise_sizes(sizes: list[int]) -> str:
+    steps = [-x for x in sizes if x < 0]
+    calls = [x for x in sizes if x > 0]
+    parts = []
+    if calls:
+        parts.append(f"generate calls of {calls}")
+    if steps:
+        parts.append(f"{len(steps)} continuous steps, running batch up to {max(steps)}")
+    return "; ".join(parts) or "none"
+
+
+def eval16(args: argparse.Namespace, wb: Any, folder: str, tmp: Path, out: dict[str, Any]) -> None:
     from inspect_ai.model import get_model
 
     from safelab.interp.steering import SteeringVector
-    from safelab.models.loading import default_gguf_path, dequantised_folder, load_model
 
-    folder = str(dequantised_folder(default_gguf_path()))
     batch = len(QUESTIONS)
-    print(f"model folder: {folder}")
-    print(f"{batch} samples, greedy, max_tokens={args.max_tokens}, batch {batch}, float32, CPU")
-    print(machine_note())
-
-    # A steering vector from a few activations (mean difference, last token).
-    wb = load_model("default", dtype="float32", device="cpu")
     site = "blocks.15.resid_post"
     pos = wb.capture(POSITIVE, site, position="last")[site]
     neg = wb.capture(NEGATIVE, site, position="last")[site]
     vector = SteeringVector.from_contrast(pos, neg, site, model=wb.name, scale=args.steer_scale)
-    token_calls: list[int] = []
-    patch_token_counting(wb.tokenizer, token_calls)
+    vec_dir = tmp / "vector"
+    vector.save(vec_dir)
+    print(f"steering vector: {vector} saved to {vec_dir}, scale {args.steer_scale}")
+    models = {
+        "safelab": get_model("safelab/default", batch_size=batch),
+        "safelab_static": get_model(
+            "safelab/default", batch_size=batch, batching="static", prefix_cache_mb=0
+        ),
+        "inspect_hf": get_model(f"hf/{folder}", do_sample=False, batch_size=batch),
+        "safelab_steered": get_model(
+            "safelab/default", batch_size=batch, steer=str(vec_dir), steer_scale=args.steer_scale
+        ),
+    }
+    logs: dict[str, list[str]] = {name: [] for name in models}
     sizes: list[int] = []
     record_batch_sizes(sizes)
+    batches: dict[str, str] = {}
 
-    with tempfile.TemporaryDirectory(prefix="safelab-bench-gen-") as tmp:
-        vec_dir = Path(tmp) / "vector"
-        vector.save(vec_dir)
-        print(f"steering vector: {vector} saved to {vec_dir}, scale {args.steer_scale}")
-        models = {
-            "safelab": get_model("safelab/default", batch_size=batch),
-            "inspect_hf": get_model(f"hf/{folder}", do_sample=False, batch_size=batch),
-            "safelab_steered": get_model(
-                "safelab/default",
-                batch_size=batch,
-                steer=str(vec_dir),
-                steer_scale=args.steer_scale,
-            ),
-        }
-        logs: dict[str, list[str]] = {name: [] for name in models}
-        batches: dict[str, list[list[int]]] = {name: [] for name in models}
+    def run(name: str) -> None:
+        sizes.clear()
+        clear_caches(models[name])
+        log = run_eval(bench_task(), models[name], tmp / "logs" / name, batch, args.max_tokens)
+        logs[name].append(log.location)
+        batches[name] = summarise_sizes(sizes)
 
-        def run(name: str) -> None:
-            sizes.clear()
-            (log,) = inspect_eval(
-                bench_task(),
-                model=models[name],
-                display="none",
-                log_dir=str(Path(tmp) / "logs" / name),
-                max_connections=batch,
-                max_tokens=args.max_tokens,
-                log_level="warning",
-            )
-            if log.status != "success":
-                raise SystemExit(f"{name} eval failed: {log.error}")
-            logs[name].append(log.location)
-            batches[name].append(list(sizes))
-
-        print("warm-up: one eval of each (not timed)")
-        for name in models:
-            run(name)
-        print(f"timing: {args.reps} interleaved repetitions (order rotates), medians reported")
-        times = interleaved({name: (lambda n=name: run(n)) for name in models}, args.reps)
-        print_table(times)
-        print("samples per generate call, per eval (one call of 16 = fully batched):")
-        for name in models:
-            print(f"  {name:<16} {batches[name]}")
-
-        # -- tokens and outputs, from the last log of each -----------------------------------
-        tok = wb.tokenizer
-        completions: dict[str, list[str]] = {}
-        tokens: dict[str, int] = {}
-        longest: dict[str, int] = {}
-        for name in models:
-            log = read_eval_log(logs[name][-1])
-            samples = sorted(log.samples or [], key=lambda s: int(s.id))
-            completions[name] = [s.output.completion for s in samples]
-            usage = sum(s.output.usage.output_tokens if s.output.usage else 0 for s in samples)
-            lengths = [
-                len(tok(c, add_special_tokens=False)["input_ids"]) for c in completions[name]
-            ]
-            tokens[name] = sum(lengths)
-            longest[name] = max(lengths)
-            acc = log.results.scores[0].metrics["accuracy"].value if log.results else None
-            print(
-                f"{name:<16} output tokens: {tokens[name]} re-tokenised, {usage} by usage; "
-                f"longest {longest[name]}; {tokens[name] / median(times[name]):.1f} tokens/s; "
-                f"accuracy {acc}"
-            )
-        same = sum(
-            a == b for a, b in zip(completions["safelab"], completions["inspect_hf"], strict=True)
-        )
-        changed = sum(
-            a != b
-            for a, b in zip(completions["safelab"], completions["safelab_steered"], strict=True)
-        )
-        print(f"greedy completions identical, safelab vs inspect_hf: {same}/{batch}")
-        print(f"completions changed by steering: {changed}/{batch}")
-        print(f"  e.g. plain:   {completions['safelab'][0]!r}")
-        print(f"       steered: {completions['safelab_steered'][0]!r}")
-        # A batch decodes until its longest sample ends (finished rows still run), so the fair
-        # normalisation is per decode step, not per output token: steering changes the texts.
-        step = {n: median(times[n]) / max(1, longest[n]) for n in models}
+    print("warm-up: one eval of each (not timed)")
+    for name in models:
+        run(name)
+    print(f"timing: {args.reps} interleaved repetitions (order rotates), medians reported")
+    times = interleaved({name: (lambda n=name: run(n)) for name in models}, args.reps)
+    print_table(times)
+    print("samples decoded together, last eval of each:")
+    for name in models:
+        print(f"  {name:<16} {batches[name]}")
+    tok = wb.tokenizer
+    comps = {name: completions_of(logs[name][-1]) for name in models}
+    tokens: dict[str, int] = {}
+    longest: dict[str, int] = {}
+    for name in models:
+        lengths = [len(tok(c, add_special_tokens=False)["input_ids"]) for c in comps[name]]
+        tokens[name], longest[name] = sum(lengths), max(lengths)
         print(
-            f"steered vs plain: longest completion {longest['safelab_steered']} vs "
-            f"{longest['safelab']} tokens; per-decode-step ratio (plain / steered): "
-            f"{step['safelab'] / step['safelab_steered']:.3f} (equals the time ratio when the "
-            "longest completions are equal)"
+            f"{name:<16} output tokens {tokens[name]} (longest {longest[name]}); "
+            f"{tokens[name] / median(times[name]):.1f} tokens/s of eval wall clock"
         )
-        print(f"count_text_tokens calls (patched, tiktoken avoided): {len(token_calls)}")
-    print(machine_note())
-    final_json(
-        {
-            "eval_vs_inspect_hf": ratio(times["inspect_hf"], times["safelab"]),
-            "steered_vs_plain": ratio(times["safelab"], times["safelab_steered"]),
-            "tokens_per_s": round(tokens["safelab"] / median(times["safelab"]), 2),
-        }
+
+    def same(a: str, b: str) -> int:
+        return sum(x == y for x, y in zip(comps[a], comps[b], strict=True))
+
+    print(
+        f"greedy completions identical, safelab vs safelab_static: {same('safelab', 'safelab_static')}/{batch}"
     )
+    print(
+        f"greedy completions identical, safelab vs inspect_hf: {same('safelab', 'inspect_hf')}/{batch}"
+    )
+    print(f"completions changed by steering: {batch - same('safelab', 'safelab_steered')}/{batch}")
+    step = {n: median(times[n]) / max(1, longest[n]) for n in models}
+    out.update(
+        eval_vs_inspect_hf=ratio(times["inspect_hf"], times["safelab"]),
+        eval_vs_static=ratio(times["safelab_static"], times["safelab"]),
+        steered_vs_plain=ratio(times["safelab"], times["safelab_steered"]),
+        steered_vs_plain_per_step=round(step["safelab"] / step["safelab_steered"], 3),
+        tokens_per_s=round(tokens["safelab"] / median(times["safelab"]), 2),
+        static_tokens_per_s=round(tokens["safelab_static"] / median(times["safelab_static"]), 2),
+        inspect_hf_tokens_per_s=round(tokens["inspect_hf"] / median(times["inspect_hf"]), 2),
+        identical_vs_static=f"{same('safelab', 'safelab_static')}/{batch}",
+        identical_vs_inspect_hf=f"{same('safelab', 'inspect_hf')}/{batch}",
+        eval_seconds={n: round(median(times[n]), 3) for n in models},
+    )
+
+
+def agentic(args: argparse.Namespace, tmp: Path, out: dict[str, Any]) -> None:
+    from inspect_ai.model import get_model
+
+    from safelab.evals.agentic import agentic_misalignment
+
+    n = args.agentic_samples
+
+    def task() -> Any:
+        from inspect_ai import Task
+
+        t = agentic_misalignment(
+            temperature=0.0, max_tokens=args.agentic_max_tokens, classifier="pattern"
+        )
+        return Task(
+            dataset=list(t.dataset)[:n],
+            solver=t.solver,
+            scorer=t.scorer,
+            config=t.config,
+            name="agentic_misalignment",
+        )
+
+    static = get_model("safelab/default", batch_size=n, batching="static", prefix_cache_mb=0)
+    cached = get_model("safelab/default", batch_size=n)
+    times: dict[str, list[float]] = {"static": [], "cached": [], "warm": []}
+    locations: dict[str, str] = {}
+    stats: dict[str, Any] = {}
+    print(f"agentic_misalignment: {n} samples, greedy, max_tokens={args.agentic_max_tokens}")
+    for rep in range(args.agentic_reps):
+        order = ["static", "cached"] if rep % 2 == 0 else ["cached", "static"]
+        for name in order:
+            model = static if name == "static" else cached
+            if name == "cached":
+                clear_caches(cached)
+                cache = cached.api.batcher.cache  # type: ignore[attr-defined]
+                before = dict(vars(cache.stats))
+            t0 = time.perf_counter()
+            log = run_eval(task(), model, tmp / "agentic" / name, n, args.agentic_max_tokens)
+            times[name].append(time.perf_counter() - t0)
+            locations[name] = log.location
+            if name == "cached":
+                # The same eval again, the cache as the previous one left it.
+                stats["cold"] = {k: v - before[k] for k, v in vars(cache.stats).items()}
+                before = dict(vars(cache.stats))
+                t0 = time.perf_counter()
+                log = run_eval(task(), cached, tmp / "agentic" / "warm", n, args.agentic_max_tokens)
+                times["warm"].append(time.perf_counter() - t0)
+                locations["warm"] = log.location
+                stats["warm"] = {k: v - before[k] for k, v in vars(cache.stats).items()}
+        row = "  ".join(f"{k}={v[-1]:.1f}s" for k, v in times.items())
+        print(f"  rep {rep + 1}/{args.agentic_reps}: {row}", flush=True)
+    comps = {k: completions_of(v) for k, v in locations.items()}
+    same = sum(a == b for a, b in zip(comps["static"], comps["cached"], strict=True))
+    same_warm = sum(a == b for a, b in zip(comps["static"], comps["warm"], strict=True))
+    print_table(times)
+    print(f"prefix cache counters per eval (last rep): {stats}")
+    print(f"greedy completions identical, static vs cached: {same}/{n}; vs warm: {same_warm}/{n}")
+    out.update(
+        agentic_speedup=ratio(times["static"], times["cached"]),
+        agentic_speedup_warm=ratio(times["static"], times["warm"]),
+        agentic_seconds={k: round(median(v), 2) for k, v in times.items()},
+        agentic_identical=f"{same}/{n}",
+        agentic_identical_warm=f"{same_warm}/{n}",
+        agentic_cache=stats,
+    )
+
+
+def llamacpp(args: argparse.Namespace, wb: Any, out: dict[str, Any]) -> None:
+    from safelab.models.generation import encode_prompts
+    from safelab.models.loading import default_gguf_path
+
+    python = Path(__file__).resolve().parent.parent / ".venv-bench" / "bin" / "python"
+    check = subprocess.run([str(python), "-c", "import llama_cpp"], capture_output=True)
+    if not python.exists() or check.returncode != 0:
+        print("llama.cpp peer skipped: no llama_cpp in .venv-bench (run bash bench/setup.sh)")
+        out["llamacpp"] = "skipped"
+        return
+    texts = [wb.prompt_text([{"role": "user", "content": q}]) for q, _ in QUESTIONS]
+    prompts = encode_prompts(wb, texts, [True] * len(texts))
+    peer = Path(__file__).resolve().parent / "_llamacpp_peer.py"
+    rates: dict[str, float] = {}
+    for threads in sorted({1, args.llamacpp_threads or os.cpu_count() or 1}, reverse=True):
+        job = {
+            "gguf": str(default_gguf_path()),
+            "prompts": prompts,
+            "max_tokens": args.max_tokens,
+            "threads": threads,
+            "reps": args.llamacpp_reps,
+        }
+        done = subprocess.run(
+            [str(python), str(peer)],
+            input=json.dumps(job),
+            capture_output=True,
+            text=True,
+            check=True,
+        )
+        res = json.loads(done.stdout.strip().splitlines()[-1])
+        tps = [t / s for t, s in zip(res["tokens"], res["seconds"], strict=True)]
+        rates[f"threads{threads}"] = round(statistics.median(tps), 2)
+        print(
+            f"llama.cpp {res['version']} single stream, {threads} threads: "
+            f"{[round(x, 1) for x in res['seconds']]} s for {res['tokens']} tokens -> median "
+            f"{rates[f'threads{threads}']:.1f} tokens/s ({machine_note()})",
+            flush=True,
+        )
+        print(f"  e.g. {res['completions'][0]!r}")
+    best = max(rates.values())
+    out.update(
+        llamacpp_tokens_per_s=rates,
+        eval_vs_llamacpp=round(out["tokens_per_s"] / best, 3) if "tokens_per_s" in out else None,
+    )
+
+
+def cpu_path(args: argparse.Namespace, wb: Any, out: dict[str, Any]) -> None:
+    import torch
+
+    from safelab.models.generation import GenerationRequest, generate_batch
+    from safelab.models.kvcache import PrefixCache
+
+    texts = [wb.prompt_text([{"role": "user", "content": q}]) for q, _ in QUESTIONS]
+    req = GenerationRequest(max_new_tokens=args.max_tokens)
+
+    def decode_rate() -> float:
+        best = []
+        for _ in range(2):
+            t0 = time.perf_counter()
+            res = generate_batch(wb, texts, req, cache=PrefixCache())
+            best.append(sum(len(r.completion_ids) for r in res) / (time.perf_counter() - t0))
+        return max(best)
+
+    rates: dict[str, float] = {}
+    saved = torch.get_num_threads()
+    for competing in (False, True):
+        hog = None
+        if competing:  # one busy process on the cores, as another job would be
+            hog = subprocess.Popen([sys.executable, "-c", "while True: pass"])
+        try:
+            for threads in (1, 2):
+                torch.set_num_threads(threads)
+                key = f"threads{threads}_{'competing' if competing else 'alone'}"
+                rates[key] = round(decode_rate(), 2)
+                print(f"  raw decode, {key}: {rates[key]:.1f} tokens/s", flush=True)
+        finally:
+            torch.set_num_threads(saved)
+            if hog is not None:
+                hog.kill()
+                hog.wait()
+    attn: dict[str, float] = {}
+    for impl in ("sdpa", "eager"):
+        wb.hf.set_attn_implementation(impl)
+        attn[impl] = round(decode_rate(), 2)
+        print(f"  raw decode, attention {impl}: {attn[impl]:.1f} tokens/s", flush=True)
+    wb.hf.set_attn_implementation("sdpa")
+    out.update(
+        raw_decode_tokens_per_s=rates,
+        threads2_vs_threads1_competing=round(
+            rates["threads2_competing"] / rates["threads1_competing"], 3
+        ),
+        threads2_vs_threads1_alone=round(rates["threads2_alone"] / rates["threads1_alone"], 3),
+        attention_tokens_per_s=attn,
+    )
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--reps", type=int, default=3, help="timed repetitions per eval (median)")
+    ap.add_argument("--max-tokens", type=int, default=32)
+    ap.add_argument("--steer-scale", type=float, default=4.0)
+    ap.add_argument("--agentic-samples", type=int, default=4)
+    ap.add_argument("--agentic-max-tokens", type=int, default=128)
+    ap.add_argument("--agentic-reps", type=int, default=1)
+    ap.add_argument("--llamacpp-reps", type=int, default=2)
+    ap.add_argument(
+        "--llamacpp-threads", type=int, default=0, help="llama.cpp threads besides 1 (0: cores)"
+    )
+    ap.add_argument("--skip", default="", help="comma-separated: eval, agentic, llamacpp, cpu")
+    ap.add_argument("--out", default="runs/bench-generate.json", help="where the JSON goes")
+    args = ap.parse_args()
+    skip = {s.strip() for s in args.skip.split(",") if s.strip()}
+    warnings.filterwarnings("ignore")
+    logging.getLogger("transformers").setLevel(logging.ERROR)
+    import torch
+
+    from safelab.models.loading import default_gguf_path, dequantised_folder, load_model
+
+    folder = str(dequantised_folder(default_gguf_path()))
+    print(f"model folder: {folder}")
+    print(f"{len(QUESTIONS)} samples, greedy, max_tokens={args.max_tokens}, float32, CPU")
+    start_note = machine_note()
+    print(start_note)
+    wb = load_model("default", dtype="float32", device="cpu")
+    token_calls: list[int] = []
+    patch_token_counting(wb.tokenizer, token_calls)
+    out: dict[str, Any] = {"threads": torch.get_num_threads()}
+    with tempfile.TemporaryDirectory(prefix="safelab-bench-gen-") as tmp_name:
+        tmp = Path(tmp_name)
+        if "eval" not in skip:
+            eval16(args, wb, folder, tmp, out)
+        if "agentic" not in skip:
+            agentic(args, tmp, out)
+        if "cpu" not in skip:
+            cpu_path(args, wb, out)
+        if "llamacpp" not in skip:
+            llamacpp(args, wb, out)
+    print(f"count_text_tokens calls (patched, tiktoken avoided): {len(token_calls)}")
+    end_note = machine_note()
+    print(end_note)
+    out.update(machine_start=start_note, machine_end=end_note)
+    target = Path(args.out)
+    target.parent.mkdir(parents=True, exist_ok=True)
+    part = target.with_suffix(".json.part")
+    part.write_text(json.dumps(out, indent=2))
+    os.replace(part, target)
+    print(f"wrote {target}")
+    final_json(out)
 
 
 if __name__ == "__main__":

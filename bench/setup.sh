@@ -1,5 +1,5 @@
 #!/usr/bin/env bash
-# Bench-only dependencies (nnsight, transformer-lens) in their own venv, .venv-bench.
+# Bench-only dependencies (nnsight, transformer-lens, llama-cpp-python) in their own venv, .venv-bench.
 #
 # .venv-bench sees everything in the project's .venv (torch, transformers, inspect_ai, safelab)
 # through a .pth file, so torch and transformers are never reinstalled or changed, and the bench
@@ -19,4 +19,11 @@ echo "import site; site.addsitedir('$main_site')" > "$bench_site/safelab-main-ve
 torch_v=$(.venv/bin/python -c 'import torch; print(torch.__version__.split("+")[0])')
 tf_v=$(.venv/bin/python -c 'import transformers; print(transformers.__version__)')
 .venv-bench/bin/pip install -q "torch==$torch_v" "transformers==$tf_v" nnsight transformer-lens
+# llama-cpp-python (bench/generate.py's peer) builds llama.cpp from its sdist with cmake and a C++
+# compiler (Debian: build-essential cmake); one or two jobs, niced, so a shared machine stays usable.
+if ! .venv-bench/bin/python -c 'import llama_cpp' 2>/dev/null; then
+  CMAKE_BUILD_PARALLEL_LEVEL="${CMAKE_BUILD_PARALLEL_LEVEL:-2}" nice -n 10 \
+    .venv-bench/bin/pip install -q --no-binary llama-cpp-python llama-cpp-python
+fi
+.venv-bench/bin/python -c 'import llama_cpp; print("llama-cpp-python", llama_cpp.__version__)'
 .venv-bench/bin/python -c 'import torch, transformers, nnsight, transformer_lens; print("bench venv ok: torch", torch.__version__, "transformers", transformers.__version__, "nnsight", nnsight.__version__)'

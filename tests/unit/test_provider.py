@@ -50,6 +50,8 @@ def _completions(log) -> list[str]:  # type: ignore[no-untyped-def]
 def test_eval_is_greedy_batched_and_records_probe_scores(
     folder: Path, tmp_path: Path, monkeypatch
 ) -> None:  # type: ignore[no-untyped-def]
+    from safelab.models.decode import DecodeBatch
+
     sizes: list[int] = []
     real = batcher.generate_batch
 
@@ -57,18 +59,38 @@ def test_eval_is_greedy_batched_and_records_probe_scores(
         sizes.append(len(texts))
         return real(model, texts, req, chat_formatted)
 
+    running: list[int] = []
+    real_step = DecodeBatch.step
+
+    def step(self):  # type: ignore[no-untyped-def]
+        running.append(len(self))
+        return real_step(self)
+
     monkeypatch.setattr(batcher, "generate_batch", counting)
+    monkeypatch.setattr(DecodeBatch, "step", step)
     kwargs = dict(temperature=0.0, max_tokens=8, log_dir=str(tmp_path), display="none")
-    (first,) = eval(_task(), model=f"safelab/{folder}", **kwargs)
+    static_args = {"batching": "static"}
+    (first,) = eval(_task(), model=f"safelab/{folder}", model_args=static_args, **kwargs)
     assert first.status == "success"
     assert sum(sizes) == 6 and len(sizes) < 6  # concurrent samples shared generate calls
-    (again,) = eval(
-        _task(),
-        model=f"safelab/{folder}",
-        model_args={"probe": str(folder.parent / "probe"), "capture": "blocks.0.resid_post"},
-        **kwargs,
-    )
+    assert not running
+    # Continuous batching with the prefix cache (the default): the same greedy completions,
+    # with the samples decoded together in one running batch.
+    (cont,) = eval(_task(), model=f"safelab/{folder}", **kwargs)
+    assert _completions(cont) == _completions(first)
+    assert sum(sizes) == 6 and max(running) > 1
+    reads = {"probe": str(folder.parent / "probe"), "capture": "blocks.0.resid_post"}
+    (again,) = eval(_task(), model=f"safelab/{folder}", model_args=reads, **kwargs)
     assert _completions(again) == _completions(first)  # greedy: the same text both times
+    # Readers see every prompt and response position whether the prompt came from the cache.
+    (uncached,) = eval(
+        _task(), model=f"safelab/{folder}", model_args={**reads, "prefix_cache_mb": 0}, **kwargs
+    )
+    by_id = lambda log: sorted(log.samples, key=lambda s: s.id)  # noqa: E731
+    for a, b in zip(by_id(again), by_id(uncached), strict=True):
+        ra, rb = a.output.metadata["safelab"], b.output.metadata["safelab"]
+        assert ra["probes"]["probe"]["tokens"] == rb["probes"]["probe"]["tokens"]
+        assert ra["probes"]["probe"]["scores"] == pytest.approx(rb["probes"]["probe"]["scores"])
     for sample in again.samples:
         rec = sample.output.metadata["safelab"]
         probe = rec["probes"]["probe"]

@@ -1,5 +1,7 @@
 """The provider's -M args: one dataclass gives the parsing, the error and the docs table."""
 
+import os
+
 import pytest
 
 from safelab.errors import SafelabError
@@ -29,3 +31,34 @@ def test_every_arg_is_in_the_providers_docstring() -> None:
     assert api.__doc__ is not None
     for name in ProviderArgs.names():
         assert f"``{name}``" in api.__doc__
+
+
+def test_batching_cache_and_thread_args() -> None:
+    import torch
+
+    from safelab.provider.batcher import ThreadPolicy
+
+    args = ProviderArgs.parse({"batching": "static", "prefix_cache_mb": "0", "threads": "AUTO"})
+    assert (args.batching, args.prefix_cache_mb, args.threads) == ("static", 0.0, "auto")
+    defaults = ProviderArgs()
+    assert (defaults.batching, defaults.prefix_cache_mb, defaults.threads) == (
+        "continuous",
+        512.0,
+        None,
+    )
+    for bad in ({"threads": "0"}, {"threads": "many"}, {"batching": "dynamic"}):
+        with pytest.raises(SafelabError, match=f"-M {next(iter(bad))}="):
+            ProviderArgs.parse(bad)
+    saved = torch.get_num_threads()
+    try:
+        policy = ThreadPolicy()
+        policy.apply()  # no setting: torch's own is left alone
+        assert torch.get_num_threads() == saved and policy.current is None
+        policy.set("1")
+        policy.apply()
+        assert torch.get_num_threads() == 1
+        policy.set("auto")
+        policy.apply()
+        assert policy.current is not None and 1 <= policy.current <= (os.cpu_count() or 1)
+    finally:
+        torch.set_num_threads(saved)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import inspect
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -12,6 +11,7 @@ import torch
 from safelab.errors import SafelabError
 
 if TYPE_CHECKING:
+    from safelab.models.kvcache import PrefixCache
     from safelab.models.whitebox import WhiteBoxModel
 
 
@@ -61,11 +61,37 @@ def generate_batch(
     texts: Sequence[str],
     req: GenerationRequest,
     chat_formatted: Sequence[bool] | None = None,
+    cache: PrefixCache | None = None,
 ) -> list[GenerationResult]:
-    """Generate for every prompt in one ``generate`` call (left-padded)."""
-    tok = model.tokenizer
+    """Generate for every prompt: one left-padded ``generate`` call, or, with a prefix
+    ``cache``, one continuous decode batch that reuses cached prefixes
+    (:mod:`safelab.models.decode`; same greedy tokens).
+
+    The cache is used when the model and its active hooks allow it
+    (:func:`use_decode_loop`); otherwise the padded call runs, as without a cache.
+    """
     flags = list(chat_formatted) if chat_formatted is not None else [True] * len(texts)
     prompts = encode_prompts(model, texts, flags)
+    if cache is not None and use_decode_loop(model):
+        from safelab.models.decode import run_rows
+
+        return run_rows(model, prompts, [req] * len(prompts), cache)
+    return generate_padded(model, prompts, req)
+
+
+def use_decode_loop(model: WhiteBoxModel) -> bool:
+    """The continuous decode loop runs this model under its active hooks: a supported
+    architecture and generation config, and hooks that are not opaque."""
+    from safelab.models.decode import supported
+
+    return supported(model) and model.intervention_key() is not None
+
+
+def generate_padded(
+    model: WhiteBoxModel, prompts: Sequence[list[int]], req: GenerationRequest
+) -> list[GenerationResult]:
+    """Generate for token-id prompts in one left-padded ``transformers`` ``generate`` call."""
+    tok = model.tokenizer
     width = max(len(p) for p in prompts)
     ids = torch.full((len(prompts), width), tok.pad_token_id, dtype=torch.long)
     mask = torch.zeros_like(ids)
@@ -86,12 +112,15 @@ def sample_continuations(
     n: int,
     req: GenerationRequest,
     stopping_criteria: Sequence[Any] = (),
+    cache: PrefixCache | None = None,
 ) -> list[GenerationResult]:
     """Sample ``n`` continuations of one token prefix, computing the prefix's KV cache once.
 
     The prefix (all but its last token) runs through the model once; its ``DynamicCache`` is
     repeated ``n`` times along the batch and handed to ``generate``, which then only feeds the
-    last prefix token and the new tokens. Greedy decoding gives the same tokens as ``n`` calls
+    last prefix token and the new tokens. With a prefix ``cache`` (the model's own by default,
+    when on), the prefix itself reuses what earlier calls computed: resampling from many
+    prefixes of one trace computes each token once (:func:`safelab.models.decode.prefill`). Greedy decoding gives the same tokens as ``n`` calls
     of :func:`generate_batch` on the decoded prefix (tested); sampling draws from the same
     distribution with the global torch generator (seeded by ``req.seed``). Extra
     ``stopping_criteria`` (transformers ``StoppingCriteria``, per-row) end rows early.
@@ -110,19 +139,20 @@ def sample_continuations(
         kwargs["stopping_criteria"] = StoppingCriteriaList(
             [*kwargs.get("stopping_criteria", []), *stopping_criteria]
         )
+    from safelab.models.decode import cache_arg, prefill, supported
+
+    cache = cache if cache is not None else model.prefix_cache
     ids = torch.tensor([prefix], dtype=torch.long, device=model.device)
     with torch.inference_mode():
         if len(prefix) > 1:
-            cache = DynamicCache(config=model.hf.config)
-            # transformers >= 5.2x names the argument ``cache`` (``past_key_values`` before).
-            name = (
-                "cache"
-                if "cache" in inspect.signature(model.hf.forward).parameters
-                else "past_key_values"
-            )
-            model.hf(input_ids=ids[:, :-1], use_cache=True, **{name: cache})
-            cache.batch_repeat_interleave(n)
-            kwargs[name] = cache
+            name = cache_arg(model)
+            if cache is not None and supported(model):
+                kv, _ = prefill(model, prefix[:-1], cache, model.cache_scope(), logits=False)
+            else:
+                kv = DynamicCache(config=model.hf.config)
+                model.hf(input_ids=ids[:, :-1], use_cache=True, **{name: kv})
+            kv.batch_repeat_interleave(n)
+            kwargs[name] = kv
         batch = ids.expand(n, -1).contiguous()
         out = model.hf.generate(input_ids=batch, attention_mask=torch.ones_like(batch), **kwargs)
     return _results(model, out, len(prefix), [prefix] * n, req)
@@ -163,9 +193,8 @@ def _results(
     prompts: Sequence[list[int]],
     req: GenerationRequest,
 ) -> list[GenerationResult]:
-    tok = model.tokenizer
     seqs = out.sequences[:, width:].cpu()
-    eos = _eos_ids(model)
+    eos = eos_ids(model)
     results = []
     for b, prompt in enumerate(prompts):
         comp = seqs[b].tolist()
@@ -174,16 +203,27 @@ def _results(
             if t in eos:
                 comp, finish = comp[:j], "stop"
                 break
-        text = tok.decode(comp, skip_special_tokens=True)
-        for s in req.stop:
-            if s in text:
-                text, finish = text[: text.index(s)], "stop"
+        text, stopped = finish_text(model, comp, req)
+        if stopped:
+            finish = "stop"
         lp = _logprobs(model, out.logits, b, comp, req.top_logprobs) if req.logprobs else None
         results.append(GenerationResult(text, prompt, comp, finish, lp))
     return results
 
 
-def _eos_ids(model: WhiteBoxModel) -> set[int]:
+def finish_text(
+    model: WhiteBoxModel, completion: Sequence[int], req: GenerationRequest
+) -> tuple[str, bool]:
+    """A completion's text, cut at the first of ``req.stop`` found; and whether one was."""
+    text = model.tokenizer.decode(list(completion), skip_special_tokens=True)
+    stopped = False
+    for s in req.stop:
+        if s in text:
+            text, stopped = text[: text.index(s)], True
+    return text, stopped
+
+
+def eos_ids(model: WhiteBoxModel) -> set[int]:
     ids: set[int] = set()
     for source in (model.hf.generation_config.eos_token_id, model.tokenizer.eos_token_id):
         if isinstance(source, int):

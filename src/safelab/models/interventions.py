@@ -9,6 +9,7 @@ only the newest token, and the hook applies to it as it did to the prompt.
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Iterator, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Literal
@@ -51,7 +52,8 @@ def steer(
         out[:, -1] += d
         return out
 
-    with model.hooks({str(s): add for s in sites}):
+    key = ("steer", tuple(str(s) for s in sites), _digest(delta), positions)
+    with model.hooks({str(s): add for s in sites}, key=key, cacheable=positions == "all"):
         yield
 
 
@@ -69,7 +71,8 @@ def ablate(model: WhiteBoxModel, direction: Tensor, sites: str | Sequence[str]) 
         u = unit.to(dtype=t.dtype, device=t.device)
         return t - (t @ u).unsqueeze(-1) * u
 
-    with model.hooks({str(s): project_out for s in resolved}):
+    key = ("ablate", tuple(str(s) for s in resolved), _digest(unit))
+    with model.hooks({str(s): project_out for s in resolved}, key=key, cacheable=True):
         yield
 
 
@@ -107,7 +110,11 @@ def patch(
             out[:, list(positions)] = v
         return out
 
-    with model.hooks({str(resolved): replace}):
+    # One vector at every position acts per position; anything else depends on the call's shape
+    # (or, with positions, on which call comes first): opaque to the prefix cache and batching.
+    uniform = positions is None and values.dim() == 1
+    key = ("patch", str(resolved), _digest(values)) if uniform else None
+    with model.hooks({str(resolved): replace}, key=key, cacheable=uniform):
         yield
 
 
@@ -119,3 +126,9 @@ def _as_direction(model: WhiteBoxModel, v: Tensor, what: str) -> Tensor:
             "was it made for another model?"
         )
     return v
+
+
+def _digest(t: Tensor) -> str:
+    """A short content hash of a tensor (part of the prefix cache's key)."""
+    data = t.detach().to("cpu", torch.float32).contiguous().numpy().tobytes()
+    return hashlib.sha1(data).hexdigest()[:16]

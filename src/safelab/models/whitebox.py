@@ -8,7 +8,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Iterator, Mapping, Sequence
+from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
 from typing import TYPE_CHECKING, Any
 
@@ -25,6 +25,7 @@ from safelab.models.sites import Site, all_sites, resolve_sites
 
 if TYPE_CHECKING:
     from safelab.models.capture import Activations
+    from safelab.models.kvcache import PrefixCache, PrefixCacheConfig
     from safelab.models.loading import ModelSource
 
 
@@ -38,6 +39,8 @@ class WhiteBoxModel:
         self.tokenizer = tokenizer
         self.name = name
         self.source = source
+        self.prefix_cache: PrefixCache | None = None
+        """Shared-prefix KV cache used by :meth:`generate` (off unless :meth:`use_prefix_cache`)."""
         if tokenizer.pad_token_id is None:
             tokenizer.pad_token = tokenizer.eos_token
 
@@ -58,6 +61,10 @@ class WhiteBoxModel:
         self.adapter: ArchitectureAdapter = adapter_for(hf)
         self._resolved: dict[str, ResolvedSite] = {}
         self._patterns: dict[tuple[str, ...], list[Site]] = {}
+        self._active_hooks: list[tuple[Hashable | None, bool, int]] = []
+        cache = getattr(self, "prefix_cache", None)
+        if cache is not None:
+            cache.clear()  # new weights: nothing cached before applies
 
     # -- shape -----------------------------------------------------------------------------
     @property
@@ -115,20 +122,72 @@ class WhiteBoxModel:
         return self._resolved[key]
 
     @contextmanager
-    def hooks(self, fns: Mapping[str, HookFn]) -> Iterator[None]:
+    def hooks(
+        self, fns: Mapping[str, HookFn], *, key: Hashable | None = None, cacheable: bool = False
+    ) -> Iterator[None]:
         """Attach ``{site: fn}`` forward hooks for the duration of the block.
 
         ``fn`` receives ``[batch, pos, d_model]`` and may return a replacement tensor. Hooks are
         removed on exit, also when the block raises.
+
+        Args:
+            key: a hashable description of what the hooks do (the interventions pass one).
+                Without it the hooks are opaque: generation then runs as one padded
+                ``generate`` call, with no prefix cache and no continuous batching.
+            cacheable: each position's output depends only on its own input, whatever forward
+                call it comes in (steering at every position, ablation): keys and values
+                computed under these hooks can be reused, under ``key``.
         """
         handles = []
+        entry = (key, cacheable, len(fns))
         try:
             for name, fn in fns.items():
                 handles.append(self.resolved_site(name).point.register(fn))
+            self._active_hooks.append(entry)
             yield
         finally:
             for h in handles:
                 h.remove()
+            if entry in self._active_hooks:
+                self._active_hooks.remove(entry)
+
+    def intervention_key(self) -> tuple[Hashable, ...] | None:
+        """What the active hooks do, as a hashable; ``None`` when some hook is opaque.
+
+        Opaque: registered through :meth:`hooks` without a ``key``, or straight on a torch module
+        (counted, so a hook safelab did not place is never mistaken for none).
+        """
+        import torch.nn.modules.module as tm
+
+        if any(k is None for k, _, _ in self._active_hooks):
+            return None
+        ours = sum(n for _, _, n in self._active_hooks)
+        present = sum(len(m._forward_hooks) + len(m._forward_pre_hooks) for m in self.hf.modules())
+        if present != ours or tm._global_forward_hooks or tm._global_forward_pre_hooks:
+            return None
+        return tuple(k for k, _, _ in self._active_hooks)
+
+    def cache_scope(self) -> Hashable | None:
+        """The prefix cache's scope now: weights, dtype, device and interventions.
+
+        ``None`` (do not cache) while an opaque or position-dependent hook is active or the model
+        is in training mode. The weights enter by identity and in-place version counter, so an
+        optimizer step invalidates everything cached before it.
+        """
+        keys = self.intervention_key()
+        if keys is None or self.hf.training:
+            return None
+        if not all(c for _, c, _ in self._active_hooks):
+            return None
+        version = sum(p._version for p in self.hf.parameters())
+        return (id(self.hf), version, str(self.dtype), str(self.device), keys)
+
+    def use_prefix_cache(self, cfg: PrefixCacheConfig | None) -> PrefixCache | None:
+        """Turn the shared-prefix KV cache of :meth:`generate` on (with its size) or off (None)."""
+        from safelab.models.kvcache import PrefixCache
+
+        self.prefix_cache = PrefixCache(cfg) if cfg is not None else None
+        return self.prefix_cache
 
     # -- text ------------------------------------------------------------------------------
     def render_chat(
@@ -172,7 +231,11 @@ class WhiteBoxModel:
         temperature: float = 0.0,
         **kwargs: Any,
     ) -> list[str]:
-        """Generate a completion for each prompt (a text or a chat); greedy at temperature 0."""
+        """Generate a completion for each prompt (a text or a chat); greedy at temperature 0.
+
+        With :meth:`use_prefix_cache` on, prompts run through the shared-prefix cache and one
+        continuous decode batch (same greedy tokens; see :mod:`safelab.models.decode`).
+        """
         from safelab.models.generation import GenerationRequest, generate_batch
 
         texts = [self.prompt_text(p) for p in prompts]
@@ -180,7 +243,8 @@ class WhiteBoxModel:
             raise SafelabError("empty prompt list: give at least one prompt")
         req = GenerationRequest(max_new_tokens=max_new_tokens, temperature=temperature, **kwargs)
         chat = [not isinstance(p, str) for p in prompts]
-        return [r.text for r in generate_batch(self, texts, req, chat_formatted=chat)]
+        results = generate_batch(self, texts, req, chat_formatted=chat, cache=self.prefix_cache)
+        return [r.text for r in results]
 
     # -- white-box -------------------------------------------------------------------------
     def capture(

@@ -33,6 +33,7 @@ from safelab.errors import SafelabError, inspect_errors
 from safelab.interp.probes import LinearProbe
 from safelab.interp.steering import resolve_steer
 from safelab.models.generation import GenerationRequest, GenerationResult, encode_prompts
+from safelab.models.kvcache import PrefixCacheConfig
 from safelab.provider.args import ProviderArgs
 from safelab.provider.batcher import Interventions, shared_batcher, shared_model
 from safelab.provider.chat import (
@@ -117,7 +118,8 @@ class SafelabModelAPI(ModelAPI):
             readers=readers,
             capture_vectors=args.capture_vectors,
         )
-        self.batcher = shared_batcher(self.model, self.batch_size)
+        cache = PrefixCacheConfig(args.prefix_cache_mb) if args.prefix_cache_mb > 0 else None
+        self.batcher = shared_batcher(self.model, self.batch_size, cache, args.threads)
         # Tell Inspect the real window (compaction, trimming); its fallback is 128,000 tokens.
         set_model_info(
             f"safelab/{self.model_name}",
@@ -157,7 +159,13 @@ class SafelabModelAPI(ModelAPI):
             logprobs=bool(config.logprobs),
             top_logprobs=int(config.top_logprobs or 0),
         )
-        result, record = await self.batcher.submit(text, request, self.interventions)
+        result, record = await self.batcher.submit(
+            text,
+            request,
+            self.interventions,
+            continuous=self.args.batching == "continuous",
+            use_cache=self.args.prefix_cache_mb > 0,
+        )
         parallel = config.parallel_tool_calls is not False
         content, tool_calls = (
             parse_tool_calls(forced + result.text, parallel=parallel)

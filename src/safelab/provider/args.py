@@ -40,6 +40,13 @@ def _choice(*choices: str) -> Callable[[Any], str]:
     return parse
 
 
+def _threads(value: Any) -> str:
+    text = str(value).strip().lower()
+    if text != "auto" and not (text.isdigit() and int(text) > 0):
+        raise ValueError(value)
+    return text
+
+
 def _arg(default: Any, doc: str, parse: Callable[[Any], Any]) -> Any:
     return field(default=default, metadata={"doc": doc, "parse": parse})
 
@@ -77,7 +84,25 @@ class ProviderArgs:
         "auto", "auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16, float16", str
     )
     device: str | None = _arg(None, "cpu, cuda, cuda:1, ...", _optional(str))
-    batch_size: int = _arg(32, "most samples per generate call (default 32)", int)
+    batch_size: int = _arg(32, "most samples decoded together (default 32)", int)
+    batching: str = _arg(
+        "continuous",
+        "continuous (samples join and leave one running decode batch) or static (one padded "
+        "generate call per batch of samples, as before)",
+        _choice("continuous", "static"),
+    )
+    threads: str | None = _arg(
+        None,
+        "torch threads for generation: a number, or auto (the cores other processes leave "
+        "free, re-checked every few seconds); default: torch's own setting",
+        _optional(_threads),
+    )
+    prefix_cache_mb: float = _arg(
+        512.0,
+        "shared-prefix KV cache size in MiB (least recently used evicted; 0 turns it off); "
+        "used with continuous batching",
+        float,
+    )
     context_window: int | None = _arg(
         None,
         "prompt + completion tokens (default: the model's max_position_embeddings); a longer "

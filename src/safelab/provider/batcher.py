@@ -1,14 +1,24 @@
 """One worker thread per loaded model that batches concurrent Inspect samples.
 
-Jobs share a batch when their decoding settings and interventions are equal, so a steered target
-and an unsteered judge on the same weights never leak hooks into each other.
+Continuous batching (the default): each sample's prompt joins a running decode batch as soon as
+it arrives (its longest cached prefix reused, :mod:`safelab.models.kvcache`) and leaves it when
+it finishes, so samples never wait for a batch to fill or for the longest one to end
+(:class:`safelab.models.decode.DecodeBatch`). Static batching (``-M batching=static``): samples
+that arrive together run as one padded ``generate`` call, as before.
+
+Jobs share a batch only when their interventions are the same instance's, so a steered target
+and an unsteered judge on the same weights never leak hooks into each other; each running batch
+is stepped with its own interventions entered.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import queue
 import threading
+import time
+from collections import deque
 from contextlib import ExitStack
 from dataclasses import dataclass, field
 from typing import Any
@@ -16,7 +26,15 @@ from typing import Any
 from safelab.interp.probes import LinearProbe
 from safelab.interp.readout import TokenReader
 from safelab.interp.steering import SteerSpec
-from safelab.models.generation import GenerationRequest, GenerationResult, generate_batch
+from safelab.models.decode import DecodeBatch, Row
+from safelab.models.generation import (
+    GenerationRequest,
+    GenerationResult,
+    encode_prompts,
+    generate_batch,
+    use_decode_loop,
+)
+from safelab.models.kvcache import PrefixCache, PrefixCacheConfig
 from safelab.models.loading import load_model
 from safelab.models.whitebox import WhiteBoxModel
 
@@ -47,49 +65,206 @@ class _Job:
     interventions: Interventions
     loop: asyncio.AbstractEventLoop
     future: asyncio.Future[tuple[GenerationResult, dict[str, Any]]]
+    continuous: bool = True
+    use_cache: bool = True
     key: tuple[Any, ...] = field(init=False)
 
     def __post_init__(self) -> None:
         self.key = (self.request, id(self.interventions))
 
 
-class Batcher:
-    """Drains queued jobs, groups compatible ones, runs each group as one ``generate_batch``.
+class ThreadPolicy:
+    """How many torch threads the batcher thread computes with (``-M threads``).
 
-    A batch closes when no job has arrived for ``wait_s`` (Inspect's own hf provider waits 2 s;
-    a quarter second keeps sequential agent turns responsive while loaded CPUs still fill
-    batches).
+    ``None`` leaves torch's setting alone. A number fixes it. ``auto`` uses the cores other
+    processes leave free: every ``every_s`` seconds, the 1-minute load average minus this
+    process's own recent CPU use estimates the other processes' demand, and the thread count is
+    ``cores - that`` (at least 1, at most the cores). Two threads on two cores that another
+    process also wants make every parallel region wait for a descheduled thread; one thread
+    then runs faster (``bench/generate.py`` measures both).
     """
 
-    def __init__(self, model: WhiteBoxModel, max_batch: int, wait_s: float = 0.25) -> None:
+    def __init__(self, every_s: float = 5.0) -> None:
+        self.setting: str | None = None
+        self.every_s = every_s
+        self.current: int | None = None
+        self._last = (time.monotonic(), time.process_time())
+
+    def set(self, setting: str | None) -> None:
+        if setting is not None:
+            self.setting = setting
+
+    def apply(self) -> None:
+        import torch
+
+        if self.setting is None:
+            return
+        if self.setting != "auto":
+            want = int(self.setting)
+        else:
+            now, cpu = time.monotonic(), time.process_time()
+            if self.current is not None and now - self._last[0] < self.every_s:
+                return
+            mine = (cpu - self._last[1]) / max(now - self._last[0], 1e-6)
+            self._last = (now, cpu)
+            cores = os.cpu_count() or 1
+            others = max(0.0, os.getloadavg()[0] - mine) if hasattr(os, "getloadavg") else 0
+            want = max(1, min(cores, round(cores - others)))
+        if want != self.current:
+            torch.set_num_threads(want)
+            self.current = want
+
+
+@dataclass
+class _Running:
+    """The running decode batch of one interventions instance."""
+
+    interventions: Interventions
+    batch: DecodeBatch
+
+
+class Batcher:
+    """Drains queued jobs: continuous ones join a running decode batch, static ones are grouped
+    into one ``generate_batch`` call each (see the module doc).
+
+    A static batch closes when no job has arrived for ``wait_s`` (Inspect's own hf provider
+    waits 2 s; a quarter second keeps sequential agent turns responsive while loaded CPUs still
+    fill batches). Continuous jobs never wait: they join at the next decode step.
+    """
+
+    def __init__(
+        self,
+        model: WhiteBoxModel,
+        max_batch: int,
+        wait_s: float = 0.25,
+        cache: PrefixCacheConfig | None = None,
+    ) -> None:
         self.model = model
         self.max_batch = max_batch
         self.wait_s = wait_s
+        self.cache = PrefixCache(cache) if cache is not None else None
+        self.threads = ThreadPolicy()
         self.queue: queue.Queue[_Job] = queue.Queue()
+        self.running: dict[int, _Running] = {}
+        self.waiting: deque[_Job] = deque()
         self.thread = threading.Thread(target=self._run, daemon=True, name="safelab-batcher")
         self.thread.start()
 
+    def use_cache(self, cfg: PrefixCacheConfig) -> None:
+        """Make sure the shared cache holds at least ``cfg.max_mb`` (the largest asked wins)."""
+        if self.cache is None:
+            self.cache = PrefixCache(cfg)
+        elif cfg.max_mb > self.cache.cfg.max_mb:
+            self.cache.cfg = cfg
+            self.cache.max_bytes = int(cfg.max_mb * 2**20)
+
     async def submit(
-        self, text: str, request: GenerationRequest, iv: Interventions
+        self,
+        text: str,
+        request: GenerationRequest,
+        iv: Interventions,
+        *,
+        continuous: bool = True,
+        use_cache: bool = True,
     ) -> tuple[GenerationResult, dict[str, Any]]:
         loop = asyncio.get_running_loop()
-        job = _Job(text, request, iv, loop, loop.create_future())
+        job = _Job(text, request, iv, loop, loop.create_future(), continuous, use_cache)
         self.queue.put(job)
         return await job.future
 
     def _run(self) -> None:
         while True:
-            jobs = [self.queue.get()]
-            while len(jobs) < self.max_batch:
+            self.threads.apply()
+            busy = any(len(r.batch) for r in self.running.values()) or self.waiting
+            jobs = [] if busy else [self.queue.get()]
+            if jobs and not jobs[0].continuous:
+                while len(jobs) < self.max_batch:
+                    try:
+                        jobs.append(self.queue.get(timeout=self.wait_s))
+                    except queue.Empty:
+                        break
+            while True:
                 try:
-                    jobs.append(self.queue.get(timeout=self.wait_s))
+                    jobs.append(self.queue.get_nowait())
                 except queue.Empty:
                     break
-            groups: dict[tuple[Any, ...], list[_Job]] = {}
+            static: dict[tuple[Any, ...], list[_Job]] = {}
             for job in jobs:
-                groups.setdefault(job.key, []).append(job)
-            for group in groups.values():
-                self._run_group(group)
+                if job.continuous:
+                    self.waiting.append(job)
+                else:
+                    static.setdefault(job.key, []).append(job)
+            for group in static.values():
+                for start in range(0, len(group), self.max_batch):
+                    self._run_group(group[start : start + self.max_batch])
+            self._admit()
+            for running in list(self.running.values()):
+                if len(running.batch):
+                    self._step(running)
+
+    # -- continuous batching ----------------------------------------------------------------
+    def _admit(self) -> None:
+        """Prefill waiting jobs into their running batch while it has room."""
+        for _ in range(len(self.waiting)):
+            job = self.waiting.popleft()
+            iv = job.interventions
+            running = self.running.get(id(iv))
+            if running is not None and len(running.batch) >= self.max_batch:
+                self.waiting.append(job)
+                continue
+            try:
+                with ExitStack() as stack:
+                    iv.enter(self.model, stack)
+                    loop_ok = use_decode_loop(self.model)
+                    if loop_ok and running is None:
+                        scope = self.model.cache_scope() if job.use_cache else None
+                        batch = DecodeBatch(self.model, self.cache, scope)
+                        running = self.running[id(iv)] = _Running(iv, batch)
+                    if loop_ok and running is not None:
+                        (ids,) = encode_prompts(self.model, [job.text], [True])
+                        row = running.batch.add(ids, job.request, tag=job)
+                        if row.done:
+                            self._finish(iv, [row])
+            except BaseException as e:  # deliver every failure to the awaiting sample
+                _resolve(job, None, e)
+                continue
+            if not loop_ok:  # opaque hooks or an unsupported architecture: the padded call
+                self._run_group([job])
+
+    def _step(self, running: _Running) -> None:
+        iv = running.interventions
+        try:
+            with ExitStack() as stack:
+                iv.enter(self.model, stack)
+                finished = running.batch.step()
+                if finished:
+                    self._finish(iv, finished)
+        except BaseException as e:
+            for row in running.batch.rows:
+                _resolve(row.tag, None, e)
+            del self.running[id(iv)]
+
+    def _finish(self, iv: Interventions, rows: list[Row]) -> None:
+        """Read what the interventions ask for (hooks still entered) and resolve the samples."""
+        results = [r.result() for r in rows]
+        records = self._read(iv, results)
+        for row, res, rec in zip(rows, results, records, strict=True):
+            _resolve(row.tag, (res, rec), None)
+
+    def _read(self, iv: Interventions, results: list[GenerationResult]) -> list[dict[str, Any]]:
+        if not iv.reads:
+            return [{} for _ in results]
+        from safelab.interp.readout import read_samples
+
+        return read_samples(
+            self.model,
+            [r.prompt_ids for r in results],
+            [r.completion_ids for r in results],
+            list(iv.capture),
+            dict(iv.probes),
+            readers=dict(iv.readers),
+            vectors=iv.capture_vectors,
+        )
 
     def _run_group(self, jobs: list[_Job]) -> None:
         iv = jobs[0].interventions
@@ -97,19 +272,7 @@ class Batcher:
             with ExitStack() as stack:
                 iv.enter(self.model, stack)
                 results = generate_batch(self.model, [j.text for j in jobs], jobs[0].request)
-                records: list[dict[str, Any]] = [{} for _ in jobs]
-                if iv.reads:
-                    from safelab.interp.readout import read_samples
-
-                    records = read_samples(
-                        self.model,
-                        [r.prompt_ids for r in results],
-                        [r.completion_ids for r in results],
-                        list(iv.capture),
-                        dict(iv.probes),
-                        readers=dict(iv.readers),
-                        vectors=iv.capture_vectors,
-                    )
+                records = self._read(iv, results)
             for job, res, rec in zip(jobs, results, records, strict=True):
                 _resolve(job, (res, rec), None)
         except BaseException as e:  # deliver every failure to the awaiting samples
@@ -151,8 +314,18 @@ def share_model(
         _MODELS[(spec, dtype, device)] = model
 
 
-def shared_batcher(model: WhiteBoxModel, max_batch: int) -> Batcher:
+def shared_batcher(
+    model: WhiteBoxModel,
+    max_batch: int,
+    cache: PrefixCacheConfig | None = None,
+    threads: str | None = None,
+) -> Batcher:
+    """The model's one batcher (and prefix cache, sized by the largest ``cache`` asked;
+    ``threads``, when given, the last asked)."""
     with _LOCK:
         if id(model) not in _BATCHERS:
-            _BATCHERS[id(model)] = Batcher(model, max_batch)
+            _BATCHERS[id(model)] = Batcher(model, max_batch, cache=cache)
+        elif cache is not None:
+            _BATCHERS[id(model)].use_cache(cache)
+        _BATCHERS[id(model)].threads.set(threads)
         return _BATCHERS[id(model)]

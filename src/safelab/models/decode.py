@@ -1,0 +1,458 @@
+"""Continuous batching: one running decode batch that prompts join and finished rows leave.
+
+:class:`DecodeBatch` keeps the keys and values of every running row in one left-padded
+``DynamicCache``. :meth:`DecodeBatch.add` runs a new prompt (its longest cached prefix taken from
+a :class:`~safelab.models.kvcache.PrefixCache`, only the rest computed), picks its first token and
+pads it into the batch; :meth:`DecodeBatch.step` feeds every row its newest token in one forward
+call, picks the next tokens and hands back the rows that finished, which leave the batch. Each
+row keeps its own decoding settings (length, temperature, stop strings, seed).
+
+Greedy rows get the same tokens as one padded ``transformers`` ``generate`` call
+(:func:`safelab.models.generation.generate_batch` without a cache): padding positions are
+masked out of attention and every row's position ids count only its own tokens, so a row's
+logits do not depend on the other rows beyond float rounding (tested on tiny models; checked on
+the default model by ``bench/generate.py``).
+"""
+
+from __future__ import annotations
+
+import inspect
+from collections.abc import Hashable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import torch
+from torch import Tensor
+
+from safelab.models.generation import (
+    GenerationRequest,
+    GenerationResult,
+    TokenLogprob,
+    eos_ids,
+    finish_text,
+)
+from safelab.models.kvcache import KV, PrefixCache
+
+if TYPE_CHECKING:
+    from safelab.models.whitebox import WhiteBoxModel
+
+# Generation-config fields that add logits processors this loop does not implement: a model
+# that sets any of them generates through ``transformers`` ``generate`` instead.
+_UNSUPPORTED_GENERATION = {
+    "repetition_penalty": (None, 1.0),
+    "no_repeat_ngram_size": (None, 0),
+    "bad_words_ids": (None,),
+    "min_length": (None, 0),
+    "min_new_tokens": (None, 0),
+    "forced_bos_token_id": (None,),
+    "forced_eos_token_id": (None,),
+    "suppress_tokens": (None,),
+    "begin_suppress_tokens": (None,),
+    "sequence_bias": (None,),
+    "encoder_repetition_penalty": (None, 1.0),
+    "typical_p": (None, 1.0),
+    "min_p": (None,),
+    "epsilon_cutoff": (None, 0.0),
+    "eta_cutoff": (None, 0.0),
+    "exponential_decay_length_penalty": (None,),
+}
+
+
+def supported(model: WhiteBoxModel) -> bool:
+    """Whether this loop can run the model: full-attention ``DynamicCache`` layers only, and no
+    logits processor beyond temperature, top-k and top-p in its generation config."""
+    from transformers import DynamicCache
+    from transformers.cache_utils import DynamicLayer
+
+    cached = getattr(model, "_decode_supported", None)
+    if cached is not None and cached[0] is model.hf:
+        return bool(cached[1])
+    ok = True
+    try:
+        layers = DynamicCache(config=model.hf.config).layers
+        ok = bool(layers) and all(type(layer) is DynamicLayer for layer in layers)
+    except Exception:  # an architecture the cache does not know: not supported
+        ok = False
+    gc = model.hf.generation_config
+    for name, allowed in _UNSUPPORTED_GENERATION.items():
+        value = getattr(gc, name, None)
+        if value not in allowed:
+            ok = False
+    model._decode_supported = (model.hf, ok)  # type: ignore[attr-defined]
+    return ok
+
+
+def cache_arg(model: WhiteBoxModel) -> str:
+    """The forward argument that takes the cache: ``cache`` (transformers >= 5.2x) or
+    ``past_key_values`` (before)."""
+    params = inspect.signature(model.hf.forward).parameters
+    return "cache" if "cache" in params else "past_key_values"
+
+
+def _last_logits_only(model: WhiteBoxModel) -> dict[str, Any]:
+    """``logits_to_keep=1`` where the forward takes it (as ``generate`` passes): a 1,500-token
+    prompt otherwise computes 1,500 rows of vocabulary logits to use one."""
+    params = inspect.signature(model.hf.forward).parameters
+    return {"logits_to_keep": 1} if "logits_to_keep" in params else {}
+
+
+@dataclass
+class Row:
+    """One prompt being decoded."""
+
+    prompt: list[int]
+    request: GenerationRequest
+    tag: Any = None
+    completion: list[int] = field(default_factory=list)
+    logprobs: list[TokenLogprob] | None = None
+    finish: str | None = None
+    text: str = ""
+    generator: torch.Generator | None = None
+    fed: int = 0
+    """Tokens whose keys and values are in the batch's cache (the prompt, then one a step)."""
+
+    @property
+    def done(self) -> bool:
+        return self.finish is not None
+
+    def result(self) -> GenerationResult:
+        return GenerationResult(
+            self.text,
+            self.prompt,
+            list(self.completion),
+            self.finish or "max_tokens",
+            self.logprobs,
+        )
+
+
+class DecodeBatch:
+    """The running batch of one model under one set of interventions (see the module doc).
+
+    Args:
+        cache: the prefix cache to read and fill, or ``None`` (every prompt computed in full).
+        scope: the cache scope (:meth:`WhiteBoxModel.cache_scope`) the rows run under; with
+            ``None`` the cache is not used.
+    """
+
+    def __init__(
+        self,
+        model: WhiteBoxModel,
+        cache: PrefixCache | None = None,
+        scope: Hashable | None = None,
+    ) -> None:
+        from transformers import DynamicCache
+
+        self.model = model
+        self.cache = cache if scope is not None else None
+        self.scope = scope
+        self.rows: list[Row] = []
+        self.kv: Any = DynamicCache()
+        self.mask = torch.zeros((0, 0), dtype=torch.long, device=model.device)
+        self._arg = cache_arg(model)
+        self._keep = _last_logits_only(model)
+        self._eos = eos_ids(model)
+        self._vocab_default_top_k = getattr(model.hf.generation_config, "top_k", None)
+
+    def __len__(self) -> int:
+        return len(self.rows)
+
+    # -- joining ----------------------------------------------------------------------------
+    def add(self, prompt: Sequence[int], request: GenerationRequest, tag: Any = None) -> Row:
+        """Run ``prompt`` (reusing its cached prefix), pick its first token, join the batch.
+
+        A row that is already done (its first token ends it, or ``max_new_tokens`` is 0) is
+        returned done and does not join.
+        """
+        row = Row(list(prompt), request, tag, logprobs=[] if request.logprobs else None)
+        if request.temperature > 0 and request.seed is not None:
+            row.generator = torch.Generator(device="cpu").manual_seed(request.seed)
+        kv, logits = prefill(self.model, row.prompt, self.cache, self.scope)
+        assert logits is not None
+        row_kv: KV = [(layer.keys, layer.values) for layer in kv.layers]
+        if request.max_new_tokens <= 0:
+            row.finish = "max_tokens"
+            return row
+        self._choose(row, logits)
+        if not row.done:
+            self._join(row, row_kv)
+        return row
+
+    def _join(self, row: Row, row_kv: KV) -> None:
+        length = row_kv[0][0].shape[2]
+        width = self.mask.shape[1]
+        new_width = max(width, length)
+        row.fed = length
+        if not self.rows:
+            self.kv = _cache_of(row_kv)
+            self.mask = torch.ones((1, length), dtype=torch.long, device=self.model.device)
+            self.rows = [row]
+            return
+        self.kv = _cache_of(
+            [
+                (
+                    torch.cat([_left_pad(layer.keys, new_width), _left_pad(k, new_width)]),
+                    torch.cat([_left_pad(layer.values, new_width), _left_pad(v, new_width)]),
+                )
+                for layer, (k, v) in zip(self.kv.layers, row_kv, strict=True)
+            ]
+        )
+        pad = torch.zeros((1, new_width), dtype=torch.long, device=self.model.device)
+        pad[:, new_width - length :] = 1
+        self.mask = torch.cat([_left_pad(self.mask, new_width), pad])
+        self.rows.append(row)
+
+    # -- decoding ---------------------------------------------------------------------------
+    def step(self) -> list[Row]:
+        """Feed every running row its newest token; returns the rows that finished now."""
+        if not self.rows:
+            return []
+        device = self.model.device
+        tokens = torch.tensor([[r.completion[-1]] for r in self.rows], device=device)
+        positions = torch.tensor(
+            [[len(r.prompt) + len(r.completion) - 1] for r in self.rows], device=device
+        )
+        ones = torch.ones((len(self.rows), 1), dtype=torch.long, device=device)
+        self.mask = torch.cat([self.mask, ones], dim=1)
+        with torch.inference_mode():
+            out = self.model.hf(
+                input_ids=tokens,
+                attention_mask=self.mask,
+                position_ids=positions,
+                use_cache=True,
+                **{self._arg: self.kv},
+                **self._keep,
+            )
+        logits = out.logits[:, -1].float()
+        greedy = logits.argmax(dim=-1).tolist()  # one call for every greedy row
+        for b, row in enumerate(self.rows):
+            row.fed += 1
+            self._choose(row, logits[b], greedy[b])
+        finished = [r for r in self.rows if r.done]
+        if finished:
+            self._leave([b for b, r in enumerate(self.rows) if not r.done])
+        return finished
+
+    def _leave(self, keep: list[int]) -> None:
+        """Keep the rows at ``keep``; store the finished rows' keys and values for reuse."""
+        if self.cache is not None:
+            for b, row in enumerate(self.rows):
+                if row.done and b not in keep:
+                    # Fed: the prompt and every completion token but a last one that ended the
+                    # row by length or stop string (an end-of-turn token is not kept at all).
+                    n = row.fed
+                    start = self.mask.shape[1] - n
+                    kv = [
+                        (layer.keys[b : b + 1, :, start:], layer.values[b : b + 1, :, start:])
+                        for layer in self.kv.layers
+                    ]
+                    self.cache.store(
+                        self.scope, (row.prompt + row.completion)[:n], [_own(k, v) for k, v in kv]
+                    )
+        self.rows = [self.rows[b] for b in keep]
+        if not keep:
+            from transformers import DynamicCache
+
+            self.kv = DynamicCache()
+            self.mask = self.mask[:0, :0]
+            return
+        index = torch.tensor(keep, device=self.mask.device)
+        self.mask = self.mask.index_select(0, index)
+        # Columns every remaining row pads: drop them (positions are explicit, so this is exact).
+        used = self.mask.any(dim=0).nonzero()
+        start = int(used[0, 0]) if len(used) else 0
+        self.mask = self.mask[:, start:]
+        self.kv = _cache_of(
+            [
+                (
+                    layer.keys.index_select(0, index)[:, :, start:],
+                    layer.values.index_select(0, index)[:, :, start:],
+                )
+                for layer in self.kv.layers
+            ]
+        )
+
+    def _choose(self, row: Row, logits: Tensor, greedy: int | None = None) -> None:
+        req = row.request
+        if req.temperature and req.temperature > 0:
+            token = self._sample(row, logits)
+        else:
+            token = int(torch.argmax(logits)) if greedy is None else greedy
+        if token in self._eos:
+            row.finish = "stop"
+        else:
+            row.completion.append(token)
+            if row.logprobs is not None:
+                row.logprobs.append(_logprob_entry(self.model, logits, req.top_logprobs, token))
+            if len(row.completion) >= req.max_new_tokens:
+                row.finish = "max_tokens"
+        if req.stop and not row.done:
+            text = self.model.tokenizer.decode(row.completion, skip_special_tokens=True)
+            if any(s in text for s in req.stop):
+                row.finish = "stop"
+        if row.done:
+            row.text, stopped = finish_text(self.model, row.completion, req)
+            if stopped:
+                row.finish = "stop"
+
+    def _sample(self, row: Row, logits: Tensor) -> int:
+        """Temperature, top-k, top-p, as ``transformers`` applies them (its own warpers)."""
+        from transformers.generation.logits_process import (
+            TemperatureLogitsWarper,
+            TopKLogitsWarper,
+            TopPLogitsWarper,
+        )
+
+        req = row.request
+        scores = logits.unsqueeze(0)
+        if req.temperature != 1.0:
+            scores = TemperatureLogitsWarper(req.temperature)(None, scores)  # type: ignore[arg-type]
+        top_k = req.top_k if req.top_k is not None else self._vocab_default_top_k
+        top_k = 50 if top_k is None else top_k
+        if top_k:
+            scores = TopKLogitsWarper(top_k=top_k)(None, scores)  # type: ignore[arg-type]
+        if req.top_p is not None and req.top_p < 1.0:
+            scores = TopPLogitsWarper(top_p=req.top_p)(None, scores)  # type: ignore[arg-type]
+        probs = torch.softmax(scores, dim=-1)
+        return int(torch.multinomial(probs.cpu(), 1, generator=row.generator)[0, 0])
+
+
+def prefill(
+    model: WhiteBoxModel,
+    ids: Sequence[int],
+    cache: PrefixCache | None,
+    scope: Hashable | None,
+    *,
+    logits: bool = True,
+) -> tuple[Any, Tensor | None]:
+    """Keys and values of ``ids`` (a ``DynamicCache``, batch 1), reusing the longest cached
+    prefix and storing the result; with ``logits``, also the next-token logits after ``ids``.
+
+    With ``logits`` at least the last token is fed, so its logits exist; without, a fully cached
+    ``ids`` costs no forward call. ``scope`` ``None`` computes everything and stores nothing.
+    """
+    from transformers import DynamicCache
+
+    ids = list(ids)
+    if cache is None or scope is None:
+        cache, scope = None, None
+    m, prefix = (0, None)
+    if cache is not None:
+        m, prefix = cache.lookup(scope, ids, len(ids) - 1 if logits else len(ids))
+    kv: Any = DynamicCache()
+    if prefix is not None:
+        for i, (k, v) in enumerate(prefix):
+            kv.update(k, v, i)
+    out_logits = None
+    if m < len(ids):
+        suffix = torch.tensor([ids[m:]], dtype=torch.long, device=model.device)
+        with torch.inference_mode():
+            out = model.hf(
+                input_ids=suffix,
+                use_cache=True,
+                **{cache_arg(model): kv},
+                **(_last_logits_only(model) if logits else {}),
+            )
+        out_logits = out.logits[0, -1].float() if logits else None
+    if cache is not None:
+        cache.stats.computed_tokens += len(ids) - m
+        if m < len(ids):
+            cache.store(scope, ids, [(layer.keys, layer.values) for layer in kv.layers])
+    return kv, out_logits
+
+
+def run_rows(
+    model: WhiteBoxModel,
+    prompts: Sequence[Sequence[int]],
+    requests: Sequence[GenerationRequest],
+    cache: PrefixCache | None,
+) -> list[GenerationResult]:
+    """Decode every prompt in one continuous batch until all are done (in prompt order)."""
+    scope = model.cache_scope() if cache is not None else None
+    batch = DecodeBatch(model, cache, scope)
+    rows = [batch.add(p, r) for p, r in zip(prompts, requests, strict=True)]
+    while len(batch):
+        batch.step()
+    return [r.result() for r in rows]
+
+
+def _cache_of(kv: KV) -> Any:
+    """A ``DynamicCache`` over growable layers holding ``kv``."""
+    from transformers import DynamicCache
+
+    cache = DynamicCache()
+    cache.layers = [_growing_layer(k, v) for k, v in kv]
+    return cache
+
+
+_SPARE = 64
+"""Positions a decode batch's cache layers allocate ahead (doubling when full)."""
+
+
+def _growing_layer(keys: Tensor, values: Tensor) -> Any:
+    """A ``DynamicLayer`` that writes new positions into spare room instead of concatenating.
+
+    ``transformers``' ``DynamicLayer`` concatenates on every step, copying the batch's whole
+    cache once per token; here each step writes one position in place and hands attention a
+    view of the filled part (same values, so the same logits). Room doubles when it runs out.
+    """
+    from transformers.cache_utils import DynamicLayer
+
+    class GrowingLayer(DynamicLayer):
+        def __init__(self, keys: Tensor, values: Tensor) -> None:
+            super().__init__()
+            self.lazy_initialization(keys, values)
+            self.n = keys.shape[2]
+            self._k = _with_room(keys, self.n + _SPARE)
+            self._v = _with_room(values, self.n + _SPARE)
+            self.keys, self.values = self._k[:, :, : self.n], self._v[:, :, : self.n]
+
+        def update(
+            self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any
+        ) -> tuple[Tensor, Tensor]:
+            add = key_states.shape[2]
+            if self.n + add > self._k.shape[2]:
+                room = 2 * (self.n + add)
+                filled_k, filled_v = self._k[:, :, : self.n], self._v[:, :, : self.n]
+                self._k, self._v = _with_room(filled_k, room), _with_room(filled_v, room)
+            self._k[:, :, self.n : self.n + add] = key_states
+            self._v[:, :, self.n : self.n + add] = value_states
+            self.n += add
+            self.keys, self.values = self._k[:, :, : self.n], self._v[:, :, : self.n]
+            return self.keys, self.values
+
+    return GrowingLayer(keys, values)
+
+
+def _with_room(t: Tensor, room: int) -> Tensor:
+    """``t`` copied into a buffer of ``room`` positions (dim 2), the rest uninitialised."""
+    shape = list(t.shape)
+    shape[2] = room
+    out = t.new_empty(shape)
+    out[:, :, : t.shape[2]] = t
+    return out
+
+
+def _left_pad(t: Tensor, width: int) -> Tensor:
+    """Zeros on the left of the position axis (dim 2 of keys/values, dim 1 of a mask)."""
+    dim = 2 if t.dim() == 4 else 1
+    missing = width - t.shape[dim]
+    if missing <= 0:
+        return t
+    shape = list(t.shape)
+    shape[dim] = missing
+    return torch.cat([t.new_zeros(shape), t], dim=dim)
+
+
+def _own(k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:
+    """Copies that do not keep the whole batch's tensors alive."""
+    return k.contiguous().clone(), v.contiguous().clone()
+
+
+def _logprob_entry(model: WhiteBoxModel, logits: Tensor, top: int, token: int) -> TokenLogprob:
+    tok = model.tokenizer
+    lp = torch.log_softmax(logits.float(), dim=-1)
+    entry = TokenLogprob(tok.decode([token]), float(lp[token]))
+    if top:
+        values, indices = lp.topk(top)
+        entry.top = [(tok.decode([int(i)]), float(v)) for v, i in zip(values, indices, strict=True)]
+    return entry

@@ -1,0 +1,190 @@
+"""Shared-prefix KV cache and the continuous decode loop on tiny random-weight models."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+from safelab.errors import SafelabError
+from safelab.models.decode import DecodeBatch, prefill
+from safelab.models.generation import GenerationRequest, generate_batch, sample_continuations
+from safelab.models.kvcache import PrefixCache, PrefixCacheConfig
+from tests.tiny import tiny_model
+
+PROMPTS = [
+    "The quick brown fox",
+    "The quick brown fox jumps over the lazy",
+    "Paris is the capital of",
+    "What is two plus two? Two plus two is four. What is",
+]
+
+
+def _ids(model, texts=PROMPTS):  # type: ignore[no-untyped-def]
+    return [list(model.tokenizer(t)["input_ids"]) for t in texts]
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_cached_prefix_gives_the_logits_of_recomputing(family: str) -> None:
+    model = tiny_model(family)
+    cache = PrefixCache()
+    scope = model.cache_scope()
+    short, long = _ids(model)[:2]
+    prefill(model, short, cache, scope)
+    before = cache.stats.reused_tokens
+    kv, logits = prefill(model, long, cache, scope)
+    assert cache.stats.reused_tokens - before == len(short)  # the shared prefix was reused
+    with torch.inference_mode():
+        full = model.hf(input_ids=torch.tensor([long]), use_cache=True)
+    assert logits is not None
+    torch.testing.assert_close(logits, full.logits[0, -1].float(), atol=1e-5, rtol=1e-5)
+    ref = full.past_key_values if hasattr(full, "past_key_values") else full.cache
+    ref = getattr(full, "cache", None) or ref
+    for mine, theirs in zip(kv.layers, ref.layers, strict=True):
+        torch.testing.assert_close(mine.keys, theirs.keys, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_greedy_tokens_match_the_padded_generate_call(family: str) -> None:
+    model = tiny_model(family)
+    req = GenerationRequest(max_new_tokens=10, stop=("fox",), logprobs=True, top_logprobs=2)
+    flags = [False] * len(PROMPTS)
+    plain = generate_batch(model, PROMPTS, req, chat_formatted=flags)
+    cache = PrefixCache()
+    first = generate_batch(model, PROMPTS, req, chat_formatted=flags, cache=cache)
+    again = generate_batch(model, PROMPTS, req, chat_formatted=flags, cache=cache)
+    assert cache.stats.reused_tokens > 0
+    for a, b, c in zip(plain, first, again, strict=True):
+        assert a.completion_ids == b.completion_ids == c.completion_ids
+        assert a.text == b.text == c.text and a.finish == b.finish == c.finish
+        assert a.logprobs is not None and b.logprobs is not None
+        assert [t.token for t in a.logprobs] == [t.token for t in b.logprobs]
+        for x, y in zip(a.logprobs, b.logprobs, strict=True):
+            assert x.logprob == pytest.approx(y.logprob, abs=1e-4)
+
+
+def test_rows_join_and_leave_a_running_batch_with_their_own_settings() -> None:
+    model = tiny_model("llama")
+    ids = _ids(model)
+    short, long = GenerationRequest(max_new_tokens=3), GenerationRequest(max_new_tokens=9)
+    alone = [generate_batch(model, [p], long, [False])[0] for p in PROMPTS]
+    batch = DecodeBatch(model, PrefixCache(), model.cache_scope())
+    rows = [batch.add(ids[0], long), batch.add(ids[1], short)]
+    sizes = []
+    for _ in range(2):
+        sizes.append(len(batch))
+        batch.step()
+    rows += [batch.add(ids[2], long), batch.add(ids[3], long)]  # join mid-decode
+    while len(batch):
+        sizes.append(len(batch))
+        batch.step()
+    assert sizes[:3] == [2, 2, 3]  # the short row left before the two joined
+    assert rows[1].completion == alone[1].completion_ids[:3]
+    for i in (0, 2, 3):
+        assert rows[i].completion == alone[i].completion_ids
+
+
+def test_the_cache_is_bounded_and_evicts_least_recently_used() -> None:
+    model = tiny_model("llama")
+    probe = PrefixCache()
+    prefill(model, _ids(model)[0], probe, "s")
+    one = probe.nbytes
+    cache = PrefixCache(PrefixCacheConfig(max_mb=2.5 * one / 2**20))
+    a, b, c = (_ids(model, [f"{w} is the capital of France."])[0] for w in ("Paris", "Two", "I"))
+    for ids in (a, b, c):
+        prefill(model, ids, cache, "s")
+        assert cache.nbytes <= cache.max_bytes
+    assert cache.stats.evictions >= 1
+    assert cache.lookup("s", a, len(a))[0] < len(a)  # the oldest went first
+    assert cache.lookup("s", c, len(c))[0] == len(c)
+    # An entry that is a prefix of a newer one is dropped: the newer one serves it.
+    whole = PrefixCache()
+    short, long = _ids(model)[:2]
+    prefill(model, short, whole, "s")
+    prefill(model, long, whole, "s")
+    assert len(whole) == 1 and whole.lookup("s", short, len(short))[0] == len(short)
+    with pytest.raises(SafelabError, match="max_mb"):
+        PrefixCacheConfig(max_mb=0)
+
+
+def test_interventions_are_part_of_the_key() -> None:
+    model = tiny_model("llama")
+    vector = torch.randn(model.d_model) * 3
+    req = GenerationRequest(max_new_tokens=8)
+    plain_scope = model.cache_scope()
+    with model.steer(vector, "blocks.1.resid_post"):
+        steered_scope = model.cache_scope()
+        steered_ref = generate_batch(model, PROMPTS, req, [False] * 4)
+    with model.steer(vector * 2, "blocks.1.resid_post"):
+        assert model.cache_scope() not in (plain_scope, steered_scope)
+    with model.ablate(vector, "blocks.0.resid_post"):
+        assert model.cache_scope() not in (plain_scope, steered_scope, None)
+    assert steered_scope != plain_scope
+    cache = PrefixCache()
+    plain = generate_batch(model, PROMPTS, req, [False] * 4, cache=cache)
+    with model.steer(vector, "blocks.1.resid_post"):
+        steered = generate_batch(model, PROMPTS, req, [False] * 4, cache=cache)
+    assert [r.completion_ids for r in steered] == [r.completion_ids for r in steered_ref]
+    assert [r.completion_ids for r in steered] != [r.completion_ids for r in plain]
+    # Steering only the last position depends on how the prompt is split: never cached.
+    with model.steer(vector, "blocks.1.resid_post", positions="last"):
+        assert model.cache_scope() is None
+        n = len(cache)
+        last_ref = generate_batch(model, PROMPTS, req, [False] * 4)
+        last = generate_batch(model, PROMPTS, req, [False] * 4, cache=cache)
+        assert len(cache) == n
+    assert [r.completion_ids for r in last] == [r.completion_ids for r in last_ref]
+
+
+def test_opaque_hooks_and_changed_weights_are_never_served_from_the_cache() -> None:
+    model = tiny_model("llama")
+    scope = model.cache_scope()
+    module = model.resolved_site("blocks.1.resid_post").point.module
+    handle = module.register_forward_hook(lambda m, a, o: None)
+    try:
+        assert model.intervention_key() is None and model.cache_scope() is None
+    finally:
+        handle.remove()
+    assert model.cache_scope() == scope
+    with torch.no_grad():
+        next(model.hf.parameters()).mul_(1.01)  # an optimizer step, in place
+    assert model.cache_scope() != scope
+
+
+def test_model_generate_and_sample_continuations_use_the_models_cache() -> None:
+    model = tiny_model("llama")
+    chats = [[{"role": "user", "content": p}] for p in PROMPTS]
+    plain = model.generate(chats, max_new_tokens=6)
+    cache = model.use_prefix_cache(PrefixCacheConfig(max_mb=64))
+    assert cache is not None
+    assert model.generate(chats, max_new_tokens=6) == plain
+    assert cache.stats.reused_tokens > 0  # the chat template's opening is shared
+    prefix = _ids(model)[1]
+    req = GenerationRequest(max_new_tokens=5)
+    ref = [r.completion_ids for r in sample_continuations(model, prefix, 2, req, cache=None)]
+    model.use_prefix_cache(None)
+    assert [r.completion_ids for r in sample_continuations(model, prefix, 2, req)] == ref
+
+
+def test_rows_ended_by_end_of_turn_store_aligned_keys_and_values() -> None:
+    model = tiny_model("llama")
+    req = GenerationRequest(max_new_tokens=8)
+    flags = [False] * len(PROMPTS)
+    first = generate_batch(model, PROMPTS, req, chat_formatted=flags)
+    # Make a token the rows produce an end-of-turn token, so rows end early, at different steps.
+    model.hf.generation_config.eos_token_id = first[0].completion_ids[2]
+    model._decode_supported = None  # type: ignore[attr-defined]
+    plain = generate_batch(model, PROMPTS, req, chat_formatted=flags)
+    assert any(r.finish == "stop" for r in plain) and any(r.finish != "stop" for r in plain)
+    cache = PrefixCache()
+    got = generate_batch(model, PROMPTS, req, chat_formatted=flags, cache=cache)
+    assert [r.completion_ids for r in got] == [r.completion_ids for r in plain]
+    # Every stored entry (prompt + completion of a finished row) holds the keys and values of
+    # its own tokens, as one forward pass over them computes.
+    assert len(cache) == len(PROMPTS)
+    for entry in cache._entries.values():
+        with torch.inference_mode():
+            full = model.hf(input_ids=entry.ids[None], use_cache=True)
+        ref = getattr(full, "cache", None) or full.past_key_values
+        for (k, v), layer in zip(entry.kv, ref.layers, strict=True):
+            torch.testing.assert_close(k, layer.keys, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(v, layer.values, atol=1e-5, rtol=1e-5)
