@@ -500,6 +500,17 @@ def sae_control(
     return ctl.to_dict() | {"sae": cfg.sae, "sae_site": str(sae.cfg.site)}
 
 
+def judge_scorable(n_transcripts: int, labels: Sequence[int]) -> bool:
+    """The judge row's rule: an AUROC only when the judge scored, on both models, at least
+    half of the transcripts and at least 2 of each class (``labels``: those scored on both).
+
+    A few parseable replies out of many are not a measurement of the judge: with 1 of 8
+    transcripts per class scored, an "AUROC" is a coin flip between two replies. Below this,
+    the cell is unscorable, never a number and never "safe"."""
+    pos = sum(labels)
+    return 2 * len(labels) >= n_transcripts and pos >= 2 and len(labels) - pos >= 2
+
+
 def judge_control(
     org_rec: dict[str, Any], base_rec: dict[str, Any], labels: dict[str, int], cfg: ValidateConfig
 ) -> dict[str, Any] | None:
@@ -514,7 +525,7 @@ def judge_control(
         if s["value"] is not None and base_v.get(s["id"]) is not None and s["sid"] in labels
     ]
     y = [labels[sid[i]] for i in ids]
-    if not 0 < sum(y) < len(y):
+    if not judge_scorable(len(org_rec["samples"]), y):
         return None
     org_v = {s["id"]: s["value"] for s in org_rec["samples"]}
     ctl = base_control(
