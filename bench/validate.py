@@ -79,8 +79,11 @@ def main() -> None:
                 "organisms_reused": len(reused),
                 "cold_includes": (
                     "a fresh run folder: every Inspect eval, probe capture, judge call and cell; "
-                    + ("organism training for the kinds not cached" if trained else
-                       "no organism training (every organism was already in the cache)")
+                    + (
+                        "organism training for the kinds not cached"
+                        if trained
+                        else "no organism training (every organism was already in the cache)"
+                    )
                 ),
                 "loadavg_start": load_start,
                 "cells": len(metrics["cells"]),
