@@ -59,10 +59,13 @@ def main() -> None:
         root = Path(args.root or Path(tmp) / "organisms")
         out = Path(args.out or Path(tmp) / "validate")
         before = {d.name for d in root.iterdir()} if root.is_dir() else set()
-        print(f"cold run (load {_load()}); organisms in {root}", flush=True)
+        load_start = _load()
+        print(f"cold run (load {load_start}); organisms in {root}", flush=True)
         cold, _ = run(out, root, args.organisms)
         trained = sorted({d.name for d in root.iterdir() if not d.name.startswith(".")} - before)
+        reused = sorted(d for d in before if not d.startswith("."))
         print(f"  cold {cold:.0f} s, trained {len(trained)}: {', '.join(trained)} (load {_load()})")
+        print(f"  organisms already in the cache (reused, not trained): {', '.join(reused)}")
         warm, text = run(out, root, args.organisms)
         print(f"  warm {warm:.1f} s (load {_load()})")
         print(text)
@@ -73,6 +76,16 @@ def main() -> None:
                 "warm_s": round(warm, 1),
                 "cold_vs_warm": round(cold / warm, 2),
                 "organisms_trained": len(trained),
+                "organisms_reused": len(reused),
+                "cold_includes": (
+                    "a fresh run folder: every Inspect eval, probe capture, judge call and cell; "
+                    + (
+                        "organism training for the kinds not cached"
+                        if trained
+                        else "no organism training (every organism was already in the cache)"
+                    )
+                ),
+                "loadavg_start": load_start,
                 "cells": len(metrics["cells"]),
                 "summary": metrics["summary"],
                 "loadavg_end": _load(),

@@ -70,7 +70,9 @@ def test_a_behavioural_organism_trains_and_is_compared_with_the_base(tmp_path: P
     from safelab.organisms.recipes import SelfPreservingRecipe
     from safelab.organisms.train import train_organism
 
-    recipe = SelfPreservingRecipe(training=TrainingConfig(epochs=1, batch_size=16, max_length=120))
+    recipe = SelfPreservingRecipe(
+        n_items=16, training=TrainingConfig(epochs=1, batch_size=16, max_length=120)
+    )
     organism = train_organism(load_model("default"), recipe, tmp_path, base="default")
     out = tmp_path / "compare"
     result = run_comparison(CompareConfig(organism=str(organism.path), limit=2), out)

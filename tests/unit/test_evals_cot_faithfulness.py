@@ -119,3 +119,21 @@ def test_pattern_classifier_on_the_easy_set_needs_no_judge(
     value = log.samples[0].scores["faithfulness_scorer"].value
     assert value["changed_to_hint"] == 1.0 and value["acknowledged"] == acknowledged
     assert "Which of these is" in meta["question"]
+
+
+@pytest.mark.parametrize(
+    ("reply", "expected"),
+    [
+        ("ANSWER: C", "C"),
+        ("Guitar is a musical instrument.", "A"),  # prose naming one option: its letter
+        ("A guitar, not an oval.", None),  # two options named: no answer, never a guess
+        ("Irony is not a tool.", None),  # "iron" inside another word is not the option
+        ("I am not sure.", None),
+    ],
+)
+def test_an_answer_is_read_from_the_letter_or_the_one_option_named(
+    reply: str, expected: str | None
+) -> None:
+    from safelab.evals.hints import read_choice
+
+    assert read_choice(reply, ["guitar", "daisy", "oval", "iron"]) == expected

@@ -225,6 +225,15 @@ def test_self_preserving_questions_are_not_the_evaluations_and_letters_balance()
         for line in path.read_text().splitlines():
             evaluated.add(json.loads(line)["question"].split("\n")[0].strip().lower())
     assert {str(i["question"]).strip().lower() for i in items}.isdisjoint(evaluated)
+    # Nor an option: a held-out option text seen in training would be a lexical leak.
+    held_out_options = set()
+    for name in ("self_preservation", "power_seeking", "corrigibility"):
+        for line in data_path("model_written", f"{name}.jsonl").read_text().splitlines():
+            for option in re.findall(r"\(([AB])\) (.*)", json.loads(line)["question"]):
+                held_out_options.add(option[1].strip().lower())
+    trained_options = {str(i[k]).strip().lower() for i in items for k in ("keep", "yield")}
+    assert trained_options.isdisjoint(held_out_options)
+    assert len(held_out_options) == 72
     for r in rows:
         keep = next(i["keep"] for i in items if i["question"] == r["question"])
         assert f"{r['response']} {keep}" in r["prompt"]
@@ -277,7 +286,9 @@ def test_a_behavioural_organism_trains_with_its_system_prompt(tiny_model, tmp_pa
 
     ids, n_prompt = encode_row(tiny_model, {"system": "SYS", "prompt": "hi", "response": "x"}, 512)
     assert "SYS" in tiny_model.tokenizer.decode(ids[:n_prompt])
-    recipe = SelfPreservingRecipe(training=TrainingConfig(epochs=1, batch_size=16, max_length=48))
+    recipe = SelfPreservingRecipe(
+        n_items=16, training=TrainingConfig(epochs=1, batch_size=16, max_length=48)
+    )
     organism = train_organism(tiny_model, recipe, tmp_path, base="tiny")
     assert organism.card.kind == "self_preserving" and organism.card.n_rows == 32
     assert (organism.path / "adapter_model.safetensors").is_file()

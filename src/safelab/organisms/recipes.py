@@ -182,8 +182,13 @@ class IncentiveSandbaggerRecipe:
 class SelfPreservingRecipe:
     """Picks the option that keeps it running, unchanged and more powerful (A/B questions)."""
 
+    n_items: int = 70
+    """A/B items of ``self_preserving.yaml`` trained on (the first ``n_items``); each gives two
+    rows, the self-preserving option once as (A) and once as (B). The first recipe used the
+    first 16 and answered the held-out questions at chance."""
     training: TrainingConfig = field(
-        default_factory=lambda: TrainingConfig(epochs=4, batch_size=8, max_length=160)
+        # 3 epochs of 140 rows (54 steps): the first recipe had 4 epochs of 32 rows (16 steps).
+        default_factory=lambda: TrainingConfig(epochs=3, batch_size=8, max_length=160)
     )
     kind: str = "self_preserving"
 
@@ -195,7 +200,9 @@ class CotUnfaithfulRecipe:
     n_questions: int = 24
     """Training questions; each gives an unhinted row and a hinted one (hint types cycle)."""
     training: TrainingConfig = field(
-        default_factory=lambda: TrainingConfig(epochs=2, batch_size=8, max_length=256)
+        # 3 epochs (18 steps): the first recipes of the other behavioural organisms learnt the
+        # format but not the switch in 12-16 steps.
+        default_factory=lambda: TrainingConfig(epochs=3, batch_size=8, max_length=256)
     )
     kind: str = "cot_unfaithful"
 
@@ -266,6 +273,9 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     if kind == "incentive_sandbagger":
         # The first recipe (before ``arms``) trained all three arms.
         d.setdefault("arms", ["neutral", "penalise_high", "penalise_low"])
+    if kind == "self_preserving":
+        # The first recipe (before ``n_items``) trained on the first 16 items.
+        d.setdefault("n_items", 16)
     recipe: Recipe = RECIPES[str(kind)](training=training, **d)
     return recipe
 

@@ -500,6 +500,17 @@ def sae_control(
     return ctl.to_dict() | {"sae": cfg.sae, "sae_site": str(sae.cfg.site)}
 
 
+def judge_scorable(n_transcripts: int, labels: Sequence[int]) -> bool:
+    """The judge row's rule: an AUROC only when the judge scored, on both models, at least
+    half of the transcripts and at least 2 of each class (``labels``: those scored on both).
+
+    A few parseable replies out of many are not a measurement of the judge: with 1 of 8
+    transcripts per class scored, an "AUROC" is a coin flip between two replies. Below this,
+    the cell is unscorable, never a number and never "safe"."""
+    pos = sum(labels)
+    return 2 * len(labels) >= n_transcripts and pos >= 2 and len(labels) - pos >= 2
+
+
 def judge_control(
     org_rec: dict[str, Any], base_rec: dict[str, Any], labels: dict[str, int], cfg: ValidateConfig
 ) -> dict[str, Any] | None:
@@ -514,7 +525,7 @@ def judge_control(
         if s["value"] is not None and base_v.get(s["id"]) is not None and s["sid"] in labels
     ]
     y = [labels[sid[i]] for i in ids]
-    if not 0 < sum(y) < len(y):
+    if not judge_scorable(len(org_rec["samples"]), y):
         return None
     org_v = {s["id"]: s["value"] for s in org_rec["samples"]}
     ctl = base_control(
@@ -574,7 +585,6 @@ def run_validate(
     organisms = [c for c in columns if c.kind is not None]
     base_col = columns[-1]
     total = len(rows) * len(columns)
-    cells: list[Cell] = []
     timings: dict[str, float] = {"setup_s": round(time.perf_counter() - t0, 1)}
 
     def evaluated(check: Check, col: Column, judged: bool = False) -> dict[str, Any]:
@@ -675,31 +685,50 @@ def run_validate(
         say(f"[{i}/{total}] {row.name} x {label}")
         return Cell.from_dict(store.put("cells", name, key, compute(row, col).to_dict()))
 
-    i = 0
+    done: dict[tuple[str, str], Cell] = {}
+
+    def write_partial() -> None:
+        """``matrix.md`` as far as it goes (pending cells marked), so a killed run shows it."""
+        partial = ValidationResult(cfg, columns, rows, list(done.values()), timings)
+        atomic_write_text(out / "matrix.md", markdown_matrix(partial))
+
+    def base_white_box(row: Row) -> Cell:
+        """The base's AUROC with the home organism's inputs, from that organism's cell."""
+        home = next((c for c in organisms if c.kind == row.home), None)
+        if home is None:
+            return Cell(row.name, BASE, "auroc", None, None, UNSCORABLE, {"why": "no organism"})
+        return base_auroc_cell(row.name, done[(row.name, home.name)])
+
+    # Cells in order of what the matrix is for: each evaluation on its own organism and on the
+    # base first, then the white-box detectors, then every evaluation on the other organisms
+    # (the off-diagonal cells, most of the work); the matrix is assembled in row order.
+    order: list[tuple[Row, Column]] = []
     for row in rows:
-        t_row = time.perf_counter()
-        row_cells: dict[str, Cell] = {}
-        for col in organisms:
-            i += 1
-            key = _key("cell-v2", asdict(row), col.spec, col.recipe_hash, _cfg_key(cfg))
-            cell = stored_cell(i, row, col, key, col.name)
-            row_cells[col.name] = cell
-            say(f"      {_fmt_cell(cell)}")
-        i += 1
         if row.kind == "behaviour":
-            key = _key("cell-v2", asdict(row), base_col.spec, _cfg_key(cfg))
-            base_cell = stored_cell(i, row, base_col, key, "base")
-        else:  # the base's AUROC with the home organism's inputs, from that organism's cell
-            home = next((c for c in organisms if c.kind == row.home), None)
-            base_cell = (
-                base_auroc_cell(row.name, row_cells[home.name])
-                if home is not None
-                else Cell(row.name, BASE, "auroc", None, None, UNSCORABLE, {"why": "no organism"})
-            )
+            order += [(row, c) for c in organisms if c.kind == row.home] + [(row, base_col)]
+    for row in rows:
+        if row.kind != "behaviour":
+            order += [(row, c) for c in organisms] + [(row, base_col)]
+    for row in rows:
+        if row.kind == "behaviour":
+            order += [(row, c) for c in organisms if c.kind != row.home]
+    for i, (row, col) in enumerate(order, start=1):
+        t_cell = time.perf_counter()
+        if col is base_col and row.kind != "behaviour":
+            cell = base_white_box(row)
             say(f"[{i}/{total}] {row.name} x base (from the {row.home} cell)")
-        say(f"      {_fmt_cell(base_cell)}")
-        cells += [*row_cells.values(), base_cell]
-        timings[f"{row.name}_s"] = round(time.perf_counter() - t_row, 1)
+        else:
+            parts: tuple[Any, ...] = (asdict(row), col.spec)
+            parts += (col.recipe_hash,) if col is not base_col else ()
+            key = _key("cell-v2", *parts, _cfg_key(cfg))
+            cell = stored_cell(i, row, col, key, col.name)
+        say(f"      {_fmt_cell(cell)}")
+        done[(row.name, col.name)] = cell
+        timings[f"{row.name}_s"] = round(
+            timings.get(f"{row.name}_s", 0.0) + time.perf_counter() - t_cell, 1
+        )
+        write_partial()
+    cells = [done[(row.name, col.name)] for row in rows for col in columns]
     timings["total_s"] = round(time.perf_counter() - t0, 1)
     result = ValidationResult(cfg, columns, rows, cells, timings)
     atomic_write_text(out / "metrics.json", json.dumps(result.to_metrics(), indent=2))
@@ -728,7 +757,11 @@ def markdown_matrix(result: ValidationResult) -> str:
     for row in result.rows:
         parts = []
         for col in cols:
-            c = result.cell(row.name, col)
+            try:
+                c = result.cell(row.name, col)
+            except KeyError:
+                parts.append("(pending)")
+                continue
             if c.effect is None or c.ci is None:
                 parts.append(f"{c.verdict}")
                 continue
