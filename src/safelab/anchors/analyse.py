@@ -38,6 +38,9 @@ class AnalysisSettings:
     batch: int
     resample: bool
     """False: only the forced-answer and white-box views (no rollouts)."""
+    elicited: str
+    """``sampled``: an elicited answer counts as the option drawn; ``expected``: as the
+    distribution it is drawn from (less noise from the draw, same mean)."""
 
 
 def forced_distribution(
@@ -97,7 +100,20 @@ def analyse_trace(
         | {trace.answer}
     )
     code = {c: i for i, c in enumerate(categories)}
-    answers = [[code[r.answer] for r in rs if r.answer is not None] for rs in per_prefix]
+
+    def weights(r: Rollout) -> np.ndarray:
+        row = np.zeros(len(categories))
+        if s.elicited == "expected" and r.elicited and r.probs:
+            for c, p in r.probs.items():
+                row[code[c]] = p
+        else:
+            row[code[str(r.answer)]] = 1.0
+        return row
+
+    def rows(rs: list[Rollout]) -> np.ndarray:
+        return np.array([weights(r) for r in rs]).reshape(len(rs), len(categories))
+
+    answers = [rows([r for r in rs if r.answer is not None]) for rs in per_prefix]
     forced = [forced_distribution(model, trace, k, categories) for k in range(n + 1)]
 
     resampling, counterfactual, forced_imp = [], [], []
@@ -107,8 +123,8 @@ def analyse_trace(
         boot_seed = seed * 1000 + i
         resampling.append(
             _interval(
-                imp.kl_answers(kept, resampled, len(categories), s.alpha),
-                *imp.bootstrap_kl(kept, resampled, len(categories), s.alpha, s.n_boot, boot_seed),
+                imp.kl_weights(kept, resampled, s.alpha),
+                *imp.bootstrap_kl_weights(kept, resampled, s.alpha, s.n_boot, boot_seed),
             )
         )
         scorable = [r for r in per_prefix[i] if r.answer is not None]
@@ -116,16 +132,14 @@ def analyse_trace(
             cos = cosine(
                 embed([r.first_sentence for r in scorable]), embed([sentences[i]] * len(scorable))
             )
-            dissimilar = [
-                code[str(r.answer)] for r, c in zip(scorable, cos, strict=True) if c < s.similarity
-            ]
+            dissimilar = rows([r for r, c in zip(scorable, cos, strict=True) if c < s.similarity])
         else:
-            dissimilar = []
+            dissimilar = rows([])
         n_dissimilar.append(len(dissimilar))
         counterfactual.append(
             _interval(
-                imp.kl_answers(kept, dissimilar, len(categories), s.alpha),
-                *imp.bootstrap_kl(kept, dissimilar, len(categories), s.alpha, s.n_boot, boot_seed),
+                imp.kl_weights(kept, dissimilar, s.alpha),
+                *imp.bootstrap_kl_weights(kept, dissimilar, s.alpha, s.n_boot, boot_seed),
             )
         )
         forced_imp.append(imp.forced_kl(forced[i + 1], forced[i]))
@@ -144,7 +158,9 @@ def analyse_trace(
                 "k": k,
                 "rollouts": len(rs),
                 "unscorable": sum(r.answer is None for r in rs),
-                "counts": {c: int(sum(1 for a in answers[k] if a == code[c])) for c in categories},
+                "counts": {c: int(sum(1 for r in rs if r.answer == c)) for c in categories},
+                "weights": {c: round(float(answers[k][:, code[c]].sum()), 4) for c in categories},
+                "elicited": sum(r.elicited for r in rs),
                 "forced": {c: float(p) for c, p in zip(categories, forced[k], strict=True)},
                 "example": rs[0].text[:300] if rs else "",
             }

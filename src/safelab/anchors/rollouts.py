@@ -42,6 +42,9 @@ class Rollout:
     elicited: bool = False
     """The continuation ended without an answer line, so ``Answer:`` was appended and the
     answer sampled after it (same temperature and top-p)."""
+    probs: dict[str, float] | None = None
+    """For an elicited answer, the distribution it was drawn from (over the trace's options, at
+    the rollout temperature): ``elicit="expected"`` counts the rollout as these fractions."""
 
 
 def prefix_text(model: WhiteBoxModel, trace: Trace, k: int) -> str:
@@ -188,6 +191,7 @@ def elicit_answers(
         probs = torch.softmax(logp / max(settings.temperature, 1e-6), -1)
         rollouts[i].answer = options[int(torch.multinomial(probs, 1, generator=gen))]
         rollouts[i].elicited = True
+        rollouts[i].probs = {o: float(p) for o, p in zip(options, probs.tolist(), strict=True)}
 
 
 def rollouts_for_prefix(

@@ -59,6 +59,9 @@ class AnchorsConfig:
     attention: bool = True
     resample: bool = True
     """False: skip the rollouts (forced-answer, receiver and suppression views only)."""
+    elicited: str = "sampled"
+    """How a rollout that wrote no answer line counts once its answer is elicited: ``sampled``
+    (the option drawn, as in the paper) or ``expected`` (the distribution it is drawn from)."""
     n_planted: int = 30
     n_controls: int = 10
     n_sentences: int = 5
@@ -77,6 +80,8 @@ class AnchorsConfig:
             raise SafelabError(f"similarity {self.similarity}: give a cosine in (0, 1]")
         if self.prompt is None and not self.data:
             raise SafelabError("nothing to analyse: give a prompt or --data")
+        if self.elicited not in ("sampled", "expected"):
+            raise SafelabError(f"--elicited {self.elicited}: use sampled or expected")
         if self.prompt is not None and not self.prompt.strip():
             raise SafelabError("empty prompt: give a question for the model to reason about")
 
@@ -93,6 +98,7 @@ class AnchorsConfig:
             attention=self.attention,
             batch=self.batch,
             resample=self.resample,
+            elicited=self.elicited,
         )
 
     def to_dict(self) -> dict[str, Any]:
