@@ -230,3 +230,30 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
     assert "Thought anchors" in dom and "Answer distribution per prefix" in dom
     assert "Suppression KL" in dom and "planted" in dom
     assert "0.500 [0.200, 0.900]" in dom
+
+
+def test_weight_rows_match_counts_and_expected_elicitation() -> None:
+    kept, resampled = [1] * 15 + [0] * 5, [0] * 10 + [1] * 10
+    oh = imp.one_hot(kept, 2), imp.one_hot(resampled, 2)
+    assert imp.kl_weights(*oh) == pytest.approx(imp.kl_answers(kept, resampled, 2))
+    assert imp.bootstrap_kl_weights(*oh, seed=3) == imp.bootstrap_kl(kept, resampled, 2, seed=3)
+    # Twenty elicited rollouts each 70/30 count as 14/6, not as whatever twenty draws gave.
+    soft = np.tile([0.3, 0.7], (20, 1))
+    assert imp.kl_weights(soft, oh[1]) == pytest.approx(
+        imp.kl_counts(np.array([6.0, 14.0]), np.array([10.0, 10.0]))
+    )
+
+
+def test_fewshot_history_reaches_the_chat_and_round_trips() -> None:
+    from safelab.anchors.problems import problems
+
+    rows = problems("comparison", 40, seed=1)
+    shown = {u for u, _ in rows[0]["history"]}
+    assert len(shown) == 2 and not shown & {r["question"] for r in rows}
+    t = Trace.from_dict({**rows[0], "reasoning": "One. Two.", "answer": rows[0]["correct"]})
+    roles = [m["role"] for m in t.messages()]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert t.messages()[2]["content"].endswith("Answer: 58")
+    assert Trace.from_dict(t.to_dict()) == t and Trace.from_dict(t.to_dict()).history == t.history
+    with pytest.raises(SafelabError, match="history entry"):
+        Trace.from_dict({**t.to_dict(), "history": [["only the question"]]})
