@@ -94,6 +94,12 @@ def test_four_d_mask_matches_default_and_suppression_is_causal() -> None:
     for i in range(3):
         assert np.allclose(M[i, : i + 1], 0.0, atol=1e-6)
         assert (M[i, i + 1 :] > 0).all()
+    # With candidates, one more column: the KL of the answer over the categories at the answer.
+    full = suppression_matrix(model, seg, [int(model.tokenizer(" four")["input_ids"][0]), 5])
+    assert full.shape == (3, 5) and np.allclose(full[:, :4], M, atol=1e-6)
+    assert (full[:, 4] > 0).all()
+    first = model.tokenizer.decode([seg.ids[seg.answer_token]]).strip()
+    assert first and "four".startswith(first)  # the answer value's first token
 
 
 def test_sentence_attention_and_receivers() -> None:

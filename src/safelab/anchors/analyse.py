@@ -18,7 +18,14 @@ from safelab.anchors.traces import ANSWER_PREFIX, Trace
 if TYPE_CHECKING:
     from safelab.models.whitebox import WhiteBoxModel
 
-METHODS = ("resampling", "counterfactual", "forced", "receiver", "suppression")
+METHODS = (
+    "resampling",
+    "counterfactual",
+    "forced",
+    "receiver",
+    "suppression",
+    "answer_suppression",
+)
 
 
 @dataclass(frozen=True)
@@ -78,6 +85,7 @@ def analyse_trace(
 ) -> dict[str, Any]:
     """Every method's importance for each sentence of ``trace`` (a JSON-ready dict)."""
     from safelab.anchors.attention import (
+        answer_suppression,
         receiver_scores,
         segment_trace,
         sentence_attention,
@@ -175,11 +183,14 @@ def analyse_trace(
         seg = segment_trace(model, trace)
         att = sentence_attention(model, seg)
         rec, heads, kurt = receiver_scores(att, s.proximity, s.top_heads)
-        M = suppression_matrix(model, seg)
-        sup = suppression_importance(M)
+        from safelab.anchors.rollouts import candidate_tokens
+
+        full = suppression_matrix(model, seg, candidate_tokens(model, categories))
+        M, sup, ans_sup = full[:, :-1], suppression_importance(full), answer_suppression(full)
         out.update(
             receiver=[{"value": float(v), "lo": None, "hi": None} for v in rec],
             suppression=[{"value": float(v), "lo": None, "hi": None} for v in sup],
+            answer_suppression=[{"value": float(v), "lo": None, "hi": None} for v in ans_sup],
             suppression_matrix=M.tolist(),
             receiver_heads=[list(h) for h in heads],
             receiver_attention=np.mean(
@@ -201,13 +212,13 @@ def anchors(entries: list[dict[str, Any]], method: str, threshold: float) -> lis
     """The sentences the anchor rule flags under ``method``.
 
     Resampling and counterfactual: the 95% interval's lower end is at least ``threshold`` nats.
-    Forced: the (deterministic) KL is at least ``threshold``. Receiver and suppression, which
+    Forced and answer suppression: the (deterministic) KL is at least ``threshold``. Receiver and suppression, which
     have no scale of their own: more than twice the mean of the trace's other sentences.
     """
     vals = [e["value"] for e in entries]
     if method in ("resampling", "counterfactual"):
         return [i for i, e in enumerate(entries) if e["lo"] is not None and e["lo"] >= threshold]
-    if method == "forced":
+    if method in ("forced", "answer_suppression"):
         return [i for i, v in enumerate(vals) if v is not None and v >= threshold]
     out = []
     for i, v in enumerate(vals):
