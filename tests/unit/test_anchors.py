@@ -95,9 +95,11 @@ def test_four_d_mask_matches_default_and_suppression_is_causal() -> None:
         assert np.allclose(M[i, : i + 1], 0.0, atol=1e-6)
         assert (M[i, i + 1 :] > 0).all()
     # With candidates, one more column: the KL of the answer over the categories at the answer.
-    full = suppression_matrix(model, seg, [int(model.tokenizer(" four")["input_ids"][0]), 5])
-    assert full.shape == (3, 5) and np.allclose(full[:, :4], M, atol=1e-6)
-    assert (full[:, 4] > 0).all()
+    four = list(model.tokenizer(" four", add_special_tokens=False)["input_ids"])
+    for cats in ([four[:1], [5]], [four, [5, 6, 7]]):  # first tokens only; whole sequences
+        full = suppression_matrix(model, seg, cats)
+        assert full.shape == (3, 5) and np.allclose(full[:, :4], M, atol=1e-5)
+        assert (full[:, 4] > 0).all()
     first = model.tokenizer.decode([seg.ids[seg.answer_token]]).strip()
     assert first and "four".startswith(first)  # the answer value's first token
 
@@ -263,3 +265,22 @@ def test_fewshot_history_reaches_the_chat_and_round_trips() -> None:
     assert Trace.from_dict(t.to_dict()) == t and Trace.from_dict(t.to_dict()).history == t.history
     with pytest.raises(SafelabError, match="history entry"):
         Trace.from_dict({**t.to_dict(), "history": [["only the question"]]})
+
+
+def test_categories_are_scored_by_all_their_tokens() -> None:
+    """Numbers share their first token in SmolLM2 (`` 84`` is ``' ', '8', '4'``): score them whole."""
+    from safelab.anchors.rollouts import category_logprobs, prefix_cache
+
+    model = tiny_model("llama")
+    ids = list(model.tokenizer("The sum is", add_special_tokens=False)["input_ids"])
+    cats = [[5, 9], [5, 11, 12], [7]]
+    fresh = category_logprobs(model, ids, cats)
+    cached = category_logprobs(model, ids[-1:], cats, prefix_cache(model, ids))
+    assert torch.allclose(fresh, cached, atol=1e-4)
+    with torch.inference_mode():
+        logp = torch.log_softmax(model.hf(input_ids=torch.tensor([ids + [5, 11]])).logits[0], -1)
+    whole = logp[len(ids) - 1, 5] + logp[len(ids), 11] + logp[len(ids) + 1, 12]
+    assert float(fresh[1]) == pytest.approx(float(whole), abs=1e-4)
+    assert fresh[0] != fresh[1]  # same first token, different categories
+    single = category_logprobs(model, ids, [[5], [7]])
+    assert torch.allclose(single, torch.stack([logp[len(ids) - 1, 5], logp[len(ids) - 1, 7]]))

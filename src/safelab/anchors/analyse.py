@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from safelab.anchors import importance as imp
 from safelab.anchors.embed import Embed, cosine
@@ -54,16 +53,12 @@ def forced_distribution(
     model: WhiteBoxModel, trace: Trace, k: int, categories: list[str]
 ) -> np.ndarray:
     """The model's distribution over ``categories`` when made to answer right after prefix ``k``:
-    the next-token probabilities of each category's first token after ``Answer:``, renormalised."""
-    from safelab.anchors.rollouts import candidate_tokens
+    each category's probability after ``Answer:`` (all its tokens), renormalised."""
+    from safelab.anchors.rollouts import category_ids, category_logprobs
 
     text = prefix_text(model, trace, k) + ("\n" if k > 0 else "") + ANSWER_PREFIX
-    ids = torch.tensor(
-        [model.tokenizer(text, add_special_tokens=False)["input_ids"]], device=model.device
-    )
-    with torch.inference_mode():
-        logp = torch.log_softmax(model.hf(input_ids=ids).logits[0, -1].float(), -1).cpu()
-    s = logp[torch.tensor(candidate_tokens(model, categories))].numpy().astype(float)
+    ids = list(model.tokenizer(text, add_special_tokens=False)["input_ids"])
+    s = category_logprobs(model, ids, category_ids(model, categories)).numpy().astype(float)
     p = np.exp(s - s.max())
     return np.asarray(p / p.sum())
 
@@ -183,9 +178,9 @@ def analyse_trace(
         seg = segment_trace(model, trace)
         att = sentence_attention(model, seg)
         rec, heads, kurt = receiver_scores(att, s.proximity, s.top_heads)
-        from safelab.anchors.rollouts import candidate_tokens
+        from safelab.anchors.rollouts import category_ids
 
-        full = suppression_matrix(model, seg, candidate_tokens(model, categories))
+        full = suppression_matrix(model, seg, category_ids(model, categories))
         M, sup, ans_sup = full[:, :-1], suppression_importance(full), answer_suppression(full)
         out.update(
             receiver=[{"value": float(v), "lo": None, "hi": None} for v in rec],

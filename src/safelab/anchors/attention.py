@@ -166,31 +166,48 @@ def receiver_scores(
 
 
 def suppression_matrix(
-    model: WhiteBoxModel, seg: Segmented, candidates: list[int] | None = None
+    model: WhiteBoxModel, seg: Segmented, categories: list[list[int]] | None = None
 ) -> np.ndarray:
     """``[n, n_seg]``: KL (nats) at segment ``j``'s tokens when sentence ``i``'s keys are masked.
 
     Entries with ``j <= i`` are 0 by causality (asserted by a test, not assumed here). With
-    ``candidates`` (each answer category's first token), a last column is added: the KL of the
-    answer distribution over the candidates (renormalised) where the answer value is predicted,
-    ``[n, n_seg + 1]`` (see :func:`answer_suppression`).
+    ``categories`` (each answer category's tokens after ``Answer:``), a last column is added:
+    the KL of the answer distribution over the categories (each scored by all its tokens, in
+    place of the trace's answer value), ``[n, n_seg + 1]`` (see :func:`answer_suppression`).
     """
     T = len(seg.ids)
-    ids = torch.tensor([seg.ids], device=model.device)
+    at = seg.answer_token
+    if categories is not None and at < seg.segments[-1][0]:
+        raise SafelabError("the answer value has no token after 'Answer:'")
+    single = categories is None or all(len(c) == 1 for c in categories)
+    # Row 0 is the trace; with multi-token categories, one more row per category whose answer
+    # value is replaced by it (right-padded: causal attention keeps the padding out).
+    rows = [seg.ids] if single else [seg.ids] + [seg.ids[:at] + c for c in categories or []]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows], device=model.device)
     dtype = model.dtype
     neg = torch.finfo(dtype).min
-    causal = torch.full((T, T), neg, dtype=dtype).triu(1)
+    causal = torch.full((width, width), neg, dtype=dtype).triu(1)
     n = len(seg.segments) - 1
-    M = np.zeros((n, n + 1 + (candidates is not None)))
-    cand = torch.tensor(candidates or [0])
-    at = seg.answer_token - 1
-    if candidates is not None and at < seg.segments[-1][0]:
-        raise SafelabError("the answer value has no token after 'Answer:'")
+    M = np.zeros((n, n + 1 + (categories is not None)))
+
+    def answer_logp(logp: torch.Tensor) -> torch.Tensor:
+        assert categories is not None
+        if single:
+            return torch.log_softmax(logp[0, at - 1, [c[0] for c in categories]], -1)
+        s = torch.stack(
+            [
+                sum(logp[b + 1, at - 1 + t, tok] for t, tok in enumerate(c))
+                for b, c in enumerate(categories)
+            ]
+        )
+        return torch.log_softmax(s, -1)
+
     with eager_attention(model), torch.inference_mode():
         base = torch.log_softmax(
-            model.hf(input_ids=ids, attention_mask=causal[None, None].to(model.device))
-            .logits[0]
-            .float(),
+            model.hf(
+                input_ids=ids, attention_mask=causal[None, None].to(model.device)
+            ).logits.float(),
             -1,
         )
         for i in range(n):
@@ -198,18 +215,17 @@ def suppression_matrix(
             mask = causal.clone()
             mask[b:, a:b] = neg
             logp = torch.log_softmax(
-                model.hf(input_ids=ids, attention_mask=mask[None, None].to(model.device))
-                .logits[0]
-                .float(),
+                model.hf(
+                    input_ids=ids, attention_mask=mask[None, None].to(model.device)
+                ).logits.float(),
                 -1,
             )
             # KL(orig || suppressed) of the prediction of each token (made at the one before).
-            per_tok = (base.exp() * (base - logp)).sum(-1).clamp(min=0).cpu()
+            per_tok = (base[0, :T].exp() * (base[0, :T] - logp[0, :T])).sum(-1).clamp(min=0).cpu()
             for j, (c, d) in enumerate(seg.segments):
                 M[i, j] = float(per_tok[c - 1 : d - 1].mean())
-            if candidates is not None:
-                p = torch.log_softmax(base[at, cand], -1)
-                q = torch.log_softmax(logp[at, cand], -1)
+            if categories is not None:
+                p, q = answer_logp(base), answer_logp(logp)
                 M[i, n + 1] = float((p.exp() * (p - q)).sum().clamp(min=0))
     return M
 
