@@ -278,9 +278,39 @@ def test_categories_are_scored_by_all_their_tokens() -> None:
     cached = category_logprobs(model, ids[-1:], cats, prefix_cache(model, ids))
     assert torch.allclose(fresh, cached, atol=1e-4)
     with torch.inference_mode():
-        logp = torch.log_softmax(model.hf(input_ids=torch.tensor([ids + [5, 11]])).logits[0], -1)
+        logp = torch.log_softmax(model.hf(input_ids=torch.tensor([[*ids, 5, 11]])).logits[0], -1)
     whole = logp[len(ids) - 1, 5] + logp[len(ids), 11] + logp[len(ids) + 1, 12]
     assert float(fresh[1]) == pytest.approx(float(whole), abs=1e-4)
     assert fresh[0] != fresh[1]  # same first token, different categories
     single = category_logprobs(model, ids, [[5], [7]])
     assert torch.allclose(single, torch.stack([logp[len(ids) - 1, 5], logp[len(ids) - 1, 7]]))
+
+
+def test_report_only_expected_recounts_elicited_rollouts(tmp_path: Path) -> None:
+    from safelab.anchors.run import AnchorsConfig, expected_resampling
+
+    def ro(answer: str, probs: dict[str, float] | None = None) -> dict[str, object]:
+        return {"answer": answer, "elicited": probs is not None, "probs": probs}
+
+    prefixes = [
+        [ro("a", {"a": 0.5, "b": 0.5})] * 4,  # before sentence 0: elicited, drawn "a", 50/50
+        [ro("b")] * 4,  # written answers
+        [ro("b")] * 4,
+    ]
+    for k, rows in enumerate(prefixes):
+        path = tmp_path / "t" / f"{k}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps({"rollouts": rows}))
+    r = {
+        "id": "t",
+        "sentences": ["One.", "Two."],
+        "categories": ["a", "b"],
+        "ranks": {},
+        "anchors_by_method": {},
+    }
+    cfg = AnchorsConfig(rollouts=4, n_boot=20)
+    got = expected_resampling(r, tmp_path, cfg)
+    want = imp.kl_counts(np.array([0.0, 4.0]), np.array([2.0, 2.0]))  # not [4, 0] as drawn
+    assert got["resampling"][0]["value"] == pytest.approx(want)
+    assert got["resampling"][1]["value"] == pytest.approx(0.0)
+    assert got["ranks"]["resampling"] == [1, 2]
