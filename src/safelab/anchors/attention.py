@@ -197,7 +197,7 @@ def suppression_matrix(
             return torch.log_softmax(logp[0, at - 1, [c[0] for c in categories]], -1)
         s = torch.stack(
             [
-                sum(logp[b + 1, at - 1 + t, tok] for t, tok in enumerate(c))
+                logp[b + 1, torch.arange(len(c)) + at - 1, torch.tensor(c)].sum()
                 for b, c in enumerate(categories)
             ]
         )
