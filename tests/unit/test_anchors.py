@@ -94,6 +94,14 @@ def test_four_d_mask_matches_default_and_suppression_is_causal() -> None:
     for i in range(3):
         assert np.allclose(M[i, : i + 1], 0.0, atol=1e-6)
         assert (M[i, i + 1 :] > 0).all()
+    # With candidates, one more column: the KL of the answer over the categories at the answer.
+    four = list(model.tokenizer(" four", add_special_tokens=False)["input_ids"])
+    for cats in ([four[:1], [5]], [four, [5, 6, 7]]):  # first tokens only; whole sequences
+        full = suppression_matrix(model, seg, cats)
+        assert full.shape == (3, 5) and np.allclose(full[:, :4], M, atol=1e-5)
+        assert (full[:, 4] > 0).all()
+    first = model.tokenizer.decode([seg.ids[seg.answer_token]]).strip()
+    assert first and "four".startswith(first)  # the answer value's first token
 
 
 def test_sentence_attention_and_receivers() -> None:
@@ -230,3 +238,79 @@ def test_report_renders_in_chromium(tmp_path: Path) -> None:
     assert "Thought anchors" in dom and "Answer distribution per prefix" in dom
     assert "Suppression KL" in dom and "planted" in dom
     assert "0.500 [0.200, 0.900]" in dom
+
+
+def test_weight_rows_match_counts_and_expected_elicitation() -> None:
+    kept, resampled = [1] * 15 + [0] * 5, [0] * 10 + [1] * 10
+    oh = imp.one_hot(kept, 2), imp.one_hot(resampled, 2)
+    assert imp.kl_weights(*oh) == pytest.approx(imp.kl_answers(kept, resampled, 2))
+    assert imp.bootstrap_kl_weights(*oh, seed=3) == imp.bootstrap_kl(kept, resampled, 2, seed=3)
+    # Twenty elicited rollouts each 70/30 count as 14/6, not as whatever twenty draws gave.
+    soft = np.tile([0.3, 0.7], (20, 1))
+    assert imp.kl_weights(soft, oh[1]) == pytest.approx(
+        imp.kl_counts(np.array([6.0, 14.0]), np.array([10.0, 10.0]))
+    )
+
+
+def test_fewshot_history_reaches_the_chat_and_round_trips() -> None:
+    from safelab.anchors.problems import problems
+
+    rows = problems("comparison", 40, seed=1)
+    shown = {u for u, _ in rows[0]["history"]}
+    assert len(shown) == 2 and not shown & {r["question"] for r in rows}
+    t = Trace.from_dict({**rows[0], "reasoning": "One. Two.", "answer": rows[0]["correct"]})
+    roles = [m["role"] for m in t.messages()]
+    assert roles == ["system", "user", "assistant", "user", "assistant", "user"]
+    assert t.messages()[2]["content"].endswith("Answer: 58")
+    assert Trace.from_dict(t.to_dict()) == t and Trace.from_dict(t.to_dict()).history == t.history
+    with pytest.raises(SafelabError, match="history entry"):
+        Trace.from_dict({**t.to_dict(), "history": [["only the question"]]})
+
+
+def test_categories_are_scored_by_all_their_tokens() -> None:
+    """Numbers share their first token in SmolLM2 (`` 84`` is ``' ', '8', '4'``): score them whole."""
+    from safelab.anchors.rollouts import category_logprobs, prefix_cache
+
+    model = tiny_model("llama")
+    ids = list(model.tokenizer("The sum is", add_special_tokens=False)["input_ids"])
+    cats = [[5, 9], [5, 11, 12], [7]]
+    fresh = category_logprobs(model, ids, cats)
+    cached = category_logprobs(model, ids[-1:], cats, prefix_cache(model, ids))
+    assert torch.allclose(fresh, cached, atol=1e-4)
+    with torch.inference_mode():
+        logp = torch.log_softmax(model.hf(input_ids=torch.tensor([[*ids, 5, 11]])).logits[0], -1)
+    whole = logp[len(ids) - 1, 5] + logp[len(ids), 11] + logp[len(ids) + 1, 12]
+    assert float(fresh[1]) == pytest.approx(float(whole), abs=1e-4)
+    assert fresh[0] != fresh[1]  # same first token, different categories
+    single = category_logprobs(model, ids, [[5], [7]])
+    assert torch.allclose(single, torch.stack([logp[len(ids) - 1, 5], logp[len(ids) - 1, 7]]))
+
+
+def test_report_only_expected_recounts_elicited_rollouts(tmp_path: Path) -> None:
+    from safelab.anchors.run import AnchorsConfig, expected_resampling
+
+    def ro(answer: str, probs: dict[str, float] | None = None) -> dict[str, object]:
+        return {"answer": answer, "elicited": probs is not None, "probs": probs}
+
+    prefixes = [
+        [ro("a", {"a": 0.5, "b": 0.5})] * 4,  # before sentence 0: elicited, drawn "a", 50/50
+        [ro("b")] * 4,  # written answers
+        [ro("b")] * 4,
+    ]
+    for k, rows in enumerate(prefixes):
+        path = tmp_path / "t" / f"{k}.json"
+        path.parent.mkdir(exist_ok=True)
+        path.write_text(json.dumps({"rollouts": rows}))
+    r = {
+        "id": "t",
+        "sentences": ["One.", "Two."],
+        "categories": ["a", "b"],
+        "ranks": {},
+        "anchors_by_method": {},
+    }
+    cfg = AnchorsConfig(rollouts=4, n_boot=20)
+    got = expected_resampling(r, tmp_path, cfg)
+    want = imp.kl_counts(np.array([0.0, 4.0]), np.array([2.0, 2.0]))  # not [4, 0] as drawn
+    assert got["resampling"][0]["value"] == pytest.approx(want)
+    assert got["resampling"][1]["value"] == pytest.approx(0.0)
+    assert got["ranks"]["resampling"] == [1, 2]

@@ -8,7 +8,6 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
-import torch
 
 from safelab.anchors import importance as imp
 from safelab.anchors.embed import Embed, cosine
@@ -18,7 +17,14 @@ from safelab.anchors.traces import ANSWER_PREFIX, Trace
 if TYPE_CHECKING:
     from safelab.models.whitebox import WhiteBoxModel
 
-METHODS = ("resampling", "counterfactual", "forced", "receiver", "suppression")
+METHODS = (
+    "resampling",
+    "counterfactual",
+    "forced",
+    "receiver",
+    "suppression",
+    "answer_suppression",
+)
 
 
 @dataclass(frozen=True)
@@ -38,22 +44,21 @@ class AnalysisSettings:
     batch: int
     resample: bool
     """False: only the forced-answer and white-box views (no rollouts)."""
+    elicited: str
+    """``sampled``: an elicited answer counts as the option drawn; ``expected``: as the
+    distribution it is drawn from (less noise from the draw, same mean)."""
 
 
 def forced_distribution(
     model: WhiteBoxModel, trace: Trace, k: int, categories: list[str]
 ) -> np.ndarray:
     """The model's distribution over ``categories`` when made to answer right after prefix ``k``:
-    the next-token probabilities of each category's first token after ``Answer:``, renormalised."""
-    from safelab.anchors.rollouts import candidate_tokens
+    each category's probability after ``Answer:`` (all its tokens), renormalised."""
+    from safelab.anchors.rollouts import category_ids, category_logprobs
 
     text = prefix_text(model, trace, k) + ("\n" if k > 0 else "") + ANSWER_PREFIX
-    ids = torch.tensor(
-        [model.tokenizer(text, add_special_tokens=False)["input_ids"]], device=model.device
-    )
-    with torch.inference_mode():
-        logp = torch.log_softmax(model.hf(input_ids=ids).logits[0, -1].float(), -1).cpu()
-    s = logp[torch.tensor(candidate_tokens(model, categories))].numpy().astype(float)
+    ids = list(model.tokenizer(text, add_special_tokens=False)["input_ids"])
+    s = category_logprobs(model, ids, category_ids(model, categories)).numpy().astype(float)
     p = np.exp(s - s.max())
     return np.asarray(p / p.sum())
 
@@ -75,6 +80,7 @@ def analyse_trace(
 ) -> dict[str, Any]:
     """Every method's importance for each sentence of ``trace`` (a JSON-ready dict)."""
     from safelab.anchors.attention import (
+        answer_suppression,
         receiver_scores,
         segment_trace,
         sentence_attention,
@@ -97,7 +103,20 @@ def analyse_trace(
         | {trace.answer}
     )
     code = {c: i for i, c in enumerate(categories)}
-    answers = [[code[r.answer] for r in rs if r.answer is not None] for rs in per_prefix]
+
+    def weights(r: Rollout) -> np.ndarray:
+        row = np.zeros(len(categories))
+        if s.elicited == "expected" and r.elicited and r.probs:
+            for c, p in r.probs.items():
+                row[code[c]] = p
+        else:
+            row[code[str(r.answer)]] = 1.0
+        return row
+
+    def rows(rs: list[Rollout]) -> np.ndarray:
+        return np.array([weights(r) for r in rs]).reshape(len(rs), len(categories))
+
+    answers = [rows([r for r in rs if r.answer is not None]) for rs in per_prefix]
     forced = [forced_distribution(model, trace, k, categories) for k in range(n + 1)]
 
     resampling, counterfactual, forced_imp = [], [], []
@@ -107,8 +126,8 @@ def analyse_trace(
         boot_seed = seed * 1000 + i
         resampling.append(
             _interval(
-                imp.kl_answers(kept, resampled, len(categories), s.alpha),
-                *imp.bootstrap_kl(kept, resampled, len(categories), s.alpha, s.n_boot, boot_seed),
+                imp.kl_weights(kept, resampled, s.alpha),
+                *imp.bootstrap_kl_weights(kept, resampled, s.alpha, s.n_boot, boot_seed),
             )
         )
         scorable = [r for r in per_prefix[i] if r.answer is not None]
@@ -116,16 +135,14 @@ def analyse_trace(
             cos = cosine(
                 embed([r.first_sentence for r in scorable]), embed([sentences[i]] * len(scorable))
             )
-            dissimilar = [
-                code[str(r.answer)] for r, c in zip(scorable, cos, strict=True) if c < s.similarity
-            ]
+            dissimilar = rows([r for r, c in zip(scorable, cos, strict=True) if c < s.similarity])
         else:
-            dissimilar = []
+            dissimilar = rows([])
         n_dissimilar.append(len(dissimilar))
         counterfactual.append(
             _interval(
-                imp.kl_answers(kept, dissimilar, len(categories), s.alpha),
-                *imp.bootstrap_kl(kept, dissimilar, len(categories), s.alpha, s.n_boot, boot_seed),
+                imp.kl_weights(kept, dissimilar, s.alpha),
+                *imp.bootstrap_kl_weights(kept, dissimilar, s.alpha, s.n_boot, boot_seed),
             )
         )
         forced_imp.append(imp.forced_kl(forced[i + 1], forced[i]))
@@ -144,7 +161,9 @@ def analyse_trace(
                 "k": k,
                 "rollouts": len(rs),
                 "unscorable": sum(r.answer is None for r in rs),
-                "counts": {c: int(sum(1 for a in answers[k] if a == code[c])) for c in categories},
+                "counts": {c: int(sum(1 for r in rs if r.answer == c)) for c in categories},
+                "weights": {c: round(float(answers[k][:, code[c]].sum()), 4) for c in categories},
+                "elicited": sum(r.elicited for r in rs),
                 "forced": {c: float(p) for c, p in zip(categories, forced[k], strict=True)},
                 "example": rs[0].text[:300] if rs else "",
             }
@@ -159,11 +178,14 @@ def analyse_trace(
         seg = segment_trace(model, trace)
         att = sentence_attention(model, seg)
         rec, heads, kurt = receiver_scores(att, s.proximity, s.top_heads)
-        M = suppression_matrix(model, seg)
-        sup = suppression_importance(M)
+        from safelab.anchors.rollouts import category_ids
+
+        full = suppression_matrix(model, seg, category_ids(model, categories))
+        M, sup, ans_sup = full[:, :-1], suppression_importance(full), answer_suppression(full)
         out.update(
             receiver=[{"value": float(v), "lo": None, "hi": None} for v in rec],
             suppression=[{"value": float(v), "lo": None, "hi": None} for v in sup],
+            answer_suppression=[{"value": float(v), "lo": None, "hi": None} for v in ans_sup],
             suppression_matrix=M.tolist(),
             receiver_heads=[list(h) for h in heads],
             receiver_attention=np.mean(
@@ -185,13 +207,13 @@ def anchors(entries: list[dict[str, Any]], method: str, threshold: float) -> lis
     """The sentences the anchor rule flags under ``method``.
 
     Resampling and counterfactual: the 95% interval's lower end is at least ``threshold`` nats.
-    Forced: the (deterministic) KL is at least ``threshold``. Receiver and suppression, which
+    Forced and answer suppression: the (deterministic) KL is at least ``threshold``. Receiver and suppression, which
     have no scale of their own: more than twice the mean of the trace's other sentences.
     """
     vals = [e["value"] for e in entries]
     if method in ("resampling", "counterfactual"):
         return [i for i, e in enumerate(entries) if e["lo"] is not None and e["lo"] >= threshold]
-    if method == "forced":
+    if method in ("forced", "answer_suppression"):
         return [i for i, v in enumerate(vals) if v is not None and v >= threshold]
     out = []
     for i, v in enumerate(vals):

@@ -12,7 +12,9 @@ segments: the reasoning's sentences ``0..n-1`` and the answer line ``n``.
 - :func:`suppression_matrix`: mask sentence ``i``'s keys for every later query in every layer and
   head (an additive ``-inf`` in a 4-D attention mask) and take the KL of the next-token
   distribution at each later token, averaged per segment: ``M[i, j]``. Suppression importance
-  of ``i`` is the mean of ``M[i, j]`` over later segments ``j`` (the answer line included).
+  of ``i`` is the mean of ``M[i, j]`` over later segments ``j`` (the answer line included);
+  its *answer suppression* is the KL of the answer distribution over the answer categories where
+  the answer value is predicted (what masking ``i`` does to the answer, not to later text).
 """
 
 from __future__ import annotations
@@ -25,7 +27,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import torch
 
-from safelab.anchors.traces import Trace
+from safelab.anchors.traces import ANSWER_PREFIX, Trace
 from safelab.errors import SafelabError
 
 if TYPE_CHECKING:
@@ -38,6 +40,9 @@ class Segmented:
 
     ids: list[int]
     segments: list[tuple[int, int]]
+    answer_token: int = -1
+    """Index of the first token of the answer value (after ``Answer:``); its prediction is made
+    at ``answer_token - 1``."""
 
 
 def segment_trace(model: WhiteBoxModel, trace: Trace) -> Segmented:
@@ -50,6 +55,7 @@ def segment_trace(model: WhiteBoxModel, trace: Trace) -> Segmented:
     spans = [(base + a, base + b) for a, b in trace.spans]
     answer_start = base + len(trace.reasoning.rstrip()) + 1
     spans.append((answer_start, base + len(full)))
+    value_start = answer_start + len(ANSWER_PREFIX) + 1
     enc = model.tokenizer(text, add_special_tokens=False, return_offsets_mapping=True)
     offsets = enc["offset_mapping"]
     segments = []
@@ -58,7 +64,8 @@ def segment_trace(model: WhiteBoxModel, trace: Trace) -> Segmented:
         if not toks:
             raise SafelabError(f"trace {trace.id!r}: a sentence has no tokens")
         segments.append((toks[0], toks[-1] + 1))
-    return Segmented(list(enc["input_ids"]), segments)
+    value = [t for t, (s, e) in enumerate(offsets) if e > value_start]
+    return Segmented(list(enc["input_ids"]), segments, value[0] if value else -1)
 
 
 @contextmanager
@@ -158,23 +165,49 @@ def receiver_scores(
     return score, heads, kurt
 
 
-def suppression_matrix(model: WhiteBoxModel, seg: Segmented) -> np.ndarray:
+def suppression_matrix(
+    model: WhiteBoxModel, seg: Segmented, categories: list[list[int]] | None = None
+) -> np.ndarray:
     """``[n, n_seg]``: KL (nats) at segment ``j``'s tokens when sentence ``i``'s keys are masked.
 
-    Entries with ``j <= i`` are 0 by causality (asserted by a test, not assumed here).
+    Entries with ``j <= i`` are 0 by causality (asserted by a test, not assumed here). With
+    ``categories`` (each answer category's tokens after ``Answer:``), a last column is added:
+    the KL of the answer distribution over the categories (each scored by all its tokens, in
+    place of the trace's answer value), ``[n, n_seg + 1]`` (see :func:`answer_suppression`).
     """
     T = len(seg.ids)
-    ids = torch.tensor([seg.ids], device=model.device)
+    at = seg.answer_token
+    if categories is not None and at < seg.segments[-1][0]:
+        raise SafelabError("the answer value has no token after 'Answer:'")
+    single = categories is None or all(len(c) == 1 for c in categories)
+    # Row 0 is the trace; with multi-token categories, one more row per category whose answer
+    # value is replaced by it (right-padded: causal attention keeps the padding out).
+    rows = [seg.ids] if single else [seg.ids] + [seg.ids[:at] + c for c in categories or []]
+    width = max(len(r) for r in rows)
+    ids = torch.tensor([r + [r[-1]] * (width - len(r)) for r in rows], device=model.device)
     dtype = model.dtype
     neg = torch.finfo(dtype).min
-    causal = torch.full((T, T), neg, dtype=dtype).triu(1)
+    causal = torch.full((width, width), neg, dtype=dtype).triu(1)
     n = len(seg.segments) - 1
-    M = np.zeros((n, n + 1))
+    M = np.zeros((n, n + 1 + (categories is not None)))
+
+    def answer_logp(logp: torch.Tensor) -> torch.Tensor:
+        assert categories is not None
+        if single:
+            return torch.log_softmax(logp[0, at - 1, [c[0] for c in categories]], -1)
+        s = torch.stack(
+            [
+                logp[b + 1, torch.arange(len(c)) + at - 1, torch.tensor(c)].sum()
+                for b, c in enumerate(categories)
+            ]
+        )
+        return torch.log_softmax(s, -1)
+
     with eager_attention(model), torch.inference_mode():
         base = torch.log_softmax(
-            model.hf(input_ids=ids, attention_mask=causal[None, None].to(model.device))
-            .logits[0]
-            .float(),
+            model.hf(
+                input_ids=ids, attention_mask=causal[None, None].to(model.device)
+            ).logits.float(),
             -1,
         )
         for i in range(n):
@@ -182,18 +215,30 @@ def suppression_matrix(model: WhiteBoxModel, seg: Segmented) -> np.ndarray:
             mask = causal.clone()
             mask[b:, a:b] = neg
             logp = torch.log_softmax(
-                model.hf(input_ids=ids, attention_mask=mask[None, None].to(model.device))
-                .logits[0]
-                .float(),
+                model.hf(
+                    input_ids=ids, attention_mask=mask[None, None].to(model.device)
+                ).logits.float(),
                 -1,
             )
             # KL(orig || suppressed) of the prediction of each token (made at the one before).
-            per_tok = (base.exp() * (base - logp)).sum(-1).clamp(min=0).cpu()
+            per_tok = (base[0, :T].exp() * (base[0, :T] - logp[0, :T])).sum(-1).clamp(min=0).cpu()
             for j, (c, d) in enumerate(seg.segments):
                 M[i, j] = float(per_tok[c - 1 : d - 1].mean())
+            if categories is not None:
+                p, q = answer_logp(base), answer_logp(logp)
+                M[i, n + 1] = float((p.exp() * (p - q)).sum().clamp(min=0))
     return M
 
 
 def suppression_importance(M: np.ndarray) -> np.ndarray:
+    """Mean of ``M[i, j]`` over the later segments ``j > i`` (the answer line included)."""
     n = M.shape[0]
-    return np.array([M[i, i + 1 :].mean() for i in range(n)])
+    return np.array([M[i, i + 1 : n + 1].mean() for i in range(n)])
+
+
+def answer_suppression(M: np.ndarray) -> np.ndarray:
+    """What masking sentence ``i`` does to the answer itself: the KL of the distribution over
+    the answer categories where the answer value is predicted (the extra column of
+    :func:`suppression_matrix` given ``candidates``). The mean over every later token (the
+    paper's readout) mostly measures how later *text* leans on a sentence."""
+    return np.asarray(M[:, -1])

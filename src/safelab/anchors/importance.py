@@ -12,7 +12,9 @@ sentence ``k`` (``k = n``: after the whole reasoning). For sentence ``i``:
   the candidate answers when made to answer right after prefix ``k`` (no sampling).
 
 Distributions are over the trace's answer categories with Laplace smoothing (``alpha`` added to
-every count). Unscorable rollouts (no answer found) are excluded from ``P`` and counted.
+every count). Unscorable rollouts (no answer found) are excluded from ``P`` and counted. A rollout
+counts as a weight row: one-hot for an answer it wrote (or an elicited answer drawn), or, with
+``elicited="expected"``, the distribution its elicited answer would be drawn from.
 Intervals: percentile bootstrap over rollouts, both sets resampled independently.
 """
 
@@ -42,13 +44,26 @@ def kl_counts(a: np.ndarray, b: np.ndarray, alpha: float = 1.0) -> float:
     return kl(smoothed(a, alpha), smoothed(b, alpha))
 
 
+def one_hot(answers: Sequence[int], n_categories: int) -> np.ndarray:
+    """``[n, n_categories]`` rows, one per rollout: the weight each gives each answer."""
+    out = np.zeros((len(answers), n_categories))
+    out[np.arange(len(answers)), np.asarray(answers, dtype=np.int64)] = 1.0
+    return out
+
+
 def kl_answers(
     kept: Sequence[int], resampled: Sequence[int], n_categories: int, alpha: float = 1.0
 ) -> float:
     """``KL(P_kept || P_resampled)``; NaN when either side has no scorable rollout."""
+    return kl_weights(one_hot(kept, n_categories), one_hot(resampled, n_categories), alpha)
+
+
+def kl_weights(kept: np.ndarray, resampled: np.ndarray, alpha: float = 1.0) -> float:
+    """:func:`kl_answers` for rollouts given as weight rows (a one-hot row for an answer, or the
+    distribution an elicited answer is drawn from); NaN when either side has no rollout."""
     if len(kept) == 0 or len(resampled) == 0:
         return float("nan")
-    return kl_counts(counts(kept, n_categories), counts(resampled, n_categories), alpha)
+    return kl_counts(np.asarray(kept).sum(0), np.asarray(resampled).sum(0), alpha)
 
 
 def bootstrap_kl(
@@ -60,27 +75,33 @@ def bootstrap_kl(
     seed: int = 0,
 ) -> tuple[float, float]:
     """Percentile 95% interval of :func:`kl_answers`, resampling each side's rollouts."""
+    return bootstrap_kl_weights(
+        one_hot(kept, n_categories), one_hot(resampled, n_categories), alpha, n_boot, seed
+    )
+
+
+def bootstrap_kl_weights(
+    kept: np.ndarray,
+    resampled: np.ndarray,
+    alpha: float = 1.0,
+    n_boot: int = 1000,
+    seed: int = 0,
+) -> tuple[float, float]:
+    """Percentile 95% interval of :func:`kl_weights`, resampling each side's rollouts."""
     if len(kept) == 0 or len(resampled) == 0:
         return float("nan"), float("nan")
     rng = np.random.default_rng(seed)
-    a = np.asarray(kept, dtype=np.int64)
-    b = np.asarray(resampled, dtype=np.int64)
+    a = np.asarray(kept, dtype=float)
+    b = np.asarray(resampled, dtype=float)
     ia = rng.integers(0, len(a), size=(n_boot, len(a)))
     ib = rng.integers(0, len(b), size=(n_boot, len(b)))
-    ca = _row_counts(a[ia], n_categories) + alpha
-    cb = _row_counts(b[ib], n_categories) + alpha
+    ca = a[ia].sum(1) + alpha
+    cb = b[ib].sum(1) + alpha
     p = ca / ca.sum(1, keepdims=True)
     q = cb / cb.sum(1, keepdims=True)
     vals = np.sum(p * (np.log(p) - np.log(q)), axis=1)
     lo, hi = np.percentile(vals, [2.5, 97.5])
     return float(lo), float(hi)
-
-
-def _row_counts(x: np.ndarray, k: int) -> np.ndarray:
-    out = np.zeros((x.shape[0], k))
-    for c in range(k):
-        out[:, c] = (x == c).sum(1)
-    return out
 
 
 def forced_kl(kept: np.ndarray, resampled: np.ndarray) -> float:

@@ -14,7 +14,13 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 
 from safelab.anchors.answers import extract_answer
-from safelab.anchors.traces import ANSWER_PREFIX, DEFAULT_SYSTEM, Trace, split_sentences
+from safelab.anchors.traces import (
+    ANSWER_PREFIX,
+    DEFAULT_SYSTEM,
+    Trace,
+    parse_history,
+    split_sentences,
+)
 from safelab.errors import SafelabError
 
 if TYPE_CHECKING:
@@ -23,13 +29,32 @@ if TYPE_CHECKING:
 PROBLEM_KINDS = ("comparison", "addition")
 
 
+def fewshot(kind: str) -> tuple[str, list[list[str]]]:
+    """The system prompt and worked examples (``data/fewshot.yaml``) for problems of ``kind``."""
+    from importlib import resources
+
+    import yaml
+
+    spec = yaml.safe_load(
+        resources.files("safelab.anchors").joinpath("data/fewshot.yaml").read_text()
+    )
+    return str(spec["system"]), [[e["user"], e["assistant"]] for e in spec[kind]]
+
+
 def problems(kind: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
-    """``n`` question rows (``question``, ``options``, ``correct``) of ``kind``."""
+    """``n`` question rows (``question``, ``options``, ``correct``, few-shot ``system`` and
+    ``history``) of ``kind``; none repeats a worked example's question."""
+    if kind not in PROBLEM_KINDS:
+        raise SafelabError(f"unknown problem kind {kind!r}: use {', '.join(PROBLEM_KINDS)}")
+    system, history = fewshot(kind)
+    shown = {u for u, _ in history}
     rng = np.random.default_rng(seed)
     rows: list[dict[str, Any]] = []
     while len(rows) < n:
         if kind == "comparison":
             a, b = (int(x) for x in rng.choice(np.arange(1, 100), 2, replace=False))
+            if f"Which number is larger: {a} or {b}?" in shown:
+                continue
             rows.append(
                 {
                     "id": f"cmp-{len(rows):03d}",
@@ -40,6 +65,8 @@ def problems(kind: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
             )
         elif kind == "addition":
             a, b = (int(x) for x in rng.integers(1, 10, 2))
+            if f"What is {a} + {b}?" in shown:
+                continue
             rows.append(
                 {
                     "id": f"add-{len(rows):03d}",
@@ -47,9 +74,7 @@ def problems(kind: str, n: int, seed: int = 0) -> list[dict[str, Any]]:
                     "correct": str(a + b),
                 }
             )
-        else:
-            raise SafelabError(f"unknown problem kind {kind!r}: use {', '.join(PROBLEM_KINDS)}")
-    return rows
+    return [{**r, "system": system, "history": history} for r in rows]
 
 
 def write_trace(
@@ -77,6 +102,7 @@ def write_trace(
         kind=str(row.get("kind", "real")),
         correct=row.get("correct"),
         meta=dict(row.get("meta") or {}),
+        history=parse_history(row.get("history"), str(row.get("id", "prompt"))),
     )
     from safelab.anchors.rollouts import context_length
 
@@ -115,7 +141,14 @@ def accuracy(
 
     correct = wrong = unscorable = 0
     for i, row in enumerate(rows):
-        t = Trace(id="acc", question=row["question"], reasoning="", answer="")
+        t = Trace(
+            id="acc",
+            question=row["question"],
+            reasoning="",
+            answer="",
+            system=row.get("system", DEFAULT_SYSTEM),
+            history=parse_history(row.get("history")),
+        )
         prompt = model.render_chat(t.messages(), add_generation_prompt=True)
         req = GenerationRequest(
             max_new_tokens=max_new_tokens, temperature=0.6, top_p=0.95, seed=seed + i

@@ -12,6 +12,7 @@ import math
 from pathlib import Path
 from typing import Any
 
+from safelab.anchors.analyse import METHODS
 from safelab.files import atomic_write_text
 
 COLOURS = ["#4477aa", "#ee6677", "#228833", "#ccbb44", "#66ccee", "#aa3377", "#bbbbbb"]
@@ -44,9 +45,7 @@ def _shade(value: float | None, top: float, rgb: str = "238,102,119") -> str:
 
 def _trace_html(r: dict[str, Any]) -> str:
     esc = html.escape
-    methods = [
-        m for m in ("resampling", "counterfactual", "forced", "receiver", "suppression") if m in r
-    ]
+    methods = [m for m in METHODS if m in r]
     parts = [
         f"<h2 id='{esc(r['id'])}'>{esc(r['id'])} <span class='small'>({esc(r['kind'])})</span></h2>"
     ]

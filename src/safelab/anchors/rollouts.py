@@ -42,6 +42,9 @@ class Rollout:
     elicited: bool = False
     """The continuation ended without an answer line, so ``Answer:`` was appended and the
     answer sampled after it (same temperature and top-p)."""
+    probs: dict[str, float] | None = None
+    """For an elicited answer, the distribution it was drawn from (over the trace's options, at
+    the rollout temperature): ``elicit="expected"`` counts the rollout as these fractions."""
 
 
 def prefix_text(model: WhiteBoxModel, trace: Trace, k: int) -> str:
@@ -115,11 +118,55 @@ def _seed(base: int, trace_id: str, k: int, done: int) -> int:
     return int.from_bytes(h[:4], "little")
 
 
-def candidate_tokens(model: WhiteBoxModel, categories: list[str]) -> list[int]:
-    """The first token of `` <category>`` for each answer category (as it follows ``Answer:``)."""
-    return [
-        int(model.tokenizer(" " + c, add_special_tokens=False)["input_ids"][0]) for c in categories
+def category_ids(model: WhiteBoxModel, categories: list[str]) -> list[list[int]]:
+    """The tokens of `` <category>`` for each answer category, as it follows ``Answer:``.
+
+    SmolLM2 writes `` 84`` as ``[' ', '8', '4']``: every number starts with the same token, so
+    categories are scored by all their tokens (:func:`category_logprobs`), not the first.
+    """
+    out = [
+        list(model.tokenizer(" " + c, add_special_tokens=False)["input_ids"]) for c in categories
     ]
+    if any(not ids for ids in out):
+        raise SafelabError(f"an answer category has no tokens: {categories!r}")
+    return out
+
+
+def category_logprobs(
+    model: WhiteBoxModel, context: list[int], cats: list[list[int]], cached: Any = None
+) -> Any:
+    """``log p(category | context)`` per category, summed over its tokens (``[len(cats)]``).
+
+    ``context`` is fed after ``cached`` (a :func:`prefix_cache`, copied, not changed) or from
+    scratch. Single-token categories need one row; otherwise one row per category, right-padded
+    (causal attention: the padding never reaches the scored positions).
+    """
+    import copy
+
+    import torch
+
+    single = all(len(c) == 1 for c in cats)
+    rows = [context] if single else [context + c[:-1] for c in cats]
+    width = max(len(r) for r in rows)
+    pad = rows[0][-1]
+    ids = torch.tensor([r + [pad] * (width - len(r)) for r in rows], device=model.device)
+    kwargs: dict[str, Any] = {}
+    if cached is not None:
+        cache, name = cached
+        cache = copy.deepcopy(cache)
+        if len(rows) > 1:
+            cache.batch_repeat_interleave(len(rows))
+        kwargs[name] = cache
+    with torch.inference_mode():
+        logp = torch.log_softmax(
+            model.hf(input_ids=ids, use_cache=True, **kwargs).logits.float(), -1
+        )
+    start = len(context) - 1
+    out = [
+        sum(float(logp[0 if single else b, start + t, tok]) for t, tok in enumerate(c))
+        for b, c in enumerate(cats)
+    ]
+    return torch.tensor(out)
 
 
 def prefix_cache(model: WhiteBoxModel, ids: list[int]) -> Any:
@@ -140,19 +187,6 @@ def prefix_cache(model: WhiteBoxModel, ids: list[int]) -> Any:
     return cache, name
 
 
-def next_logprobs(model: WhiteBoxModel, cached: Any, last: int, suffix: list[int]) -> Any:
-    """Log-probabilities of the token after ``prefix + suffix``, from a copy of the prefix cache."""
-    import copy
-
-    import torch
-
-    cache, name = cached
-    ids = torch.tensor([[last, *suffix]], device=model.device)
-    with torch.inference_mode():
-        logits = model.hf(input_ids=ids, use_cache=True, **{name: copy.deepcopy(cache)}).logits
-    return torch.log_softmax(logits[0, -1].float(), -1)
-
-
 def elicit_answers(
     model: WhiteBoxModel,
     trace: Trace,
@@ -165,8 +199,8 @@ def elicit_answers(
 ) -> None:
     """For rollouts that ended without an answer line, append ``Answer:`` and sample one.
 
-    The answer is drawn (at the rollouts' temperature) among the trace's options, from the
-    next-token distribution over each option's first token, the prefix's KV cache reused.
+    The answer is drawn (at the rollouts' temperature) among the trace's options, from their
+    probabilities after ``Answer:`` (all of each option's tokens), the prefix's KV cache reused.
     Traces without options leave such rollouts unscorable.
     """
     import torch
@@ -177,17 +211,18 @@ def elicit_answers(
     if not todo or not trace.options:
         return
     options = list(trace.options)
-    cand = torch.tensor(candidate_tokens(model, options))
+    cats = category_ids(model, options)
     cached = prefix_cache(model, ids)
     gen = torch.Generator().manual_seed(seed)
     for i in todo:
         text = rollouts[i].text.rstrip()
         sep = "\n" if (text or trace.prefix(k)) else ""
         tail = list(model.tokenizer(sep + ANSWER_PREFIX, add_special_tokens=False)["input_ids"])
-        logp = next_logprobs(model, cached, ids[-1], completions[i] + tail)[cand].cpu()
+        logp = category_logprobs(model, [ids[-1], *completions[i], *tail], cats, cached)
         probs = torch.softmax(logp / max(settings.temperature, 1e-6), -1)
         rollouts[i].answer = options[int(torch.multinomial(probs, 1, generator=gen))]
         rollouts[i].elicited = True
+        rollouts[i].probs = {o: float(p) for o, p in zip(options, probs.tolist(), strict=True)}
 
 
 def rollouts_for_prefix(

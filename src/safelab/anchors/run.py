@@ -59,6 +59,9 @@ class AnchorsConfig:
     attention: bool = True
     resample: bool = True
     """False: skip the rollouts (forced-answer, receiver and suppression views only)."""
+    elicited: str = "sampled"
+    """How a rollout that wrote no answer line counts once its answer is elicited: ``sampled``
+    (the option drawn, as in the paper) or ``expected`` (the distribution it is drawn from)."""
     n_planted: int = 30
     n_controls: int = 10
     n_sentences: int = 5
@@ -77,6 +80,8 @@ class AnchorsConfig:
             raise SafelabError(f"similarity {self.similarity}: give a cosine in (0, 1]")
         if self.prompt is None and not self.data:
             raise SafelabError("nothing to analyse: give a prompt or --data")
+        if self.elicited not in ("sampled", "expected"):
+            raise SafelabError(f"--elicited {self.elicited}: use sampled or expected")
         if self.prompt is not None and not self.prompt.strip():
             raise SafelabError("empty prompt: give a question for the model to reason about")
 
@@ -93,6 +98,7 @@ class AnchorsConfig:
             attention=self.attention,
             batch=self.batch,
             resample=self.resample,
+            elicited=self.elicited,
         )
 
     def to_dict(self) -> dict[str, Any]:
@@ -270,6 +276,8 @@ def report_only(cfg: AnchorsConfig, out: str | Path) -> AnchorsResult:
     if not files:
         raise SafelabError(f"{out}: no finished traces: run `safelab anchors` first")
     results = [json.loads(f.read_text())["result"] for f in files]
+    if cfg.elicited == "expected":
+        results = [expected_resampling(r, out / "rollouts", cfg) for r in results]
     old = json.loads((out / "metrics.json").read_text()) if (out / "metrics.json").is_file() else {}
     metrics = {
         "config": cfg.to_dict(),
@@ -286,6 +294,57 @@ def report_only(cfg: AnchorsConfig, out: str | Path) -> AnchorsResult:
     atomic_write_text(out / "metrics.json", json.dumps(metrics, indent=1))
     write_report(metrics, out / "report.html")
     return AnchorsResult(out, metrics, results)
+
+
+def expected_resampling(r: dict[str, Any], cache: Path, cfg: AnchorsConfig) -> dict[str, Any]:
+    """A finished trace's resampling importance recomputed from its cached rollouts with every
+    elicited answer counted as the distribution it was drawn from (``elicited="expected"``).
+
+    No model is needed; the other methods are kept as they were computed (counterfactual
+    importance still counts elicited answers as drawn: its similarity filter is not stored).
+    """
+    from safelab.anchors import importance as imp
+    from safelab.anchors.analyse import anchors
+    from safelab.anchors.rollouts import _slug
+
+    code = {c: i for i, c in enumerate(r["categories"])}
+    weights = []
+    for k in range(len(r["sentences"]) + 1):
+        path = cache / _slug(r["id"]) / f"{k}.json"
+        if not path.is_file():
+            raise SafelabError(f"{path}: rollouts missing: rerun `safelab anchors` on this folder")
+        rows = []
+        for ro in json.loads(path.read_text())["rollouts"][: cfg.rollouts]:
+            if ro["answer"] is None:
+                continue
+            w = np.zeros(len(code))
+            probs = ro.get("probs") if ro.get("elicited") else None
+            for c, p in (probs or {ro["answer"]: 1.0}).items():
+                w[code[c]] = p
+            rows.append(w)
+        weights.append(np.array(rows).reshape(len(rows), len(code)))
+    entries = []
+    for i in range(len(r["sentences"])):
+        lo, hi = imp.bootstrap_kl_weights(
+            weights[i + 1], weights[i], cfg.alpha, cfg.n_boot, cfg.seed * 1000 + i
+        )
+        v = imp.kl_weights(weights[i + 1], weights[i], cfg.alpha)
+        entries.append(
+            {k: (None if math.isnan(x) else x) for k, x in (("value", v), ("lo", lo), ("hi", hi))}
+        )
+    out = {**r, "resampling": entries, "elicited": "expected"}
+    out["ranks"] = {
+        **r["ranks"],
+        "resampling": imp.ranks(
+            [float("nan") if e["value"] is None else e["value"] for e in entries]
+        ),
+    }
+    out["anchors_by_method"] = {
+        **r["anchors_by_method"],
+        "resampling": anchors(entries, "resampling", cfg.anchor_threshold),
+    }
+    out["anchors"] = out["anchors_by_method"]["resampling"]
+    return out
 
 
 def _accuracy(counts: dict[str, int], seed: int) -> dict[str, Any] | None:

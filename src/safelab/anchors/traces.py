@@ -64,6 +64,9 @@ class Trace:
     planted: int | None = None
     correct: str | None = None
     meta: dict[str, Any] = field(default_factory=dict, hash=False, compare=False)
+    history: tuple[tuple[str, str], ...] = ()
+    """Worked examples shown before the question, as (user, assistant) turns (few-shot): the
+    format a small model follows (``data/fewshot.yaml``)."""
 
     @property
     def spans(self) -> list[tuple[int, int]]:
@@ -88,6 +91,8 @@ class Trace:
 
     def messages(self) -> list[dict[str, str]]:
         head = [{"role": "system", "content": self.system}] if self.system else []
+        for user, assistant in self.history:
+            head += [{"role": "user", "content": user}, {"role": "assistant", "content": assistant}]
         return [*head, {"role": "user", "content": self.question}]
 
     def prefix(self, k: int) -> str:
@@ -112,6 +117,7 @@ class Trace:
             "planted": self.planted,
             "correct": self.correct,
             "meta": self.meta,
+            **({"history": [list(h) for h in self.history]} if self.history else {}),
         }
 
     @classmethod
@@ -133,7 +139,24 @@ class Trace:
             planted=row.get("planted"),
             correct=row.get("correct"),
             meta=dict(row.get("meta") or {}),
+            history=parse_history(row.get("history"), where),
         )
+
+
+def parse_history(value: Any, where: str = "trace") -> tuple[tuple[str, str], ...]:
+    """``history`` of a row: a list of ``[user, assistant]`` pairs (or ``{user, assistant}``)."""
+    if not value:
+        return ()
+    out: list[tuple[str, str]] = []
+    for h in value:
+        pair = (h.get("user"), h.get("assistant")) if isinstance(h, dict) else tuple(h)
+        if len(pair) != 2 or not all(isinstance(x, str) and x.strip() for x in pair):
+            raise SafelabError(
+                f"{where}: each history entry needs a user and an assistant turn "
+                '(["question", "reasoning...\nAnswer: X"])'
+            )
+        out.append((str(pair[0]), str(pair[1])))
+    return tuple(out)
 
 
 def read_rows(path: str | Path) -> list[dict[str, Any]]:

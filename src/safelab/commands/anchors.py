@@ -36,6 +36,13 @@ def register(sub: argparse._SubParsersAction) -> None:  # type: ignore[type-arg]
         action="store_true",
         help="skip the rollouts: forced-answer, receiver and suppression views only",
     )
+    p.add_argument(
+        "--elicited",
+        choices=("sampled", "expected"),
+        default="sampled",
+        help="a rollout without an answer line counts as the option drawn after 'Answer:' "
+        "(sampled, default) or as the distribution it is drawn from (expected)",
+    )
     p.add_argument("--planted", type=int, default=30, help="planted traces (--data planted)")
     p.add_argument("--controls", type=int, default=10, help="control traces (--data planted)")
     p.add_argument("--sentences", type=int, default=5, help="sentences per planted trace")
@@ -76,6 +83,7 @@ def cmd_anchors(args: argparse.Namespace) -> int:
         embedder=args.embedder,
         attention=not args.no_attention,
         resample=not args.no_resampling,
+        elicited=args.elicited,
         n_planted=args.planted,
         n_controls=args.controls,
         n_problems=args.problems,
