@@ -297,3 +297,19 @@ def test_suite_library_and_cli_write_the_same_results(tmp_path: Path) -> None:
     got = _metrics(tmp_path / "cli" / "results.json", drop)
     assert got == _metrics(tmp_path / "lib" / "results.json", drop)
     assert got["config"]["task_args"] == {"max_tokens": 3} and got["rows"]
+
+
+# -- thought anchors ---------------------------------------------------------------------------
+
+
+def test_anchors_cli_defaults_are_the_configs() -> None:
+    from safelab.anchors.run import AnchorsConfig
+    from safelab.commands.options import from_options
+
+    parser = _subparser(["anchors"])
+    assert from_options(AnchorsConfig, parser.parse_args([]), prompt=None) == AnchorsConfig()
+    argv = ["--planted", "3", "--no-resampling", "--threshold", "0.2", "--elicited", "expected"]
+    cfg = from_options(AnchorsConfig, parser.parse_args(argv), prompt=None)
+    assert cfg == AnchorsConfig(n_planted=3, resample=False, anchor_threshold=0.2,
+                                elicited="expected")  # fmt: skip
+    assert pickle.loads(pickle.dumps(cfg)) == cfg

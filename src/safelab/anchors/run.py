@@ -26,6 +26,7 @@ import numpy as np
 from safelab.anchors.analyse import METHODS, AnalysisSettings, analyse_trace
 from safelab.anchors.rollouts import RolloutSettings, check_fits
 from safelab.anchors.traces import Trace, read_rows
+from safelab.config import option
 from safelab.errors import SafelabError
 from safelab.files import atomic_write_text
 
@@ -39,39 +40,52 @@ BUILTIN = ("planted", "comparison", "addition", "agentic")
 class AnchorsConfig:
     """Everything that defines a run; saved in metrics.json."""
 
-    data: str | None = "planted"
-    """``planted`` (ground truth), ``comparison``/``addition`` (generated problems, the model
-    writes its traces), or a .jsonl of traces or questions; ignored when ``prompt`` is set."""
-    prompt: str | None = None
-    """One question: the model writes its trace, which is then analysed."""
-    model: str = "default"
-    rollouts: int = 20
-    temperature: float = 0.6
-    top_p: float = 0.95
-    max_new_tokens: int = 64
-    similarity: float = 0.8
-    embedder: str = "auto"
-    alpha: float = 1.0
-    n_boot: int = 1000
-    proximity: int = 2
-    top_heads: int = 16
-    anchor_threshold: float = 0.1
-    attention: bool = True
-    resample: bool = True
-    """False: skip the rollouts (forced-answer, receiver and suppression views only)."""
-    elicited: str = "sampled"
-    """How a rollout that wrote no answer line counts once its answer is elicited: ``sampled``
-    (the option drawn, as in the paper) or ``expected`` (the distribution it is drawn from)."""
-    n_planted: int = 30
-    n_controls: int = 10
-    n_sentences: int = 5
-    n_problems: int = 10
-    limit: int | None = None
-    seed: int = 0
-    batch: int = 32
-    from_end: bool = False
-    """Work through the traces last first: a second process on the same ``out`` meets the
-    first in the middle (each skips the traces the other has finished)."""
+    data: str | None = option(
+        "planted",
+        "planted (ground truth), comparison, addition, agentic, or a .jsonl of traces "
+        "(question, reasoning, answer[, options]) or questions; ignored with a prompt",
+    )
+    prompt: str | None = option(
+        None, "one question: the model writes its trace, then it is analysed"
+    )
+    model: str = option("default", "the model")
+    rollouts: int = option(20, "rollouts per prefix")
+    temperature: float = option(0.6, "rollout temperature")
+    top_p: float = option(0.95, "rollout nucleus (top-p)")
+    max_new_tokens: int = option(64, "tokens per rollout")
+    similarity: float = option(0.8, "counterfactual cosine threshold")
+    embedder: str = option("auto", "sentence embedder: auto, minilm or model (mean-pooled states)")
+    alpha: float = option(1.0, "Laplace smoothing of the answer distributions")
+    n_boot: int = option(1000, "bootstrap resamples over rollouts")
+    proximity: int = option(2, "receiver heads: ignore attention from the next N sentences")
+    top_heads: int = option(16, "receiver heads kept")
+    anchor_threshold: float = option(
+        0.1, "anchor rule: lower CI bound of the importance (nats)", flag="--threshold"
+    )
+    attention: bool = option(True, "the attention and suppression views (--no-attention skips)")
+    resample: bool = option(
+        True,
+        "the rollouts (--no-resampling: forced-answer, receiver and suppression views only)",
+        flag="--no-resampling",
+    )
+    elicited: str = option(
+        "sampled",
+        "a rollout without an answer line counts as the option drawn after 'Answer:' "
+        "(sampled, as in the paper) or as the distribution it is drawn from (expected)",
+        choices=("sampled", "expected"),
+    )
+    n_planted: int = option(30, "planted traces (--data planted)", flag="--planted")
+    n_controls: int = option(10, "control traces (--data planted)", flag="--controls")
+    n_sentences: int = option(5, "sentences per planted trace", flag="--sentences")
+    n_problems: int = option(10, "questions (--data comparison|addition)", flag="--problems")
+    limit: int | None = option(None, "only the first N rows of a data file")
+    seed: int = option(0, "seed of the rollouts, the planted traces and the bootstrap")
+    batch: int = option(32, "rollouts decoded together")
+    from_end: bool = option(
+        False,
+        "work through the traces last first: a second process on the same --out meets the "
+        "first in the middle (each skips the traces the other has finished)",
+    )
 
     def __post_init__(self) -> None:
         if self.rollouts < 2:

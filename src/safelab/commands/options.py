@@ -41,8 +41,8 @@ def add_options(
 ) -> None:
     """Add one ``--option`` per field of the config ``cls`` to an argparse parser.
 
-    A ``bool`` field that defaults to True becomes ``--no-<name>``; one that defaults to False,
-    ``--<name>``. ``defaults`` shows another default for a command that shares the config (it is
+    A ``bool`` field that defaults to True becomes ``--no-<name>`` (or its ``flag``); one that
+    defaults to False, ``--<name>``. ``defaults`` shows another default for a command that shares the config (it is
     still checked to be a field).
     """
     hints = typing.get_type_hints(cls)
@@ -58,7 +58,7 @@ def add_options(
         if tp is bool:
             if default:
                 parser.add_argument(
-                    "--no-" + f.name.replace("_", "-"),
+                    f.metadata.get(FLAG) or "--no-" + f.name.replace("_", "-"),
                     dest=f.name,
                     action="store_false",
                     help=help_text,
