@@ -105,7 +105,9 @@ def test_compact_tool_descriptions_are_shorter_and_keep_every_argument() -> None
 
 def test_tool_choice_none_named_and_parallel(tiny_folder: Path, scripted: Script) -> None:
     # The tiny tokenizer spends ~1 token a byte: a window wide enough for the tool prompt.
-    model = get_model(f"safelab/{tiny_folder}", context_window=4096)
+    # The script stands in for generate_batch, the static path's one call; what is under test
+    # (tool prompts and parsing the reply) is the same on the continuous path.
+    model = get_model(f"safelab/{tiny_folder}", context_window=4096, batching="static")
     user = [ChatMessageUser(content="What is 2 plus 3?")]
     call = '<tool_call>{"name": "add", "arguments": {"a": 2, "b": 3}}</tool_call>'
     # none: tools are not offered and a call-shaped reply stays text.

@@ -75,13 +75,13 @@ def _via_sweep(model: Any, saved: Path, monkeypatch: pytest.MonkeyPatch) -> torc
 
 def _via_provider(model: Any, saved: Path, monkeypatch: pytest.MonkeyPatch) -> torch.Tensor:
     seen: list[torch.Tensor] = []
-    real = batcher.generate_batch
+    real = batcher.DecodeBatch.add
 
-    def generate_batch(m: Any, texts: Any, req: Any, chat_formatted: Any = None) -> Any:
-        _record(m, seen)
-        return real(m, texts, req, chat_formatted)
+    def add(self: Any, *args: Any, **kwargs: Any) -> Any:  # a sample joins the decode batch
+        _record(self.model, seen)  # inside the provider's intervention context
+        return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(batcher, "generate_batch", generate_batch)
+    monkeypatch.setattr(batcher.DecodeBatch, "add", add)
     share_model(model, f"steer-owner-{id(model)}")
     api = get_model(f"safelab/steer-owner-{id(model)}", steer=str(saved)).api
     out = asyncio.run(
