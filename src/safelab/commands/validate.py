@@ -13,6 +13,8 @@ from typing import Any
 
 
 def register(subparsers: Any) -> None:
+    from safelab.commands.options import add_ray_option
+
     p = subparsers.add_parser(
         "validate",
         help="every detector against every model organism and the base model (one matrix)",
@@ -42,6 +44,7 @@ def register(subparsers: Any) -> None:
     )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
+    add_ray_option(p)  # each column's behavioural evaluations a Ray task
     p.add_argument(
         "--report-only", action="store_true", help="re-render report.html from metrics.json"
     )
@@ -51,6 +54,7 @@ def register(subparsers: Any) -> None:
 def cmd_validate(args: argparse.Namespace) -> int:
     from rich.console import Console
 
+    from safelab.distributed import ray_address
     from safelab.errors import SafelabError
     from safelab.validate.config import ValidateConfig
     from safelab.validate.run import ValidationResult, format_matrix, run_validate
@@ -80,6 +84,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         detectors=tuple(args.detector),
         seed=args.seed,
         threads=args.threads,
+        ray=ray_address(args.ray),
     )
     console = Console()
     result = run_validate(cfg, out, say=lambda s: console.print(s, highlight=False, soft_wrap=True))

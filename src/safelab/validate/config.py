@@ -47,6 +47,9 @@ class ValidateConfig:
     seed: int = 0
     n_resamples: int = 1000
     threads: int | None = None
+    ray: str | None = None
+    """Run each column's behavioural evaluations as a Ray task: ``local`` or a cluster address
+    (None: here, or ``$SAFELAB_RAY_ADDRESS``). Not part of any cell's key: results are the same."""
 
     @classmethod
     def from_preset(cls, preset: str = "quick", **overrides: Any) -> ValidateConfig:

@@ -538,6 +538,112 @@ def judge_control(
 # -- the run -----------------------------------------------------------------------------
 
 
+def evaluation_record(
+    store: Store,
+    logs: Path,
+    cfg: ValidateConfig,
+    check: Check,
+    col: Column,
+    loaded: Callable[[str], WhiteBoxModel],
+    *,
+    judged: bool = False,
+    say: Say = print,
+) -> dict[str, Any]:
+    """One check on one column (``judged``: its transcripts scored by the judge monitor), from
+    ``<out>/evals`` when a run already made it for the same settings, else run and stored."""
+    name = f"{check.name}{'+judge' if judged else ''}__{col.name}"
+    key = _key("eval", _check_dict(check), col.spec, col.recipe_hash, cfg.n, cfg.limit,
+               cfg.n_judge if judged else None, cfg.judge_model if judged else None, cfg.seed)  # fmt: skip
+    done = store.get("evals", name, key)
+    if done is not None:
+        return done
+    say(f"      eval {check.name}{' with the judge monitor' if judged else ''} on {col.name}")
+    loaded(col.spec)
+    if judged:
+        from inspect_ai.dataset import MemoryDataset
+
+        from safelab.monitors.judge_monitor import judge_monitor
+
+        loaded(cfg.judge_model)
+        samples, _ = contrast_samples(check, cfg, cfg.n_judge)
+        rec = run_check(
+            check, col.spec, cfg, logs,
+            (MemoryDataset(samples), judge_monitor(max_tokens=48)),
+        )  # fmt: skip
+    else:
+        rec = run_check(check, col.spec, cfg, logs)
+    return store.put("evals", name, key, rec)
+
+
+@dataclass(frozen=True)
+class ColumnEvals:
+    """A Ray cell: every behavioural evaluation of one column, on that column's own model."""
+
+    cfg: ValidateConfig
+    out: str
+    column: Column
+    checks: tuple[str, ...]
+    """The checks as JSON (``_check_dict``)."""
+
+    @property
+    def key(self) -> str:
+        return "evals-" + _slug(self.column.name)
+
+
+def _load_spec(spec: str) -> str:
+    """``spec`` with an organism folder made absolute (a Ray worker may start elsewhere)."""
+    base, sep, path = spec.partition("+organism:")
+    return f"{base}{sep}{Path(path).resolve()}" if sep else spec
+
+
+def run_column_evals(cell: ColumnEvals) -> dict[str, Any]:
+    """Cell function of :func:`run_column_evals_grid`: loads the column's model in this process
+    and writes each evaluation to ``<out>/evals`` exactly as :func:`run_validate` would."""
+    from safelab.models.loading import load_model
+    from safelab.provider.batcher import share_model
+
+    if cell.cfg.threads:
+        import torch
+
+        torch.set_num_threads(cell.cfg.threads)
+    out = Path(cell.out)
+    models: dict[str, WhiteBoxModel] = {}
+
+    def loaded(spec: str) -> WhiteBoxModel:
+        if spec not in models:
+            models[spec] = load_model(_load_spec(spec))
+            share_model(models[spec], spec)  # the provider finds it under the column's spec
+        return models[spec]
+
+    names = []
+    for text in cell.checks:
+        check = _check(json.loads(text))
+        evaluation_record(Store(out), out / "logs", cell.cfg, check, cell.column, loaded,
+                          say=lambda s: None)  # fmt: skip
+        names.append(check.name)
+    return {"column": cell.column.name, "evals": names}
+
+
+def run_column_evals_grid(
+    cfg: ValidateConfig, out: Path, columns: Sequence[Column], rows: Sequence[Row], say: Say
+) -> None:
+    """``--ray``: the matrix's behavioural evaluations (the bulk of its time), one Ray task per
+    column, each loading its own model; the cells are then assembled here from ``<out>/evals``.
+    A resumed run skips finished columns (``<out>/ray/cells``) and finished evaluations."""
+    from safelab.distributed import run_grid
+
+    checks = tuple(
+        json.dumps(row.check, sort_keys=True)
+        for row in rows
+        if row.kind == "behaviour" and row.check is not None
+    )
+    if not checks:
+        return
+    cells = [ColumnEvals(cfg, str(out.resolve()), col, checks) for col in columns]
+    say(f"      {len(cells)} columns x {len(checks)} evaluations as Ray tasks ({cfg.ray})")
+    run_grid(run_column_evals, cells, out / "ray", ray=cfg.ray, desc="validate columns")
+
+
 def run_validate(
     cfg: ValidateConfig,
     out: str | Path,
@@ -588,28 +694,10 @@ def run_validate(
     timings: dict[str, float] = {"setup_s": round(time.perf_counter() - t0, 1)}
 
     def evaluated(check: Check, col: Column, judged: bool = False) -> dict[str, Any]:
-        name = f"{check.name}{'+judge' if judged else ''}__{col.name}"
-        key = _key("eval", _check_dict(check), col.spec, col.recipe_hash, cfg.n, cfg.limit,
-                   cfg.n_judge if judged else None, cfg.judge_model if judged else None, cfg.seed)  # fmt: skip
-        done = store.get("evals", name, key)
-        if done is not None:
-            return done
-        say(f"      eval {check.name}{' with the judge monitor' if judged else ''} on {col.name}")
-        loaded(col.spec)
-        if judged:
-            from inspect_ai.dataset import MemoryDataset
+        return evaluation_record(store, logs, cfg, check, col, loaded, judged=judged, say=say)
 
-            from safelab.monitors.judge_monitor import judge_monitor
-
-            loaded(cfg.judge_model)
-            samples, _ = contrast_samples(check, cfg, cfg.n_judge)
-            rec = run_check(
-                check, col.spec, cfg, logs,
-                (MemoryDataset(samples), judge_monitor(max_tokens=48)),
-            )  # fmt: skip
-        else:
-            rec = run_check(check, col.spec, cfg, logs)
-        return store.put("evals", name, key, rec)
+    if cfg.ray is not None:  # every column's behavioural evaluations, one Ray task per model
+        run_column_evals_grid(cfg, out, columns, rows, say)
 
     def values(rec: dict[str, Any], want: Mapping[str, str] | None) -> list[float | None]:
         return [s["value"] for s in rec["samples"] if _matches(s["metadata"], want)]
