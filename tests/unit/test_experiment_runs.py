@@ -313,3 +313,12 @@ def test_anchors_cli_defaults_are_the_configs() -> None:
     assert cfg == AnchorsConfig(n_planted=3, resample=False, anchor_threshold=0.2,
                                 elicited="expected")  # fmt: skip
     assert pickle.loads(pickle.dumps(cfg)) == cfg
+
+
+def test_validate_cli_defaults_are_the_configs() -> None:
+    from safelab.validate.config import ValidateConfig
+
+    args = _subparser(["validate"]).parse_args([])
+    d = ValidateConfig()
+    assert (args.model, args.root, args.preset) == (d.model, d.root, d.preset)
+    assert args.n is None and args.seed is None  # None: the preset's value

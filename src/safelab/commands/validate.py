@@ -14,13 +14,15 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     from safelab.commands.options import add_ray_option
+    from safelab.validate.config import ValidateConfig
 
+    d = ValidateConfig()  # the only defaults; None below means "the preset's value"
     p = subparsers.add_parser(
         "validate",
         help="every detector against every model organism and the base model (one matrix)",
     )
     p.add_argument("--out", default="runs/validate", help="run folder (rerun to resume)")
-    p.add_argument("--model", default="default", help="the base model (the control column)")
+    p.add_argument("--model", default=d.model, help="the base model (the control column)")
     p.add_argument(
         "--organisms",
         default=None,
@@ -32,8 +34,8 @@ def register(subparsers: Any) -> None:
         default=[],
         help="an organism folder already trained on --model (repeatable)",
     )
-    p.add_argument("--root", default="runs/organisms", help="organism cache folder")
-    p.add_argument("--preset", default="quick", help="quick (about 30 min cold) or full")
+    p.add_argument("--root", default=d.root, help="organism cache folder")
+    p.add_argument("--preset", default=d.preset, help="quick (about 30 min cold) or full")
     p.add_argument("--n", type=int, default=None, help="samples per condition of each check")
     p.add_argument("--n-white-box", type=int, default=None, help="prompts per class (probe, SAE)")
     p.add_argument("--n-judge", type=int, default=None, help="transcripts per class (0: no judge)")
