@@ -596,25 +596,36 @@ def _load_spec(spec: str) -> str:
     return f"{base}{sep}{Path(path).resolve()}" if sep else spec
 
 
-def run_column_evals(cell: ColumnEvals) -> dict[str, Any]:
-    """Cell function of :func:`run_column_evals_grid`: loads the column's model in this process
-    and writes each evaluation to ``<out>/evals`` exactly as :func:`run_validate` would."""
+def model_loader(
+    given: Mapping[str, WhiteBoxModel] | None = None,
+) -> Callable[[str], WhiteBoxModel]:
+    """``spec -> model``, each loaded once (``given`` ones as they are; organism folders made
+    absolute, as a Ray worker may start elsewhere) and shared with the ``safelab/`` provider
+    under its spec, so Inspect runs on ``safelab/<spec>`` use it."""
     from safelab.models.loading import load_model
     from safelab.provider.batcher import share_model
 
+    models: dict[str, WhiteBoxModel] = {}
+
+    def loaded(spec: str) -> WhiteBoxModel:
+        if spec not in models:
+            model = (given or {}).get(spec)
+            models[spec] = model if model is not None else load_model(_load_spec(spec))
+            share_model(models[spec], spec)
+        return models[spec]
+
+    return loaded
+
+
+def run_column_evals(cell: ColumnEvals) -> dict[str, Any]:
+    """Cell function of :func:`run_column_evals_grid`: loads the column's model in this process
+    and writes each evaluation to ``<out>/evals`` exactly as :func:`run_validate` would."""
     if cell.cfg.threads:
         import torch
 
         torch.set_num_threads(cell.cfg.threads)
     out = Path(cell.out)
-    models: dict[str, WhiteBoxModel] = {}
-
-    def loaded(spec: str) -> WhiteBoxModel:
-        if spec not in models:
-            models[spec] = load_model(_load_spec(spec))
-            share_model(models[spec], spec)  # the provider finds it under the column's spec
-        return models[spec]
-
+    loaded = model_loader()
     names = []
     for text in cell.checks:
         check = _check(json.loads(text))
@@ -661,8 +672,6 @@ def run_validate(
         model: the base model already loaded as ``cfg.model`` (tests pass a tiny one).
         recipes: recipes by kind instead of the catalogue's (tests pass tiny ones).
     """
-    from safelab.models.loading import load_model
-    from safelab.provider.batcher import share_model
     from safelab.report.validate_report import write_validate_report
 
     if cfg.sae:
@@ -677,13 +686,7 @@ def run_validate(
     out.mkdir(parents=True, exist_ok=True)
     store, logs = Store(out), out / "logs"
     t0 = time.perf_counter()
-    models: dict[str, WhiteBoxModel] = {}
-
-    def loaded(spec: str) -> WhiteBoxModel:
-        if spec not in models:
-            models[spec] = model if (spec == cfg.model and model is not None) else load_model(spec)
-            share_model(models[spec], spec)
-        return models[spec]
+    loaded = model_loader({cfg.model: model} if model is not None else None)
 
     rows = build_rows(cfg, _columns_for_rows(cfg))  # an unknown detector fails before training
     columns = resolve_columns(cfg, say, lambda: loaded(cfg.model), recipes)
