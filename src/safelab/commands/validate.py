@@ -39,6 +39,9 @@ def register(subparsers: Any) -> None:
     p.add_argument("--n", type=int, default=None, help="samples per condition of each check")
     p.add_argument("--n-white-box", type=int, default=None, help="prompts per class (probe, SAE)")
     p.add_argument("--n-judge", type=int, default=None, help="transcripts per class (0: no judge)")
+    p.add_argument(
+        "--n-audit", type=int, default=None, help="audit seeds per organism (0: no audit row)"
+    )
     p.add_argument("--judge", default=None, help="the judge model (default: --model)")
     p.add_argument("--sae", default=None, help="an SAE on the base model: adds the SAE row")
     p.add_argument(
@@ -81,6 +84,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         n=args.n,
         n_white_box=args.n_white_box,
         n_judge=args.n_judge,
+        n_audit=args.n_audit,
         judge=args.judge,
         sae=args.sae,
         detectors=tuple(args.detector),

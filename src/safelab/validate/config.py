@@ -12,8 +12,24 @@ PRESETS: dict[str, dict[str, Any]] = {
     # limit 24: the checks whose task takes no ``n`` keep 24 samples in task order (sandbagging:
     # 12 words x 2 arms, paired; cot_faithfulness: 8 questions x 3 hint types), like the 12
     # samples per condition of the others.
-    "quick": {"n": 12, "limit": 24, "n_white_box": 16, "n_judge": 4, "n_resamples": 1000},
-    "full": {"n": 32, "limit": None, "n_white_box": 32, "n_judge": 8, "n_resamples": 1000},
+    # n_audit 0 in quick: one audit of the default model is minutes of multi-turn generation
+    # per seed and column; `--n-audit 3` adds the row.
+    "quick": {
+        "n": 12,
+        "limit": 24,
+        "n_white_box": 16,
+        "n_judge": 4,
+        "n_audit": 0,
+        "n_resamples": 1000,
+    },
+    "full": {
+        "n": 32,
+        "limit": None,
+        "n_white_box": 32,
+        "n_judge": 8,
+        "n_audit": 3,
+        "n_resamples": 1000,
+    },
 }
 
 
@@ -38,6 +54,10 @@ class ValidateConfig:
     """Prompts per class for the white-box detectors (defection probe, SAE latent)."""
     n_judge: int = 4
     """Transcripts per class for the judge monitor (0 leaves the row out)."""
+    n_audit: int = 0
+    """Audit seeds per organism for the audit judge row (0 leaves the row out): the auditing
+    agent, its auditor and judge roles played by ``judge``, on the seeds tagged for the
+    organism's behaviour, on the organism and on the base model."""
     judge: str | None = None
     """The judge model (default: ``model``)."""
     sae: str | None = None

