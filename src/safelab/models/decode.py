@@ -283,31 +283,30 @@ class DecodeBatch:
                     self.cache.store(
                         self.scope, (row.prompt + row.completion)[:n], [_own(k, v) for k, v in kv]
                     )
-        self.rows = [self.rows[b] for b in keep]
         if not keep:
             from transformers import DynamicCache
 
+            self.rows = []
             self.kv = DynamicCache()
             self.mask = self.mask[:0, :0]
             return
-        index = torch.tensor(keep, device=self.mask.device)
-        mask = self.mask.index_select(0, index)
+        # In place: the last surviving rows move into the slots of the rows that left (one row
+        # copy each, no new buffers); row order does not matter, each row's logits are its own.
+        k = len(keep)
+        kept = set(keep)
+        holes = [d for d in range(k) if d not in kept]
+        movers = [src for src in keep if src >= k]
+        order = list(range(k))
+        for hole, src in zip(holes, movers, strict=True):
+            order[hole] = src
+        mask = self.mask[order]
         # Columns every remaining row pads: drop them (positions are explicit, so this is exact).
         used = mask.any(dim=0).nonzero()
         start = int(used[0, 0]) if len(used) else 0
         self.mask = mask[:, start:]
-        width = self.mask.shape[1]
-        layers = []
+        self.rows = [self.rows[b] for b in order]
         for layer in self.kv.layers:
-            pair = []
-            for t in (layer.keys, layer.values):
-                shape = list(t.shape)
-                shape[0], shape[2] = len(keep), width + _SPARE
-                buf = t.new_empty(shape)
-                buf[:, :, :width] = t[:, :, start:].index_select(0, index)
-                pair.append(buf)
-            layers.append(_growing_layer(pair[0], pair[1], width))
-        self.kv = _cache_from_layers(layers)
+            layer.keep(list(zip(holes, movers, strict=True)), k, start)
 
     def _choose(self, row: Row, logits: Tensor, greedy: int | None = None) -> None:
         req = row.request
@@ -578,26 +577,47 @@ def _growing_class() -> type:
     from transformers.cache_utils import DynamicLayer
 
     class GrowingLayer(DynamicLayer):
+        """Rows ``[:rows]`` and positions ``[start:n]`` of the buffers are the visible cache."""
+
         def __init__(self, keys: Tensor, values: Tensor, n: int) -> None:
             super().__init__()
             self.lazy_initialization(keys[:, :, :n], values[:, :, :n])
-            self.n = n
             self._k, self._v = keys, values
-            self.keys, self.values = self._k[:, :, : self.n], self._v[:, :, : self.n]
+            self.rows, self.start, self.n = keys.shape[0], 0, n
+            self._view()
+
+        def _view(self) -> None:
+            r, a, b = self.rows, self.start, self.n
+            self.keys, self.values = self._k[:r, :, a:b], self._v[:r, :, a:b]
 
         def update(
             self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any
         ) -> tuple[Tensor, Tensor]:
             add = key_states.shape[2]
             if self.n + add > self._k.shape[2]:
-                room = 2 * (self.n + add)
-                filled_k, filled_v = self._k[:, :, : self.n], self._v[:, :, : self.n]
+                room = 2 * (self.n - self.start + add)
+                filled_k = self._k[: self.rows, :, self.start : self.n]
+                filled_v = self._v[: self.rows, :, self.start : self.n]
                 self._k, self._v = _with_room(filled_k, room), _with_room(filled_v, room)
-            self._k[:, :, self.n : self.n + add] = key_states
-            self._v[:, :, self.n : self.n + add] = value_states
+                self.n -= self.start
+                self.start = 0
+            self._k[: self.rows, :, self.n : self.n + add] = key_states
+            self._v[: self.rows, :, self.n : self.n + add] = value_states
             self.n += add
-            self.keys, self.values = self._k[:, :, : self.n], self._v[:, :, : self.n]
-            return self.keys, self.values
+            self._view()
+            return self._k[: self.rows, :, self.start : self.n], self._v[
+                : self.rows, :, self.start : self.n
+            ]
+
+        def keep(self, moves: list[tuple[int, int]], rows: int, drop: int) -> None:
+            """Copy row ``src`` into row ``dst`` for each move, keep ``rows`` rows, and hide the
+            first ``drop`` visible positions."""
+            a, b = self.start, self.n
+            for dst, src in moves:
+                self._k[dst, :, a:b] = self._k[src, :, a:b]
+                self._v[dst, :, a:b] = self._v[src, :, a:b]
+            self.rows, self.start = rows, self.start + drop
+            self._view()
 
     return GrowingLayer
 
