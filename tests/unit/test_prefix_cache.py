@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from safelab.errors import SafelabError
-from safelab.models.decode import DecodeBatch, prefill, prefill_group, run_rows, shared_prefixes
+from safelab.models.decode import (
+    DecodeBatch,
+    prefill,
+    prefill_group,
+    run_rows,
+    shared_prefixes,
+    suffix_buckets,
+)
 from safelab.models.generation import GenerationRequest, generate_batch, sample_continuations
 from safelab.models.kvcache import PrefixCache, PrefixCacheConfig
 from tests.tiny import tiny_model
@@ -279,3 +286,32 @@ def test_sampled_rows_added_together_keep_their_own_seeds() -> None:
     assert [r.completion_ids for r in together] == alone
     again = run_rows(model, ids, reqs, None)
     assert [r.completion_ids for r in again] == alone
+
+
+def test_suffixes_of_very_different_lengths_prefill_in_separate_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import safelab.models.decode as decode
+
+    assert suffix_buckets([244, 1286, 451, 249]) == [[0, 3], [2], [1]]
+    assert suffix_buckets([10, 12, 9, 13]) == [[0, 1, 2, 3]]
+    assert suffix_buckets([5]) == [[0]]
+    model = tiny_model("llama")
+    ids = _ids(model, GROUP)
+    seen: list[list[list[int]]] = []
+
+    def every_size_alone(sizes: list[int]) -> list[list[int]]:
+        seen.append(suffix_buckets(sizes, call=0))
+        return seen[-1]
+
+    monkeypatch.setattr(decode, "suffix_buckets", every_size_alone)
+    kv, logits = prefill_group(model, ids, PrefixCache(), model.cache_scope())
+    assert len(seen[0]) > 2  # several calls, merged back in prompt order
+    monkeypatch.undo()
+    ref_kv, ref_logits = prefill_group(model, ids, None, None)  # whole prompts, one call
+    torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    for (k, v), (rk, rv) in zip(kv, ref_kv, strict=True):
+        for b, p in enumerate(ids):
+            w = k.shape[2] - len(p)
+            torch.testing.assert_close(k[b, :, w:], rk[b, :, w:], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(v[b, :, w:], rv[b, :, w:], atol=1e-5, rtol=1e-5)

@@ -436,43 +436,108 @@ def _common(a: Sequence[int], b: Sequence[int], limit: int) -> int:
     return m
 
 
+_CALL_TOKENS = 64
+"""What one more forward call costs, in prompt tokens computed (reading the weights, Python):
+suffixes of very different lengths prefill in separate calls when the padding saved is more."""
+
+
 def prefill_group(
     model: WhiteBoxModel,
     prompts: Sequence[Sequence[int]],
     cache: PrefixCache | None,
     scope: Hashable | None,
 ) -> tuple[KV, Tensor]:
-    """Keys and values of several prompts and the next-token logits after each, in one batched
-    forward call over what is not cached.
+    """Keys and values of several prompts and the next-token logits after each, batched.
 
     Prefixes the prompts share (:func:`shared_prefixes`) are computed first, once each, through
     ``cache`` (stored there); then each prompt's longest cached prefix is taken and the
-    remaining suffixes run as one left-padded batch, padding masked out and every row's
+    remaining suffixes run as left-padded batches (one, or a few of similar lengths when one
+    would mostly compute padding: :func:`suffix_buckets`), padding masked out and every row's
     position ids its own, so a row's logits are those of prefilling it alone (float rounding).
     Every prompt is stored in ``cache``. ``scope`` ``None`` (interventions that depend on how a
     prompt is split into forward calls) computes every prompt whole and shares nothing.
 
     Returns:
         per layer ``(keys, values)``, ``[prompts, heads, longest prompt, head_dim]``, each row's
-        prompt right-aligned (left padding zeroed or finite, to be masked); logits
-        ``[prompts, vocab]`` (float32).
+        prompt right-aligned (left padding finite, to be masked); logits ``[prompts, vocab]``
+        (float32).
     """
-    from transformers import DynamicCache
-
     from safelab.models.kvcache import PrefixCache as _PrefixCache
 
-    prompts = [list(p) for p in prompts]
+    rows_ids = [list(p) for p in prompts]
     if scope is None:
         cache = None
     work = cache
     if scope is not None and work is None:  # share within the group only
         work = _PrefixCache()
-    looked: list[tuple[int, KV | None]] = [(0, None)] * len(prompts)
+    looked: list[tuple[int, KV | None]] = [(0, None)] * len(rows_ids)
     if work is not None:
-        peek = [work.peek(scope, p, len(p) - 1) for p in prompts]
-        for shared in shared_prefixes(prompts, peek):
+        peek = [work.peek(scope, p, len(p) - 1) for p in rows_ids]
+        for shared in shared_prefixes(rows_ids, peek):
             prefill(model, shared, work, scope, logits=False)
-        looked = [work.lookup(scope, p, len(p) - 1) for p in prompts]
+        looked = [work.lookup(scope, p, len(p) - 1) for p in rows_ids]
+    lengths = [len(p) for p in rows_ids]
+    buckets = suffix_buckets([len(p) - hit for p, (hit, _) in zip(rows_ids, looked, strict=True)])
+    parts = [
+        _prefill_rows(model, [rows_ids[i] for i in b], [looked[i] for i in b]) for b in buckets
+    ]
+    if len(parts) == 1 and buckets[0] == list(range(len(rows_ids))):
+        rows, logits = parts[0]
+    else:  # one right-aligned tensor per layer, rows in prompt order
+        width, n = max(lengths), len(rows_ids)
+        first = parts[0][0]
+        logits = parts[0][1].new_empty((n, parts[0][1].shape[1]))
+        rows = []
+        for i, (k0, v0) in enumerate(first):
+            keys = k0.new_zeros((n, k0.shape[1], width, k0.shape[3]))
+            values = v0.new_zeros((n, v0.shape[1], width, v0.shape[3]))
+            for bucket, (kv, _) in zip(buckets, parts, strict=True):
+                index = torch.tensor(bucket, device=keys.device)
+                w = kv[i][0].shape[2]
+                keys[index, :, width - w :] = kv[i][0]
+                values[index, :, width - w :] = kv[i][1]
+            rows.append((keys, values))
+        for bucket, (_, part_logits) in zip(buckets, parts, strict=True):
+            logits[torch.tensor(bucket, device=logits.device)] = part_logits
+    if work is not None:
+        work.stats.computed_tokens += sum(lengths) - sum(hit for hit, _ in looked)
+    if cache is not None:
+        width = max(lengths)
+        for b, p in enumerate(rows_ids):
+            start = width - len(p)
+            cache.store(
+                scope, p, [_own(k[b : b + 1, :, start:], v[b : b + 1, :, start:]) for k, v in rows]
+            )
+    return rows, logits
+
+
+def suffix_buckets(sizes: Sequence[int], call: int = _CALL_TOKENS) -> list[list[int]]:
+    """Rows (indices into ``sizes``, the tokens each must compute) split into left-padded
+    batches that minimise the tokens computed, padding included, plus ``call`` per batch."""
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    best = [0] + [0] * len(order)
+    cut = [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        best[j] = -1
+        for i in range(j):
+            cost = best[i] + (j - i) * sizes[order[j - 1]] + call
+            if best[j] < 0 or cost < best[j]:
+                best[j], cut[j] = cost, i
+    buckets = []
+    j = len(order)
+    while j > 0:
+        buckets.append(sorted(order[cut[j] : j]))
+        j = cut[j]
+    return buckets[::-1]
+
+
+def _prefill_rows(
+    model: WhiteBoxModel, prompts: list[list[int]], looked: list[tuple[int, KV | None]]
+) -> tuple[KV, Tensor]:
+    """One left-padded forward call over the uncached suffixes of ``prompts`` (each prompt's
+    cached ``looked`` prefix as its past); rows right-aligned to the longest prompt."""
+    from transformers import DynamicCache
+
     n = len(prompts)
     m = [hit for hit, _ in looked]
     lengths = [len(p) for p in prompts]
@@ -522,14 +587,6 @@ def prefill_group(
         k, v = layer.keys, layer.values
         index = src[:, None, :, None].expand(n, k.shape[1], width, k.shape[3])
         rows.append((k.gather(2, index), v.gather(2, index)))
-    if work is not None:
-        work.stats.computed_tokens += sum(lengths) - sum(m)
-    if cache is not None:
-        for b, p in enumerate(prompts):
-            start = width - len(p)
-            cache.store(
-                scope, p, [_own(k[b : b + 1, :, start:], v[b : b + 1, :, start:]) for k, v in rows]
-            )
     return rows, logits
 
 
