@@ -76,7 +76,7 @@ class _Job:
 class ThreadPolicy:
     """How many torch threads the batcher thread computes with (``-M threads``).
 
-    ``None`` leaves torch's setting alone. A number fixes it. ``auto`` uses the cores other
+    ``None`` or ``torch`` leaves torch's setting alone. A number fixes it. ``auto`` uses the cores other
     processes leave free: every ``every_s`` seconds, the 1-minute load average minus this
     process's own recent CPU use estimates the other processes' demand, and the thread count is
     ``cores - that`` (at least 1, at most the cores). Two threads on two cores that another
@@ -97,7 +97,7 @@ class ThreadPolicy:
     def apply(self) -> None:
         import torch
 
-        if self.setting is None:
+        if self.setting is None or self.setting == "torch":
             return
         if self.setting != "auto":
             want = int(self.setting)
