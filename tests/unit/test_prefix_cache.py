@@ -315,3 +315,24 @@ def test_suffixes_of_very_different_lengths_prefill_in_separate_calls(
             w = k.shape[2] - len(p)
             torch.testing.assert_close(k[b, :, w:], rk[b, :, w:], atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(v[b, :, w:], rv[b, :, w:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_a_stop_string_late_in_a_long_completion_stops_as_the_padded_call(family: str) -> None:
+    model = tiny_model(family)
+    flags = [False] * len(PROMPTS)
+    free = generate_batch(model, PROMPTS, GenerationRequest(max_new_tokens=24), flags)
+    row = max(free, key=lambda r: len(set(r.completion_ids)))
+    half = len(row.completion_ids) // 2
+    stop = row.text[len(model.tokenizer.decode(row.completion_ids[:half])) :][:4]
+    assert half >= 4 and stop.strip(), row.completion_ids
+    req = GenerationRequest(max_new_tokens=24, stop=(stop,))
+    plain = generate_batch(model, PROMPTS, req, flags)
+    ours = generate_batch(model, PROMPTS, req, flags, cache=PrefixCache())
+    assert any(r.finish == "stop" for r in plain)
+    pad = model.tokenizer.pad_token_id
+    for a, b in zip(plain, ours, strict=True):
+        ids = list(a.completion_ids)
+        while ids and ids[-1] == pad:  # generate pads a row that stopped before the others
+            ids.pop()
+        assert (ids, a.text, a.finish) == (b.completion_ids, b.text, b.finish)

@@ -323,7 +323,10 @@ class DecodeBatch:
             if len(row.completion) >= req.max_new_tokens:
                 row.finish = "max_tokens"
         if req.stop and not row.done:
-            text = self.model.tokenizer.decode(row.completion, skip_special_tokens=True)
+            # Only a stop string ending in the newest token is new; one of c characters spans at
+            # most 4c tokens (byte tokens of a 4-byte character), so the tail is enough to decode.
+            tail = row.completion[-(4 * max(map(len, req.stop)) + 4) :]
+            text = self.model.tokenizer.decode(tail, skip_special_tokens=True)
             if any(s in text for s in req.stop):
                 row.finish = "stop"
         if row.done:
