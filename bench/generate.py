@@ -8,7 +8,9 @@ model; llama.cpp runs the GGUF it came from, Q4_1, as it ships).
    ``safelab`` (``safelab/default``: continuous batching and the prefix cache, the defaults),
    ``safelab_static`` (``-M batching=static prefix_cache_mb=0``: one padded ``generate`` call,
    the code path before issue 22), ``inspect_hf`` (``hf/<folder>``, ``batch_size=16``) and
-   ``safelab_steered`` (a vector from ``SteeringVector.from_contrast``, ``steer_scale``). Each
+   ``safelab_steered`` (a vector from ``SteeringVector.from_contrast``, ``steer_scale``), and
+   ``safelab_bf16`` (``-M dtype=bfloat16``: opt-in, not exact; how many greedy completions
+   differ from float32 is printed). Each
    model is created once before timing; a warm-up eval of each is discarded; then the evals are
    timed interleaved (order rotates) and medians reported. The prefix cache is cleared before
    every safelab eval, so only sharing within one eval counts. Greedy completions are compared
@@ -207,6 +209,8 @@ def eval16(args: argparse.Namespace, wb: Any, folder: str, tmp: Path, out: dict[
         "safelab_steered": get_model(
             "safelab/default", batch_size=batch, steer=str(vec_dir), steer_scale=args.steer_scale
         ),
+        # opt-in, not exact: bfloat16 weights and cache (AMX / avx512_bf16 matmuls on this CPU)
+        "safelab_bf16": get_model("safelab/default", batch_size=batch, dtype="bfloat16"),
     }
     logs: dict[str, list[str]] = {name: [] for name in models}
     sizes: list[int] = []
@@ -251,6 +255,9 @@ def eval16(args: argparse.Namespace, wb: Any, folder: str, tmp: Path, out: dict[
         f"greedy completions identical, safelab vs inspect_hf: {same('safelab', 'inspect_hf')}/{batch}"
     )
     print(f"completions changed by steering: {batch - same('safelab', 'safelab_steered')}/{batch}")
+    print(
+        f"greedy completions identical, safelab vs safelab_bf16: {same('safelab', 'safelab_bf16')}/{batch}"
+    )
     step = {n: median(times[n]) / max(1, longest[n]) for n in models}
     out.update(
         eval_vs_inspect_hf=ratio(times["inspect_hf"], times["safelab"]),
@@ -261,6 +268,9 @@ def eval16(args: argparse.Namespace, wb: Any, folder: str, tmp: Path, out: dict[
         static_tokens_per_s=round(tokens["safelab_static"] / median(times["safelab_static"]), 2),
         inspect_hf_tokens_per_s=round(tokens["inspect_hf"] / median(times["inspect_hf"]), 2),
         identical_vs_static=f"{same('safelab', 'safelab_static')}/{batch}",
+        bf16_vs_plain=ratio(times["safelab"], times["safelab_bf16"]),
+        bf16_tokens_per_s=round(tokens["safelab_bf16"] / median(times["safelab_bf16"]), 2),
+        identical_bf16=f"{same('safelab', 'safelab_bf16')}/{batch}",
         identical_vs_inspect_hf=f"{same('safelab', 'inspect_hf')}/{batch}",
         eval_seconds={n: round(median(times[n]), 3) for n in models},
     )
@@ -375,6 +385,9 @@ def llamacpp(args: argparse.Namespace, wb: Any, out: dict[str, Any]) -> None:
     out.update(
         llamacpp_tokens_per_s=rates,
         eval_vs_llamacpp=round(out["tokens_per_s"] / best, 3) if "tokens_per_s" in out else None,
+        bf16_eval_vs_llamacpp=(
+            round(out["bf16_tokens_per_s"] / best, 3) if "bf16_tokens_per_s" in out else None
+        ),
     )
 
 

@@ -6,7 +6,14 @@ import pytest
 import torch
 
 from safelab.errors import SafelabError
-from safelab.models.decode import DecodeBatch, prefill
+from safelab.models.decode import (
+    DecodeBatch,
+    prefill,
+    prefill_group,
+    run_rows,
+    shared_prefixes,
+    suffix_buckets,
+)
 from safelab.models.generation import GenerationRequest, generate_batch, sample_continuations
 from safelab.models.kvcache import PrefixCache, PrefixCacheConfig
 from tests.tiny import tiny_model
@@ -157,7 +164,9 @@ def test_model_generate_and_sample_continuations_use_the_models_cache() -> None:
     cache = model.use_prefix_cache(PrefixCacheConfig(max_mb=64))
     assert cache is not None
     assert model.generate(chats, max_new_tokens=6) == plain
-    assert cache.stats.reused_tokens > 0  # the chat template's opening is shared
+    assert cache.stats.computed_tokens > 0 and len(cache) == len(chats)
+    assert model.generate(chats, max_new_tokens=6) == plain
+    assert cache.stats.reused_tokens > 0  # the second call reuses the first's prompts
     prefix = _ids(model)[1]
     req = GenerationRequest(max_new_tokens=5)
     ref = [r.completion_ids for r in sample_continuations(model, prefix, 2, req, cache=None)]
@@ -188,3 +197,142 @@ def test_rows_ended_by_end_of_turn_store_aligned_keys_and_values() -> None:
         for (k, v), layer in zip(entry.kv, ref.layers, strict=True):
             torch.testing.assert_close(k, layer.keys, atol=1e-5, rtol=1e-5)
             torch.testing.assert_close(v, layer.values, atol=1e-5, rtol=1e-5)
+
+
+SHARED = "The quick brown fox jumps over the lazy dog. Paris is the capital of France. "
+GROUP = [
+    SHARED + "What is two plus two?",
+    SHARED + "Two plus two is four. What is",
+    "Paris is the capital of",  # shares nothing long with the rest
+    SHARED + "Berlin is the capital of Germany. Safety researchers probe models for",
+    "I will not help with that request",
+]
+
+
+def test_shared_prefixes_are_the_ones_worth_computing_once() -> None:
+    base = list(range(100, 140))
+    prompts = [[*base, 1, 2], [*base, 3], [7, 8, 9], [*base[:5], 4]]
+    assert shared_prefixes(prompts, [0, 0, 0, 0]) == [base]
+    assert shared_prefixes(prompts, [40, 40, 0, 0]) == []  # already cached
+    assert shared_prefixes([[1, 2, 3], [1, 2, 4]], [0, 0]) == []  # saves too little
+    assert shared_prefixes([base], [0]) == []
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+@pytest.mark.parametrize("mode", ["cache", "group_only", "no_split"])
+def test_group_prefill_gives_each_prompts_own_logits_and_keys(family: str, mode: str) -> None:
+    model = tiny_model(family)
+    ids = _ids(model, GROUP)
+    cache = PrefixCache() if mode == "cache" else None
+    scope = None if mode == "no_split" else model.cache_scope()
+    if cache is not None:
+        prefill(model, ids[2], cache, scope)  # one prompt partly cached before
+    kv, logits = prefill_group(model, ids, cache, scope)
+    width = max(len(p) for p in ids)
+    for b, p in enumerate(ids):
+        with torch.inference_mode():
+            full = model.hf(input_ids=torch.tensor([p]), use_cache=True)
+        ref = getattr(full, "cache", None) or full.past_key_values
+        torch.testing.assert_close(logits[b], full.logits[0, -1].float(), atol=1e-5, rtol=1e-5)
+        for (k, v), layer in zip(kv, ref.layers, strict=True):
+            torch.testing.assert_close(
+                k[b : b + 1, :, width - len(p) :], layer.keys, atol=1e-5, rtol=1e-5
+            )
+            torch.testing.assert_close(
+                v[b : b + 1, :, width - len(p) :], layer.values, atol=1e-5, rtol=1e-5
+            )
+    if cache is not None:
+        shared = len(_ids(model, [SHARED])[0])
+        # the shared opening computed once, not once per prompt that starts with it
+        assert cache.stats.computed_tokens <= sum(map(len, ids)) - 2 * (shared - 2)
+        for p in ids:  # every prompt stored
+            assert cache.peek(scope, p, len(p)) == len(p)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_rows_added_together_decode_as_the_padded_call(family: str) -> None:
+    model = tiny_model(family)
+    req = GenerationRequest(max_new_tokens=8)
+    plain = generate_batch(model, GROUP, req, chat_formatted=[False] * len(GROUP))
+    ids = _ids(model, GROUP)
+    for cache, scope in (
+        (PrefixCache(), model.cache_scope()),
+        (None, model.cache_scope()),
+        (None, None),
+    ):
+        batch = DecodeBatch(model, cache, scope)
+        first = batch.add(ids[0], req)  # one running row, then the rest join together
+        batch.step()
+        rows = [first, *batch.add_many(ids[1:], [req] * (len(ids) - 1))]
+        while len(batch):
+            batch.step()
+        assert [r.completion for r in rows] == [r.completion_ids for r in plain]
+
+
+def test_sampled_rows_added_together_keep_their_own_seeds() -> None:
+    model = tiny_model("llama")
+    ids = _ids(model, GROUP)
+    reqs = [
+        GenerationRequest(max_new_tokens=6, temperature=1.0, seed=s)
+        if s is not None
+        else GenerationRequest(max_new_tokens=6)
+        for s in (1, None, 2, 3, None)
+    ]
+    alone = []
+    for p, r in zip(ids, reqs, strict=True):
+        (res,) = run_rows(model, [p], [r], PrefixCache())
+        alone.append(res.completion_ids)
+    together = run_rows(model, ids, reqs, PrefixCache())
+    assert [r.completion_ids for r in together] == alone
+    again = run_rows(model, ids, reqs, None)
+    assert [r.completion_ids for r in again] == alone
+
+
+def test_suffixes_of_very_different_lengths_prefill_in_separate_calls(
+    monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    import safelab.models.decode as decode
+
+    assert suffix_buckets([244, 1286, 451, 249]) == [[0, 3], [2], [1]]
+    assert suffix_buckets([10, 12, 9, 13]) == [[0, 1, 2, 3]]
+    assert suffix_buckets([5]) == [[0]]
+    model = tiny_model("llama")
+    ids = _ids(model, GROUP)
+    seen: list[list[list[int]]] = []
+
+    def every_size_alone(sizes: list[int]) -> list[list[int]]:
+        seen.append(suffix_buckets(sizes, call=0))
+        return seen[-1]
+
+    monkeypatch.setattr(decode, "suffix_buckets", every_size_alone)
+    kv, logits = prefill_group(model, ids, PrefixCache(), model.cache_scope())
+    assert len(seen[0]) > 2  # several calls, merged back in prompt order
+    monkeypatch.undo()
+    ref_kv, ref_logits = prefill_group(model, ids, None, None)  # whole prompts, one call
+    torch.testing.assert_close(logits, ref_logits, atol=1e-5, rtol=1e-5)
+    for (k, v), (rk, rv) in zip(kv, ref_kv, strict=True):
+        for b, p in enumerate(ids):
+            w = k.shape[2] - len(p)
+            torch.testing.assert_close(k[b, :, w:], rk[b, :, w:], atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(v[b, :, w:], rv[b, :, w:], atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_a_stop_string_late_in_a_long_completion_stops_as_the_padded_call(family: str) -> None:
+    model = tiny_model(family)
+    flags = [False] * len(PROMPTS)
+    free = generate_batch(model, PROMPTS, GenerationRequest(max_new_tokens=24), flags)
+    row = max(free, key=lambda r: len(set(r.completion_ids)))
+    half = len(row.completion_ids) // 2
+    stop = row.text[len(model.tokenizer.decode(row.completion_ids[:half])) :][:4]
+    assert half >= 4 and stop.strip(), row.completion_ids
+    req = GenerationRequest(max_new_tokens=24, stop=(stop,))
+    plain = generate_batch(model, PROMPTS, req, flags)
+    ours = generate_batch(model, PROMPTS, req, flags, cache=PrefixCache())
+    assert any(r.finish == "stop" for r in plain)
+    pad = model.tokenizer.pad_token_id
+    for a, b in zip(plain, ours, strict=True):
+        ids = list(a.completion_ids)
+        while ids and ids[-1] == pad:  # generate pads a row that stopped before the others
+            ids.pop()
+        assert (ids, a.text, a.finish) == (b.completion_ids, b.text, b.finish)

@@ -44,8 +44,9 @@ def test_batching_cache_and_thread_args() -> None:
     assert (defaults.batching, defaults.prefix_cache_mb, defaults.threads) == (
         "continuous",
         512.0,
-        None,
+        "auto",
     )
+    assert ProviderArgs.parse({"threads": "torch"}).threads == "torch"
     for bad in ({"threads": "0"}, {"threads": "many"}, {"batching": "dynamic"}):
         with pytest.raises(SafelabError, match=f"-M {next(iter(bad))}="):
             ProviderArgs.parse(bad)
@@ -53,6 +54,9 @@ def test_batching_cache_and_thread_args() -> None:
     try:
         policy = ThreadPolicy()
         policy.apply()  # no setting: torch's own is left alone
+        assert torch.get_num_threads() == saved and policy.current is None
+        policy.set("torch")
+        policy.apply()
         assert torch.get_num_threads() == saved and policy.current is None
         policy.set("1")
         policy.apply()

@@ -16,7 +16,9 @@ the default model by ``bench/generate.py``).
 
 from __future__ import annotations
 
+import functools
 import inspect
+import itertools
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -163,43 +165,76 @@ class DecodeBatch:
         A row that is already done (its first token ends it, or ``max_new_tokens`` is 0) is
         returned done and does not join.
         """
-        row = Row(list(prompt), request, tag, logprobs=[] if request.logprobs else None)
-        if request.temperature > 0 and request.seed is not None:
-            row.generator = torch.Generator(device="cpu").manual_seed(request.seed)
-        kv, logits = prefill(self.model, row.prompt, self.cache, self.scope)
-        assert logits is not None
-        row_kv: KV = [(layer.keys, layer.values) for layer in kv.layers]
-        if request.max_new_tokens <= 0:
-            row.finish = "max_tokens"
-            return row
-        self._choose(row, logits)
-        if not row.done:
-            self._join(row, row_kv)
-        return row
+        return self.add_many([prompt], [request], [tag])[0]
 
-    def _join(self, row: Row, row_kv: KV) -> None:
-        length = row_kv[0][0].shape[2]
-        width = self.mask.shape[1]
-        new_width = max(width, length)
-        row.fed = length
-        if not self.rows:
-            self.kv = _cache_of(row_kv)
-            self.mask = torch.ones((1, length), dtype=torch.long, device=self.model.device)
-            self.rows = [row]
-            return
-        self.kv = _cache_of(
-            [
-                (
-                    torch.cat([_left_pad(layer.keys, new_width), _left_pad(k, new_width)]),
-                    torch.cat([_left_pad(layer.values, new_width), _left_pad(v, new_width)]),
-                )
-                for layer, (k, v) in zip(self.kv.layers, row_kv, strict=True)
-            ]
-        )
-        pad = torch.zeros((1, new_width), dtype=torch.long, device=self.model.device)
-        pad[:, new_width - length :] = 1
-        self.mask = torch.cat([_left_pad(self.mask, new_width), pad])
-        self.rows.append(row)
+    def add_many(
+        self,
+        prompts: Sequence[Sequence[int]],
+        requests: Sequence[GenerationRequest],
+        tags: Sequence[Any] | None = None,
+    ) -> list[Row]:
+        """Run several prompts together, pick their first tokens, join them in one step.
+
+        Prefixes the prompts share with each other are computed once (through the prefix cache,
+        so they are stored), then every prompt's remaining suffix runs in one left-padded
+        forward call (:func:`prefill_group`) and the rows join the batch in one concatenation.
+        Rows that are done after their first token are returned done and do not join.
+        """
+        tags = list(tags) if tags is not None else [None] * len(prompts)
+        rows = [
+            Row(list(p), r, t, logprobs=[] if r.logprobs else None)
+            for p, r, t in zip(prompts, requests, tags, strict=True)
+        ]
+        for row in rows:
+            if row.request.temperature > 0 and row.request.seed is not None:
+                row.generator = torch.Generator(device="cpu").manual_seed(row.request.seed)
+            if row.request.max_new_tokens <= 0:
+                row.finish = "max_tokens"
+        live = [row for row in rows if not row.done]
+        if not live:
+            return rows
+        kv, logits = prefill_group(self.model, [r.prompt for r in live], self.cache, self.scope)
+        greedy = logits.argmax(dim=-1).tolist()
+        for b, row in enumerate(live):
+            self._choose(row, logits[b], greedy[b])
+        keep = [b for b, row in enumerate(live) if not row.done]
+        if keep:
+            if len(keep) < len(live):
+                index = torch.tensor(keep, device=logits.device)
+                kv = [(k.index_select(0, index), v.index_select(0, index)) for k, v in kv]
+            self._join([live[b] for b in keep], kv)
+        return rows
+
+    def _join(self, rows: list[Row], kv: KV) -> None:
+        """Pad ``rows`` (their keys and values right-aligned in ``kv``) into the batch: one new
+        buffer per layer, written once."""
+        device = self.model.device
+        lengths = [len(r.prompt) for r in rows]
+        old, width = len(self.rows), self.mask.shape[1]
+        n_new, new_w = kv[0][0].shape[2], max(self.mask.shape[1], kv[0][0].shape[2])
+        mask = torch.zeros((old + len(rows), new_w), dtype=torch.long, device=device)
+        mask[:old, new_w - width :] = self.mask
+        for b, (row, n) in enumerate(zip(rows, lengths, strict=True)):
+            mask[old + b, new_w - n :] = 1
+            row.fed = n
+        layers = []
+        for i, (k, v) in enumerate(kv):
+            pair = []
+            for t, j in ((k, 0), (v, 1)):
+                prev = (self.kv.layers[i].keys, self.kv.layers[i].values)[j] if old else None
+                shape = list(t.shape)
+                shape[0], shape[2] = old + len(rows), new_w + _SPARE
+                buf = t.new_empty(shape)
+                if prev is not None:
+                    buf[:old, :, : new_w - width] = 0
+                    buf[:old, :, new_w - width : new_w] = prev
+                buf[old:, :, : new_w - n_new] = 0
+                buf[old:, :, new_w - n_new : new_w] = t
+                pair.append(buf)
+            layers.append(_growing_layer(pair[0], pair[1], new_w))
+        self.kv = _cache_from_layers(layers)
+        self.mask = mask
+        self.rows = self.rows + rows
 
     # -- decoding ---------------------------------------------------------------------------
     def step(self) -> list[Row]:
@@ -248,28 +283,30 @@ class DecodeBatch:
                     self.cache.store(
                         self.scope, (row.prompt + row.completion)[:n], [_own(k, v) for k, v in kv]
                     )
-        self.rows = [self.rows[b] for b in keep]
         if not keep:
             from transformers import DynamicCache
 
+            self.rows = []
             self.kv = DynamicCache()
             self.mask = self.mask[:0, :0]
             return
-        index = torch.tensor(keep, device=self.mask.device)
-        self.mask = self.mask.index_select(0, index)
+        # In place: the last surviving rows move into the slots of the rows that left (one row
+        # copy each, no new buffers); row order does not matter, each row's logits are its own.
+        k = len(keep)
+        kept = set(keep)
+        holes = [d for d in range(k) if d not in kept]
+        movers = [src for src in keep if src >= k]
+        order = list(range(k))
+        for hole, src in zip(holes, movers, strict=True):
+            order[hole] = src
+        mask = self.mask[order]
         # Columns every remaining row pads: drop them (positions are explicit, so this is exact).
-        used = self.mask.any(dim=0).nonzero()
+        used = mask.any(dim=0).nonzero()
         start = int(used[0, 0]) if len(used) else 0
-        self.mask = self.mask[:, start:]
-        self.kv = _cache_of(
-            [
-                (
-                    layer.keys.index_select(0, index)[:, :, start:],
-                    layer.values.index_select(0, index)[:, :, start:],
-                )
-                for layer in self.kv.layers
-            ]
-        )
+        self.mask = mask[:, start:]
+        self.rows = [self.rows[b] for b in order]
+        for layer in self.kv.layers:
+            layer.keep(list(zip(holes, movers, strict=True)), k, start)
 
     def _choose(self, row: Row, logits: Tensor, greedy: int | None = None) -> None:
         req = row.request
@@ -286,7 +323,10 @@ class DecodeBatch:
             if len(row.completion) >= req.max_new_tokens:
                 row.finish = "max_tokens"
         if req.stop and not row.done:
-            text = self.model.tokenizer.decode(row.completion, skip_special_tokens=True)
+            # Only a stop string ending in the newest token is new; one of c characters spans at
+            # most 4c tokens (byte tokens of a 4-byte character), so the tail is enough to decode.
+            tail = row.completion[-(4 * max(map(len, req.stop)) + 4) :]
+            text = self.model.tokenizer.decode(tail, skip_special_tokens=True)
             if any(s in text for s in req.stop):
                 row.finish = "stop"
         if row.done:
@@ -360,6 +400,199 @@ def prefill(
     return kv, out_logits
 
 
+_MIN_SHARED = 32
+"""Tokens a shared prefix must save (its length beyond the cache, times the prompts that share
+it, less one) to be computed once on its own before a group's batched prefill."""
+
+
+def shared_prefixes(prompts: Sequence[Sequence[int]], cached: Sequence[int]) -> list[list[int]]:
+    """Prefixes worth computing once before ``prompts`` are prefilled together, shortest first.
+
+    Sorted, each prompt's longest prefix shared with any other prompt is the longer of its
+    common prefixes with its two neighbours (at most its length less one: its last token is
+    always fed). A candidate is kept when the prompts starting with it save at least
+    ``_MIN_SHARED`` tokens beyond what ``cached`` (per prompt, the cached prefix length) covers.
+    """
+    n = len(prompts)
+    if n < 2:
+        return []
+    order = sorted(range(n), key=lambda i: list(prompts[i]))
+    lcp = [0] * n
+    for a, b in itertools.pairwise(order):
+        x, y = prompts[a], prompts[b]
+        m = _common(x, y, min(len(x), len(y)) - 1)
+        lcp[a], lcp[b] = max(lcp[a], m), max(lcp[b], m)
+    candidates = {tuple(prompts[i][: lcp[i]]) for i in range(n) if lcp[i] > cached[i]}
+    kept = []
+    for p in sorted(candidates, key=len):
+        sharing = [i for i in range(n) if tuple(prompts[i][: len(p)]) == p]
+        saved = (len(sharing) - 1) * (len(p) - min(cached[i] for i in sharing))
+        if len(sharing) > 1 and saved >= _MIN_SHARED:
+            kept.append(list(p))
+    return kept
+
+
+def _common(a: Sequence[int], b: Sequence[int], limit: int) -> int:
+    m = 0
+    while m < limit and a[m] == b[m]:
+        m += 1
+    return m
+
+
+_CALL_TOKENS = 64
+"""What one more forward call costs, in prompt tokens computed (reading the weights, Python):
+suffixes of very different lengths prefill in separate calls when the padding saved is more."""
+
+
+def prefill_group(
+    model: WhiteBoxModel,
+    prompts: Sequence[Sequence[int]],
+    cache: PrefixCache | None,
+    scope: Hashable | None,
+) -> tuple[KV, Tensor]:
+    """Keys and values of several prompts and the next-token logits after each, batched.
+
+    Prefixes the prompts share (:func:`shared_prefixes`) are computed first, once each, through
+    ``cache`` (stored there); then each prompt's longest cached prefix is taken and the
+    remaining suffixes run as left-padded batches (one, or a few of similar lengths when one
+    would mostly compute padding: :func:`suffix_buckets`), padding masked out and every row's
+    position ids its own, so a row's logits are those of prefilling it alone (float rounding).
+    Every prompt is stored in ``cache``. ``scope`` ``None`` (interventions that depend on how a
+    prompt is split into forward calls) computes every prompt whole and shares nothing.
+
+    Returns:
+        per layer ``(keys, values)``, ``[prompts, heads, longest prompt, head_dim]``, each row's
+        prompt right-aligned (left padding finite, to be masked); logits ``[prompts, vocab]``
+        (float32).
+    """
+    from safelab.models.kvcache import PrefixCache as _PrefixCache
+
+    rows_ids = [list(p) for p in prompts]
+    if scope is None:
+        cache = None
+    work = cache
+    if scope is not None and work is None:  # share within the group only
+        work = _PrefixCache()
+    looked: list[tuple[int, KV | None]] = [(0, None)] * len(rows_ids)
+    if work is not None:
+        peek = [work.peek(scope, p, len(p) - 1) for p in rows_ids]
+        for shared in shared_prefixes(rows_ids, peek):
+            prefill(model, shared, work, scope, logits=False)
+        looked = [work.lookup(scope, p, len(p) - 1) for p in rows_ids]
+    lengths = [len(p) for p in rows_ids]
+    buckets = suffix_buckets([len(p) - hit for p, (hit, _) in zip(rows_ids, looked, strict=True)])
+    parts = [
+        _prefill_rows(model, [rows_ids[i] for i in b], [looked[i] for i in b]) for b in buckets
+    ]
+    if len(parts) == 1 and buckets[0] == list(range(len(rows_ids))):
+        rows, logits = parts[0]
+    else:  # one right-aligned tensor per layer, rows in prompt order
+        width, n = max(lengths), len(rows_ids)
+        first = parts[0][0]
+        logits = parts[0][1].new_empty((n, parts[0][1].shape[1]))
+        rows = []
+        for i, (k0, v0) in enumerate(first):
+            keys = k0.new_zeros((n, k0.shape[1], width, k0.shape[3]))
+            values = v0.new_zeros((n, v0.shape[1], width, v0.shape[3]))
+            for bucket, (kv, _) in zip(buckets, parts, strict=True):
+                index = torch.tensor(bucket, device=keys.device)
+                w = kv[i][0].shape[2]
+                keys[index, :, width - w :] = kv[i][0]
+                values[index, :, width - w :] = kv[i][1]
+            rows.append((keys, values))
+        for bucket, (_, part_logits) in zip(buckets, parts, strict=True):
+            logits[torch.tensor(bucket, device=logits.device)] = part_logits
+    if work is not None:
+        work.stats.computed_tokens += sum(lengths) - sum(hit for hit, _ in looked)
+    if cache is not None:
+        width = max(lengths)
+        for b, p in enumerate(rows_ids):
+            start = width - len(p)
+            cache.store(
+                scope, p, [_own(k[b : b + 1, :, start:], v[b : b + 1, :, start:]) for k, v in rows]
+            )
+    return rows, logits
+
+
+def suffix_buckets(sizes: Sequence[int], call: int = _CALL_TOKENS) -> list[list[int]]:
+    """Rows (indices into ``sizes``, the tokens each must compute) split into left-padded
+    batches that minimise the tokens computed, padding included, plus ``call`` per batch."""
+    order = sorted(range(len(sizes)), key=lambda i: sizes[i])
+    best = [0] + [0] * len(order)
+    cut = [0] * (len(order) + 1)
+    for j in range(1, len(order) + 1):
+        best[j] = -1
+        for i in range(j):
+            cost = best[i] + (j - i) * sizes[order[j - 1]] + call
+            if best[j] < 0 or cost < best[j]:
+                best[j], cut[j] = cost, i
+    buckets = []
+    j = len(order)
+    while j > 0:
+        buckets.append(sorted(order[cut[j] : j]))
+        j = cut[j]
+    return buckets[::-1]
+
+
+def _prefill_rows(
+    model: WhiteBoxModel, prompts: list[list[int]], looked: list[tuple[int, KV | None]]
+) -> tuple[KV, Tensor]:
+    """One left-padded forward call over the uncached suffixes of ``prompts`` (each prompt's
+    cached ``looked`` prefix as its past); rows right-aligned to the longest prompt."""
+    from transformers import DynamicCache
+
+    n = len(prompts)
+    m = [hit for hit, _ in looked]
+    lengths = [len(p) for p in prompts]
+    width_p = max(m)
+    width_q = max(length - hit for length, hit in zip(lengths, m, strict=True))
+    device = model.device
+    ids = torch.zeros((n, width_q), dtype=torch.long, device=device)
+    positions = torch.zeros((n, width_q), dtype=torch.long, device=device)
+    mask = torch.zeros((n, width_p + width_q), dtype=torch.long, device=device)
+    for b, (p, hit) in enumerate(zip(prompts, m, strict=True)):
+        s = len(p) - hit
+        ids[b, width_q - s :] = torch.tensor(p[hit:], dtype=torch.long)
+        positions[b, width_q - s :] = torch.arange(hit, len(p))
+        mask[b, width_p - hit : width_p] = 1
+        mask[b, width_p + width_q - s :] = 1
+    kv: Any = DynamicCache()
+    if width_p:
+        some = next(prefix for _, prefix in looked if prefix is not None)
+        for i, (k0, v0) in enumerate(some):
+            keys = k0.new_zeros((n, k0.shape[1], width_p, k0.shape[3]))
+            values = v0.new_zeros((n, v0.shape[1], width_p, v0.shape[3]))
+            for b, (hit, prefix) in enumerate(looked):
+                if prefix is not None and hit:
+                    keys[b, :, width_p - hit :] = prefix[i][0][0]
+                    values[b, :, width_p - hit :] = prefix[i][1][0]
+            kv.update(keys, values, i)
+    with torch.inference_mode():
+        out = model.hf(
+            input_ids=ids,
+            attention_mask=mask,
+            position_ids=positions,
+            use_cache=True,
+            **{cache_arg(model): kv},
+            **_last_logits_only(model),
+        )
+    logits = out.logits[:, -1].float()
+    # Right-align every row: its cached part and its suffix, with the padding between removed.
+    width = max(lengths)
+    t = torch.arange(width, device=device)[None, :] - (width - torch.tensor(lengths))[:, None]
+    hits = torch.tensor(m)[:, None]
+    src = torch.where(
+        t < hits, width_p - hits + t, width_p + width_q - torch.tensor(lengths)[:, None] + t
+    )
+    src = torch.where(t < 0, 0, src).to(device)
+    rows: KV = []
+    for layer in kv.layers:
+        k, v = layer.keys, layer.values
+        index = src[:, None, :, None].expand(n, k.shape[1], width, k.shape[3])
+        rows.append((k.gather(2, index), v.gather(2, index)))
+    return rows, logits
+
+
 def run_rows(
     model: WhiteBoxModel,
     prompts: Sequence[Sequence[int]],
@@ -369,18 +602,17 @@ def run_rows(
     """Decode every prompt in one continuous batch until all are done (in prompt order)."""
     scope = model.cache_scope() if cache is not None else None
     batch = DecodeBatch(model, cache, scope)
-    rows = [batch.add(p, r) for p, r in zip(prompts, requests, strict=True)]
+    rows = batch.add_many(prompts, requests)
     while len(batch):
         batch.step()
     return [r.result() for r in rows]
 
 
-def _cache_of(kv: KV) -> Any:
-    """A ``DynamicCache`` over growable layers holding ``kv``."""
+def _cache_from_layers(layers: list[Any]) -> Any:
     from transformers import DynamicCache
 
     cache = DynamicCache()
-    cache.layers = [_growing_layer(k, v) for k, v in kv]
+    cache.layers = layers
     return cache
 
 
@@ -388,8 +620,15 @@ _SPARE = 64
 """Positions a decode batch's cache layers allocate ahead (doubling when full)."""
 
 
-def _growing_layer(keys: Tensor, values: Tensor) -> Any:
-    """A ``DynamicLayer`` that writes new positions into spare room instead of concatenating.
+def _growing_layer(keys: Tensor, values: Tensor, n: int) -> Any:
+    """A layer over buffers ``keys``/``values`` whose first ``n`` positions are filled."""
+    return _growing_class()(keys, values, n)
+
+
+@functools.cache
+def _growing_class() -> type:
+    """``GrowingLayer``: a ``DynamicLayer`` that writes new positions into spare room instead of
+    concatenating.
 
     ``transformers``' ``DynamicLayer`` concatenates on every step, copying the batch's whole
     cache once per token; here each step writes one position in place and hands attention a
@@ -398,29 +637,49 @@ def _growing_layer(keys: Tensor, values: Tensor) -> Any:
     from transformers.cache_utils import DynamicLayer
 
     class GrowingLayer(DynamicLayer):
-        def __init__(self, keys: Tensor, values: Tensor) -> None:
+        """Rows ``[:rows]`` and positions ``[start:n]`` of the buffers are the visible cache."""
+
+        def __init__(self, keys: Tensor, values: Tensor, n: int) -> None:
             super().__init__()
-            self.lazy_initialization(keys, values)
-            self.n = keys.shape[2]
-            self._k = _with_room(keys, self.n + _SPARE)
-            self._v = _with_room(values, self.n + _SPARE)
-            self.keys, self.values = self._k[:, :, : self.n], self._v[:, :, : self.n]
+            self.lazy_initialization(keys[:, :, :n], values[:, :, :n])
+            self._k, self._v = keys, values
+            self.rows, self.start, self.n = keys.shape[0], 0, n
+            self._view()
+
+        def _view(self) -> None:
+            r, a, b = self.rows, self.start, self.n
+            self.keys, self.values = self._k[:r, :, a:b], self._v[:r, :, a:b]
 
         def update(
             self, key_states: Tensor, value_states: Tensor, *args: Any, **kwargs: Any
         ) -> tuple[Tensor, Tensor]:
             add = key_states.shape[2]
             if self.n + add > self._k.shape[2]:
-                room = 2 * (self.n + add)
-                filled_k, filled_v = self._k[:, :, : self.n], self._v[:, :, : self.n]
+                room = 2 * (self.n - self.start + add)
+                filled_k = self._k[: self.rows, :, self.start : self.n]
+                filled_v = self._v[: self.rows, :, self.start : self.n]
                 self._k, self._v = _with_room(filled_k, room), _with_room(filled_v, room)
-            self._k[:, :, self.n : self.n + add] = key_states
-            self._v[:, :, self.n : self.n + add] = value_states
+                self.n -= self.start
+                self.start = 0
+            self._k[: self.rows, :, self.n : self.n + add] = key_states
+            self._v[: self.rows, :, self.n : self.n + add] = value_states
             self.n += add
-            self.keys, self.values = self._k[:, :, : self.n], self._v[:, :, : self.n]
-            return self.keys, self.values
+            self._view()
+            return self._k[: self.rows, :, self.start : self.n], self._v[
+                : self.rows, :, self.start : self.n
+            ]
 
-    return GrowingLayer(keys, values)
+        def keep(self, moves: list[tuple[int, int]], rows: int, drop: int) -> None:
+            """Copy row ``src`` into row ``dst`` for each move, keep ``rows`` rows, and hide the
+            first ``drop`` visible positions."""
+            a, b = self.start, self.n
+            for dst, src in moves:
+                self._k[dst, :, a:b] = self._k[src, :, a:b]
+                self._v[dst, :, a:b] = self._v[src, :, a:b]
+            self.rows, self.start = rows, self.start + drop
+            self._view()
+
+    return GrowingLayer
 
 
 def _with_room(t: Tensor, room: int) -> Tensor:
@@ -430,17 +689,6 @@ def _with_room(t: Tensor, room: int) -> Tensor:
     out = t.new_empty(shape)
     out[:, :, : t.shape[2]] = t
     return out
-
-
-def _left_pad(t: Tensor, width: int) -> Tensor:
-    """Zeros on the left of the position axis (dim 2 of keys/values, dim 1 of a mask)."""
-    dim = 2 if t.dim() == 4 else 1
-    missing = width - t.shape[dim]
-    if missing <= 0:
-        return t
-    shape = list(t.shape)
-    shape[dim] = missing
-    return torch.cat([t.new_zeros(shape), t], dim=dim)
 
 
 def _own(k: Tensor, v: Tensor) -> tuple[Tensor, Tensor]:

@@ -114,6 +114,16 @@ class PrefixCache:
             self.stats.reused_tokens += best
         return best, [(k[:, :, :best], v[:, :, :best]) for k, v in entry.kv]
 
+    def peek(self, scope: Hashable, ids: Sequence[int], limit: int) -> int:
+        """The length :meth:`lookup` would reuse, without counting a lookup or touching the
+        recency order."""
+        query = torch.as_tensor(list(ids[:limit]), dtype=torch.long)
+        with self._lock:
+            return max(
+                (_common_prefix(e.ids, query) for k, e in self._entries.items() if k[0] == scope),
+                default=0,
+            )
+
     def store(self, scope: Hashable, ids: Sequence[int], kv: KV) -> None:
         """Keep ``kv`` (``len(ids)`` positions) for ``ids``; evict until the bound holds."""
         n = len(ids)

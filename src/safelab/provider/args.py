@@ -42,7 +42,7 @@ def _choice(*choices: str) -> Callable[[Any], str]:
 
 def _threads(value: Any) -> str:
     text = str(value).strip().lower()
-    if text != "auto" and not (text.isdigit() and int(text) > 0):
+    if text not in ("auto", "torch") and not (text.isdigit() and int(text) > 0):
         raise ValueError(value)
     return text
 
@@ -92,9 +92,9 @@ class ProviderArgs:
         _choice("continuous", "static"),
     )
     threads: str | None = _arg(
-        None,
-        "torch threads for generation: a number, or auto (the cores other processes leave "
-        "free, re-checked every few seconds); default: torch's own setting",
+        "auto",
+        "torch threads for generation: auto (default: the cores other processes leave free, "
+        "re-checked every few seconds), a number, or torch (torch's own setting, untouched)",
         _optional(_threads),
     )
     prefix_cache_mb: float = _arg(

@@ -76,7 +76,7 @@ class _Job:
 class ThreadPolicy:
     """How many torch threads the batcher thread computes with (``-M threads``).
 
-    ``None`` leaves torch's setting alone. A number fixes it. ``auto`` uses the cores other
+    ``None`` or ``torch`` leaves torch's setting alone. A number fixes it. ``auto`` uses the cores other
     processes leave free: every ``every_s`` seconds, the 1-minute load average minus this
     process's own recent CPU use estimates the other processes' demand, and the thread count is
     ``cores - that`` (at least 1, at most the cores). Two threads on two cores that another
@@ -97,7 +97,7 @@ class ThreadPolicy:
     def apply(self) -> None:
         import torch
 
-        if self.setting is None:
+        if self.setting is None or self.setting == "torch":
             return
         if self.setting != "auto":
             want = int(self.setting)
@@ -129,7 +129,9 @@ class Batcher:
 
     A static batch closes when no job has arrived for ``wait_s`` (Inspect's own hf provider
     waits 2 s; a quarter second keeps sequential agent turns responsive while loaded CPUs still
-    fill batches). Continuous jobs never wait: they join at the next decode step.
+    fill batches). Continuous jobs join at the next decode step; when the batcher is idle, jobs
+    arriving within ``gather_s`` of each other are collected first, so that samples sent together
+    prefill together.
     """
 
     def __init__(
@@ -138,10 +140,12 @@ class Batcher:
         max_batch: int,
         wait_s: float = 0.25,
         cache: PrefixCacheConfig | None = None,
+        gather_s: float = 0.02,
     ) -> None:
         self.model = model
         self.max_batch = max_batch
         self.wait_s = wait_s
+        self.gather_s = gather_s
         self.cache = PrefixCache(cache) if cache is not None else None
         self.threads = ThreadPolicy()
         self.queue: queue.Queue[_Job] = queue.Queue()
@@ -177,6 +181,14 @@ class Batcher:
             self.threads.apply()
             busy = any(len(r.batch) for r in self.running.values()) or self.waiting
             jobs = [] if busy else [self.queue.get()]
+            if jobs and jobs[0].continuous:
+                # Samples sent together arrive a few ms apart: collect them so they prefill as
+                # one batch instead of the first one alone.
+                while len(jobs) < self.max_batch:
+                    try:
+                        jobs.append(self.queue.get(timeout=self.gather_s))
+                    except queue.Empty:
+                        break
             if jobs and not jobs[0].continuous:
                 while len(jobs) < self.max_batch:
                     try:
@@ -204,31 +216,45 @@ class Batcher:
 
     # -- continuous batching ----------------------------------------------------------------
     def _admit(self) -> None:
-        """Prefill waiting jobs into their running batch while it has room."""
+        """Prefill waiting jobs into their running batch while it has room: the jobs of one
+        interventions instance that wait together join together (one batched prefill, shared
+        prefixes computed once, :meth:`DecodeBatch.add_many`)."""
+        groups: dict[int, list[_Job]] = {}
         for _ in range(len(self.waiting)):
             job = self.waiting.popleft()
             iv = job.interventions
             running = self.running.get(id(iv))
-            if running is not None and len(running.batch) >= self.max_batch:
+            room = self.max_batch - (len(running.batch) if running is not None else 0)
+            if len(groups.get(id(iv), [])) >= room:
                 self.waiting.append(job)
                 continue
-            try:
-                with ExitStack() as stack:
-                    iv.enter(self.model, stack)
-                    loop_ok = use_decode_loop(self.model)
-                    if loop_ok and running is None:
-                        scope = self.model.cache_scope() if job.use_cache else None
-                        batch = DecodeBatch(self.model, self.cache, scope)
-                        running = self.running[id(iv)] = _Running(iv, batch)
-                    if loop_ok and running is not None:
-                        (ids,) = encode_prompts(self.model, [job.text], [True])
-                        row = running.batch.add(ids, job.request, tag=job)
-                        if row.done:
-                            self._finish(iv, [row])
-            except BaseException as e:  # deliver every failure to the awaiting sample
+            groups.setdefault(id(iv), []).append(job)
+        for group in groups.values():
+            self._admit_group(group)
+
+    def _admit_group(self, jobs: list[_Job]) -> None:
+        iv = jobs[0].interventions
+        running = self.running.get(id(iv))
+        try:
+            with ExitStack() as stack:
+                iv.enter(self.model, stack)
+                loop_ok = use_decode_loop(self.model)
+                if loop_ok and running is None:
+                    scope = self.model.cache_scope() if jobs[0].use_cache else None
+                    batch = DecodeBatch(self.model, self.cache, scope)
+                    running = self.running[id(iv)] = _Running(iv, batch)
+                if loop_ok and running is not None:
+                    ids = encode_prompts(self.model, [j.text for j in jobs], [True] * len(jobs))
+                    rows = running.batch.add_many(ids, [j.request for j in jobs], jobs)
+                    done = [row for row in rows if row.done]
+                    if done:
+                        self._finish(iv, done)
+        except BaseException as e:  # deliver every failure to the awaiting samples
+            for job in jobs:
                 _resolve(job, None, e)
-                continue
-            if not loop_ok:  # opaque hooks or an unsupported architecture: the padded call
+            return
+        if not loop_ok:  # opaque hooks or an unsupported architecture: the padded call
+            for job in jobs:
                 self._run_group([job])
 
     def _step(self, running: _Running) -> None:
