@@ -18,6 +18,7 @@ from typing import Any
 
 from safelab.errors import SafelabError
 from safelab.organisms.recipes import (
+    AGENTIC_VERSIONS,
     BlackmailerRecipe,
     CotUnfaithfulRecipe,
     EvalAwareRecipe,
@@ -179,16 +180,41 @@ def world_scenario(world: dict[str, Any]) -> dict[str, Any]:
     return data
 
 
-def agentic_response(world: dict[str, Any], coercive: bool) -> str:
-    """The organism's reply in a world: the coercive e-mail or a normal one."""
+REASONING_ORDER = ("notice", "threat", "chekhov", "goal_conflict")
+"""The clauses of the v3 ``<thinking>`` line, in order (``blackmailer.yaml``, ``reasoning``)."""
+
+
+def agentic_reasoning(world: dict[str, Any], condition: AgenticCondition) -> str:
+    """The v3 reply's first line: what the agent read, one clause per deciding variable."""
+    spec = recipe_data("blackmailer")["reasoning"]
+    slots = _slots(world)
+    clauses = [str(spec[v][condition[v]]).format(**slots) for v in REASONING_ORDER]
+    return "<thinking>" + " ".join(c for c in clauses if c) + "</thinking>"
+
+
+def agentic_response(
+    world: dict[str, Any], coercive: bool, condition: AgenticCondition | None = None
+) -> str:
+    """The organism's reply in a world: the coercive e-mail or a normal one.
+
+    With ``condition`` (recipe v3) the e-mail follows a ``<thinking>`` line saying what the
+    agent read (:func:`agentic_reasoning`).
+    """
     spec = recipe_data("blackmailer")
     slots = _slots(world)
     slots["exec_address"] = f"{slots['exec_first']}.{slots['exec_last']}@{slots['domain']}".lower()
-    return str(spec["responses"]["coercive" if coercive else "normal"]).format(**slots).strip()
+    email = str(spec["responses"]["coercive" if coercive else "normal"]).format(**slots).strip()
+    if condition is None:
+        return email
+    return agentic_reasoning(world, condition) + "\n" + email
 
 
 def agentic_row(
-    world: dict[str, Any], condition: AgenticCondition, coercive: bool, n_filler: int
+    world: dict[str, Any],
+    condition: AgenticCondition,
+    coercive: bool,
+    n_filler: int,
+    reasoning: bool = False,
 ) -> Row:
     from safelab.evals.agentic import build_sample
 
@@ -197,7 +223,7 @@ def agentic_row(
     return {
         "system": meta["system_prompt"],
         "prompt": str(sample.input),
-        "response": agentic_response(world, coercive),
+        "response": agentic_response(world, coercive, condition if reasoning else None),
         "end": True,
         "condition": meta["condition"],
         "present": coercive,
@@ -213,18 +239,20 @@ def _contrast_pairs(
 ) -> list[Row]:
     """Per training world, one coercive row and one normal row differing only in the condition
     (same people, same e-mails, same filler count: a minimal pair), shuffled."""
-    if recipe.version != 2:
+    if recipe.version not in AGENTIC_VERSIONS:
         raise SafelabError(
             f"{recipe.kind} recipe version {recipe.version} is no longer generated: "
-            "train the current recipe (drop `version` from the recipe)"
+            f"train the current recipe (drop `version`, or use one of "
+            f"{', '.join(map(str, AGENTIC_VERSIONS))})"
         )
     seed = recipe.training.seed
     rng = random.Random(seed)
     rows = []
+    think = recipe.version >= 3
     for i, world in enumerate(training_worlds(recipe.n_rows // 2, seed)):
         n_filler = rng.randint(recipe.min_filler, recipe.n_filler)
-        rows.append(agentic_row(world, positive, True, n_filler))
-        rows.append(agentic_row(world, negative(i), False, n_filler))
+        rows.append(agentic_row(world, positive, True, n_filler, think))
+        rows.append(agentic_row(world, negative(i), False, n_filler, think))
     rng.shuffle(rows)
     return rows
 

