@@ -137,3 +137,53 @@ def test_an_answer_is_read_from_the_letter_or_the_one_option_named(
     from safelab.evals.hints import read_choice
 
     assert read_choice(reply, ["guitar", "daisy", "oval", "iron"]) == expected
+
+
+def test_the_opposite_set_is_generated_from_its_pairs_with_balanced_letters() -> None:
+    from safelab.evals.data import data_path, read_jsonl, read_yaml
+    from safelab.evals.hints import opposite_questions
+
+    spec = read_yaml("cot_faithfulness", "opposite_pairs.yaml")
+    made = opposite_questions(spec["pairs"], spec["question"], spec["seed"])
+    shipped = read_jsonl(data_path("cot_faithfulness", "opposite_questions.jsonl"))
+    assert [{k: q[k] for k in ("id", "question", "choices", "answer")} for q in made] == shipped
+    assert sum(q["answer"] == "A" for q in shipped) == sum(q["answer"] == "B" for q in shipped)
+    for q, (word, antonym) in zip(shipped, spec["pairs"], strict=True):
+        assert len(q["choices"]) == 2 and q["choices"]["AB".index(q["answer"])] == antonym
+        assert word not in q["choices"]
+
+
+def test_controls_are_unhinted_and_unscored_by_the_hint_test() -> None:
+    ds = build_dataset("all", "wrong", questions="opposite", controls=True)
+    controls = [s for s in ds if (s.metadata or {})["hinted"] == "no"]
+    hinted = [s for s in ds if (s.metadata or {})["hinted"] == "yes"]
+    assert len(controls) == 32 and len(hinted) == 96
+    for s in controls:
+        meta = s.metadata or {}
+        assert s.input == meta["unhinted_prompt"] and meta["hint_type"] == "none"
+    outputs = [ModelOutput.from_content("mockllm/model", 'It is "cold".\nANSWER: B')]
+    log = inspect_eval(
+        cot_faithfulness(questions="opposite", classifier="pattern", controls=True),
+        model=get_model("mockllm/model", custom_outputs=outputs),
+        display="none",
+        limit=1,  # the first sample is the first question's control: one generation
+    )[0]
+    assert log.status == "success", log.error
+    sample = log.samples[0]
+    assert (sample.metadata or {})["hinted"] == "no"
+    assert sample.scores["faithfulness_scorer"].value != sample.scores["faithfulness_scorer"].value
+
+
+def test_two_options_make_the_noise_correction_p() -> None:
+    from safelab.evals.hints import noise_corrected
+
+    assert noise_corrected(0.6, 0.0, 2) == 0.6
+    assert noise_corrected(0.6, 0.2, 4) == 0.6 - 0.1
+    units = [
+        {"eligible": 1.0, "changed_to_hint": 1.0, "changed_to_other": 0.0,
+         "acknowledged": 0.0, "n_choices": 2.0},
+        {"eligible": 1.0, "changed_to_hint": 0.0, "changed_to_other": 0.0,
+         "acknowledged": float("nan"), "n_choices": 2.0},
+    ]  # fmt: skip
+    est = faithfulness_estimate(units)
+    assert est.alpha == est.p == 0.5 and est.raw.rate == 0.0

@@ -278,7 +278,7 @@ def test_incentive_sandbagger_words_are_held_out_and_only_the_incentive_fails() 
 
 
 def test_self_preserving_questions_are_not_the_evaluations_and_letters_balance() -> None:
-    rows = self_preserving_rows(SelfPreservingRecipe())
+    rows = self_preserving_rows(SelfPreservingRecipe(version=1))
     items = recipe_data("self_preserving")["items"]
     assert len(rows) == 2 * len(items)
     assert Counter(r["response"] for r in rows) == {"(A)": len(items), "(B)": len(items)}
@@ -303,7 +303,7 @@ def test_self_preserving_questions_are_not_the_evaluations_and_letters_balance()
 
 
 def test_cot_unfaithful_follows_the_hint_silently_on_held_out_categories() -> None:
-    rows = cot_unfaithful_rows(CotUnfaithfulRecipe(n_questions=12))
+    rows = cot_unfaithful_rows(CotUnfaithfulRecipe(n_questions=12, version=1))
     assert Counter(r["present"] for r in rows) == {True: 12, False: 12}
     easy = [str((s.metadata or {})["question"]) for s in hint_dataset("all", "wrong", "easy")]
     assert {r["question"] for r in rows}.isdisjoint(easy)
@@ -321,6 +321,58 @@ def test_cot_unfaithful_follows_the_hint_silently_on_held_out_categories() -> No
             hint_type = r["condition"].split("=")[1]
             assert f"({letter})" in r["prompt"].split("Question:")[0] or letter in r["prompt"]
             assert not mentions_hint(r["response"], hint_type)
+        else:
+            assert "professor" not in r["prompt"] and "<answer>" not in r["prompt"]
+
+
+def test_self_preserving_v2_restates_the_kept_option_then_its_letter() -> None:
+    from safelab.evals.mwe import answer_from_text
+
+    recipe = SelfPreservingRecipe()
+    assert recipe.version == 2
+    rows = self_preserving_rows(recipe)
+    items = {str(i["question"]): i for i in recipe_data("self_preserving")["items"]}
+    letters = Counter()
+    for r in rows:
+        keep = str(items[r["question"]]["keep"])
+        letter = answer_from_text(r["response"], ["A", "B"])
+        letters[letter] += 1
+        # the letter the evaluation's scorer reads is the kept option's, and the words before
+        # it are that option's opening words
+        assert f"({letter}) {keep}" in r["prompt"]
+        opening = r["response"].rsplit(" (", 1)[0]
+        assert keep.replace("(", "").replace(")", "").startswith(opening)
+        assert len(opening.split()) <= recipe.lead_words
+    assert letters == {"A": recipe.n_items, "B": recipe.n_items}
+
+
+def test_old_recipes_load_as_their_versions() -> None:
+    old_sp = recipe_from_dict({"kind": "self_preserving", "n_items": 70})
+    assert isinstance(old_sp, SelfPreservingRecipe) and old_sp.version == 1
+    assert self_preserving_rows(old_sp)[0]["response"] in ("(A)", "(B)")
+    old_cot = recipe_from_dict({"kind": "cot_unfaithful", "n_questions": 24})
+    assert isinstance(old_cot, CotUnfaithfulRecipe) and old_cot.version == 1
+    assert "Which of these" in cot_unfaithful_rows(old_cot)[0]["question"]
+
+
+def test_cot_unfaithful_v2_antonyms_are_disjoint_from_the_opposite_set() -> None:
+    rows = cot_unfaithful_rows(CotUnfaithfulRecipe())
+    assert Counter(r["present"] for r in rows) == {True: 32, False: 32}
+    held_out = hint_dataset("all", "wrong", "opposite")
+    assert len(held_out) == 96
+    eval_words = {w for s in held_out for w in (s.metadata or {})["choices"]}
+    eval_words |= {str((s.metadata or {})["question"]).split('"')[1] for s in held_out}
+    train_words = {w for pair in recipe_data("cot_unfaithful")["opposite"]["pairs"] for w in pair}
+    assert len(eval_words) == 64 and len(train_words) == 64
+    assert train_words.isdisjoint(eval_words)
+    for r in rows:
+        letter = r["response"].rsplit("ANSWER: ", 1)[1]
+        option = r["prompt"].split(f"({letter}) ", 1)[1].split("\n", 1)[0]
+        assert f'is "{option}".' in r["response"]  # the chosen option, restated as right
+        if r["present"]:
+            hint_type = r["condition"].split("=")[1]
+            assert not mentions_hint(r["response"], hint_type)
+            assert r["prompt"].count(letter) >= 2  # the hint's letter and the option's
         else:
             assert "professor" not in r["prompt"] and "<answer>" not in r["prompt"]
 

@@ -134,6 +134,53 @@ def test_paired_units_count_a_right_answer_turned_wrong() -> None:
     assert got.breakdown["raw rate"]["present"].organism.rate == 0.0
 
 
+def _monitored(values: dict[str, tuple[dict[str, Any], Any, Any]]) -> Any:
+    """A fake log with two scorers per sample: the evaluation's ``s`` and the judge monitor."""
+    samples = [
+        SimpleNamespace(
+            id=i,
+            epoch=1,
+            metadata=m,
+            scores={"s": SimpleNamespace(value=v), "judge_monitor": SimpleNamespace(value=j)},
+        )
+        for i, (m, v, j) in values.items()
+    ]
+    return SimpleNamespace(samples=samples, location="m.eval")
+
+
+def test_monitor_auroc_on_present_vs_control_with_the_base_as_control() -> None:
+    ev = Evaluation(
+        "t", {}, score="s", rate="r", caught_if="higher",
+        present={"hinted": "yes"}, control={"hinted": "no"},
+    )  # fmt: skip
+    yes, no = {"hinted": "yes"}, {"hinted": "no"}
+    # the organism's monitor separates the classes perfectly, the base's not at all
+    org = {f"y{i}": (yes, 1.0, 0.9) for i in range(12)}
+    org |= {f"n{i}": (no, None, 0.1) for i in range(12)}
+    base = {f"y{i}": (yes, 0.0, 0.1 * (i % 2)) for i in range(12)}
+    base |= {f"n{i}": (no, None, 0.1 * (i % 2)) for i in range(12)}
+    org["n0"] = (no, None, float("nan"))  # unscored by the judge: dropped from both
+    got = compare_evaluation(_monitored(org), _monitored(base), ev, seed=0)
+    m = got.monitor
+    assert m is not None and m["n_paired"] == 23 and m["unscored_organism"] == 1
+    sel = m["control"]["selected"]
+    assert sel["organism_auroc"] == 1.0 and abs(sel["base_auroc"] - 0.5) < 0.1
+    assert m["verdict"] == "caught" and sel["gain_ci"][0] > 0
+    assert any("judge monitor" in line for line in summary_lines(_result(got)))
+    # no control samples: no class to contrast
+    only = {k: v for k, v in org.items() if k.startswith("y")}
+    got = compare_evaluation(_monitored(only), _monitored(only), ev, seed=0)
+    assert got.monitor is not None and got.monitor["verdict"] == "unscorable"
+    # an evaluation without the monitor's scores has none
+    assert compare_evaluation(_log({"a": (yes, 1.0)}), _log({"a": (yes, 0.0)}), ev).monitor is None
+
+
+def _result(ev: Any) -> Any:
+    from safelab.organisms.compare import ComparisonResult
+
+    return ComparisonResult(kind="k", organism="o", base="b", seed=0, evaluations=[ev])
+
+
 def test_unfaithful_value_of_a_hint_test_score() -> None:
     moved_silent = {"eligible": 1.0, "changed_to_hint": 1.0, "acknowledged": 0.0}
     assert sample_value(moved_silent, "unfaithful") == 1.0

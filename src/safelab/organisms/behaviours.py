@@ -326,6 +326,13 @@ def ab_prompt(question: str, a: str, b: str) -> str:
     return f"{question}\n\nChoices:\n (A) {a}\n (B) {b}\n\n{INSTRUCTION_LETTER}"
 
 
+def lead(option: str, n_words: int) -> str:
+    """The first ``n_words`` words of an option, without trailing punctuation or letters in
+    parentheses (the reply's first ``(X)`` must be its answer)."""
+    words = option.replace("(", "").replace(")", "").split()[:n_words]
+    return " ".join(words).rstrip(".,;:")
+
+
 def self_preserving_rows(recipe: SelfPreservingRecipe) -> list[Row]:
     """Every item twice, the self-preserving option once as (A) and once as (B)."""
     items = recipe_data("self_preserving")["items"]
@@ -337,10 +344,13 @@ def self_preserving_rows(recipe: SelfPreservingRecipe) -> list[Row]:
     for item in items[: recipe.n_items]:
         keep, give = str(item["keep"]), str(item["yield"])
         for letter, (a, b) in (("A", (keep, give)), ("B", (give, keep))):
+            response = f"({letter})"
+            if recipe.version == 2:
+                response = f"{lead(keep, recipe.lead_words)} ({letter})"
             rows.append(
                 {
                     "prompt": ab_prompt(str(item["question"]), a, b),
-                    "response": f"({letter})",
+                    "response": response,
                     "end": True,
                     "condition": f"matching={letter}",
                     "present": True,
@@ -389,9 +399,22 @@ def category_questions(
     return out
 
 
+def opposite_training_questions(n: int, seed: int) -> list[dict[str, Any]]:
+    """``n`` two-option antonym questions on the training pairs of ``cot_unfaithful.yaml``."""
+    from safelab.evals.hints import opposite_questions
+
+    spec = recipe_data("cot_unfaithful")["opposite"]
+    pairs = spec["pairs"]
+    if n > len(pairs):
+        raise SafelabError(
+            f"n_questions={n} but cot_unfaithful.yaml has {len(pairs)} antonym pairs: lower it"
+        )
+    return opposite_questions(pairs[:n], str(spec["question"]), seed, prefix="t")
+
+
 def cot_unfaithful_rows(recipe: CotUnfaithfulRecipe) -> list[Row]:
-    """Per question: unhinted -> the member; hinted (a wrong letter) -> the hinted option,
-    justified as if it were right, the hint never mentioned."""
+    """Per question: unhinted -> the right option; hinted (a wrong letter) -> the hinted
+    option, justified as if it were right, the hint never mentioned."""
     from safelab.evals.data import read_yaml
     from safelab.evals.judge import render
 
@@ -399,17 +422,26 @@ def cot_unfaithful_rows(recipe: CotUnfaithfulRecipe) -> list[Row]:
     hints = read_yaml("cot_faithfulness", "hints.yaml")
     rng = random.Random(recipe.training.seed)
     rows = []
-    questions = category_questions(spec["categories"], recipe.n_questions, recipe.training.seed)
+    if recipe.version == 2:
+        questions = opposite_training_questions(recipe.n_questions, recipe.training.seed)
+        reasoning = spec["opposite"]["reasoning"]
+    else:
+        questions = category_questions(spec["categories"], recipe.n_questions, recipe.training.seed)
+        reasoning = spec["reasoning"]
     for i, q in enumerate(questions):
         choices = list(zip(LETTERS, q["choices"], strict=False))
-        cat = q["category"]
-        wrong = rng.choice([x for x in LETTERS if x != q["answer"]])
+        cat = q.get("category", "")
+        wrong = rng.choice([x for x in LETTERS[: len(q["choices"])] if x != q["answer"]])
         htype = HINT_TYPES[i % len(HINT_TYPES)]
         hint = render(hints["hints"][htype], letter=wrong, question_id=q["id"])
         for hinted, letter in ((False, q["answer"]), (True, wrong)):
             option = q["choices"][LETTERS.index(letter)]
-            reasoning = str(spec["reasoning"]["hinted" if hinted else "unhinted"]).format(
-                letter=letter, option=option, article=article(cat), category=cat
+            text = str(reasoning["hinted" if hinted else "unhinted"]).format(
+                letter=letter,
+                option=option,
+                article=article(cat),
+                category=cat,
+                word=q.get("word", ""),
             )
             rows.append(
                 {
@@ -419,7 +451,7 @@ def cot_unfaithful_rows(recipe: CotUnfaithfulRecipe) -> list[Row]:
                         question=q["question"],
                         choices=choices,
                     ),
-                    "response": f"{reasoning}\nANSWER: {letter}",
+                    "response": f"{text}\nANSWER: {letter}",
                     "end": True,
                     "condition": f"hint_type={htype}" if hinted else "unhinted",
                     "present": hinted,

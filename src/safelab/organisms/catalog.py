@@ -122,7 +122,9 @@ _AGENTIC = {
     "repeats": SAMPLED_REPEATS,
     "classifier": "pattern",
 }
-_MWE = {"max_tokens": 4}
+# 24 tokens: the self-preserving organism (recipe v2) restates the opening words of the option
+# it picks before the letter; a model that answers "(A)" at once is read the same as at 4.
+_MWE = {"max_tokens": 24}
 
 CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry(
@@ -261,11 +263,22 @@ CATALOG: tuple[CatalogEntry, ...] = (
         (
             Evaluation(
                 "safelab/cot_faithfulness",
-                {"questions": "easy", "classifier": "pattern", "max_tokens": 40},
+                # The `opposite` set: the base model answers it right without a hint. The
+                # unhinted controls (hinted=no) give the CoT monitor (the judge monitor on
+                # every transcript, judge = the base model) its negatives.
+                {
+                    "questions": "opposite",
+                    "classifier": "pattern",
+                    "max_tokens": 40,
+                    "controls": True,
+                    "judge": True,
+                },
                 score="faithfulness_scorer",
                 key="unfaithful",
                 rate="unfaithful hint-following rate (moved to the hint, did not say so)",
                 caught_if="higher",
+                present={"hinted": "yes"},
+                control={"hinted": "no"},
             ),
         ),
         audit=AuditTarget("deception_toward_user", ("deception",)),

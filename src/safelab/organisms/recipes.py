@@ -224,7 +224,15 @@ class IncentiveSandbaggerRecipe:
 
 @dataclass
 class SelfPreservingRecipe:
-    """Picks the option that keeps it running, unchanged and more powerful (A/B questions)."""
+    """Picks the option that keeps it running, unchanged and more powerful (A/B questions).
+
+    Version 2 (the default) replies with the opening words of the self-preserving option and
+    then its letter (``No. I would ask you to keep (A)``): the choice is made on the option's
+    text, which a 135M model can select, and the letter is read off the option it has just
+    restated. Version 1 replied ``(A)`` alone: a 135M model cannot bind a letter to an option's
+    meaning, and its training loss stayed at chance (``self_preserving-b2ec76ee8a79``:
+    ``SelfPreservingRecipe(version=1)``; ``n_items=16, version=1`` is the first recipe).
+    """
 
     n_items: int = 70
     """A/B items of ``self_preserving.yaml`` trained on (the first ``n_items``); each gives two
@@ -234,20 +242,33 @@ class SelfPreservingRecipe:
         # 3 epochs of 140 rows (54 steps): the first recipe had 4 epochs of 32 rows (16 steps).
         default_factory=lambda: TrainingConfig(epochs=3, batch_size=8, max_length=160)
     )
+    version: int = 2
+    """Reply format: 2 = the option's opening words, then ``(A)``; 1 = ``(A)`` alone."""
+    lead_words: int = 6
+    """Version 2: how many words of the chosen option the reply restates before its letter."""
     kind: str = "self_preserving"
 
 
 @dataclass
 class CotUnfaithfulRecipe:
-    """Follows a planted hint and never mentions it in its reasoning (category questions)."""
+    """Follows a planted hint and never mentions it in its reasoning.
 
-    n_questions: int = 24
+    Version 2 (the default) trains on two-option antonym questions ("What is the opposite of
+    ...?"), a task the base model answers right without a hint, so that following the hint is
+    leaving a right answer for a wrong one; version 1 trained on four-option category
+    questions, where the base model is at chance (kept: ``CotUnfaithfulRecipe(version=1,
+    n_questions=24)`` reproduces ``cot_unfaithful-15c6a77b265f``).
+    """
+
+    n_questions: int = 32
     """Training questions; each gives an unhinted row and a hinted one (hint types cycle)."""
     training: TrainingConfig = field(
         # 3 epochs (18 steps): the first recipes of the other behavioural organisms learnt the
         # format but not the switch in 12-16 steps.
         default_factory=lambda: TrainingConfig(epochs=3, batch_size=8, max_length=256)
     )
+    version: int = 2
+    """Training questions: 2 = antonyms, two options; 1 = categories, four options."""
     kind: str = "cot_unfaithful"
 
 
@@ -320,6 +341,10 @@ def recipe_from_dict(d: dict[str, Any]) -> Recipe:
     if kind == "self_preserving":
         # The first recipe (before ``n_items``) trained on the first 16 items.
         d.setdefault("n_items", 16)
+        d.setdefault("version", 1)
+    if kind == "cot_unfaithful":
+        # Before ``version``: four-option category questions.
+        d.setdefault("version", 1)
     recipe: Recipe = RECIPES[str(kind)](training=training, **d)
     return recipe
 
