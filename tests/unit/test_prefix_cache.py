@@ -336,3 +336,20 @@ def test_a_stop_string_late_in_a_long_completion_stops_as_the_padded_call(family
         while ids and ids[-1] == pad:  # generate pads a row that stopped before the others
             ids.pop()
         assert (ids, a.text, a.finish) == (b.completion_ids, b.text, b.finish)
+
+
+def test_rows_leave_after_the_cache_outgrew_its_spare_room() -> None:
+    """Room that doubles during a decode step is made inside inference mode; rows leaving
+    afterwards move within it (a run of agentic_misalignment failed here: in-place update
+    to an inference tensor)."""
+    model = tiny_model("llama")
+    ids = _ids(model)
+    lengths = [70, 90, 75, 100]  # past the 64 spare positions; the first leaves first
+    reqs = [GenerationRequest(max_new_tokens=n) for n in lengths]
+    alone = [generate_batch(model, [p], r, [False])[0] for p, r in zip(PROMPTS, reqs, strict=True)]
+    batch = DecodeBatch(model, PrefixCache(), model.cache_scope())
+    rows = batch.add_many(ids, reqs)
+    while len(batch):
+        batch.step()
+    for row, ref in zip(rows, alone, strict=True):
+        assert row.completion == ref.completion_ids

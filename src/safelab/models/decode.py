@@ -305,8 +305,11 @@ class DecodeBatch:
         start = int(used[0, 0]) if len(used) else 0
         self.mask = mask[:, start:]
         self.rows = [self.rows[b] for b in order]
-        for layer in self.kv.layers:
-            layer.keep(list(zip(holes, movers, strict=True)), k, start)
+        # Inference mode: room that doubled during a step's forward call is an inference tensor,
+        # which only takes in-place writes inside it.
+        with torch.inference_mode():
+            for layer in self.kv.layers:
+                layer.keep(list(zip(holes, movers, strict=True)), k, start)
 
     def _choose(self, row: Row, logits: Tensor, greedy: int | None = None) -> None:
         req = row.request
