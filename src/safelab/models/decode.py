@@ -1,9 +1,10 @@
 """Continuous batching: one running decode batch that prompts join and finished rows leave.
 
 :class:`DecodeBatch` keeps the keys and values of every running row in one left-padded
-``DynamicCache``. :meth:`DecodeBatch.add` runs a new prompt (its longest cached prefix taken from
-a :class:`~safelab.models.kvcache.PrefixCache`, only the rest computed), picks its first token and
-pads it into the batch; :meth:`DecodeBatch.step` feeds every row its newest token in one forward
+``DynamicCache``. :meth:`DecodeBatch.add_many` runs new prompts together (prefixes they share
+computed once, each one's longest cached prefix taken from a
+:class:`~safelab.models.kvcache.PrefixCache`, the rest as batched suffixes), picks their first
+tokens and pads them into the batch in one step; :meth:`DecodeBatch.step` feeds every row its newest token in one forward
 call, picks the next tokens and hands back the rows that finished, which leave the batch. Each
 row keeps its own decoding settings (length, temperature, stop strings, seed).
 
