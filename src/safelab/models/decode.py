@@ -4,9 +4,9 @@
 ``DynamicCache``. :meth:`DecodeBatch.add_many` runs new prompts together (prefixes they share
 computed once, each one's longest cached prefix taken from a
 :class:`~safelab.models.kvcache.PrefixCache`, the rest as batched suffixes), picks their first
-tokens and pads them into the batch in one step; :meth:`DecodeBatch.step` feeds every row its newest token in one forward
-call, picks the next tokens and hands back the rows that finished, which leave the batch. Each
-row keeps its own decoding settings (length, temperature, stop strings, seed).
+tokens and pads them into the batch in one step; :meth:`DecodeBatch.step` feeds every row its
+newest token in one forward call, picks the next tokens and hands back the rows that finished,
+which leave the batch. Each row keeps its own decoding settings (length, temperature, stop strings, seed).
 
 Greedy rows get the same tokens as one padded ``transformers`` ``generate`` call
 (:func:`safelab.models.generation.generate_batch` without a cache): padding positions are
