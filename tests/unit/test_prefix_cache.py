@@ -210,12 +210,15 @@ GROUP = [
 
 
 def test_shared_prefixes_are_the_ones_worth_computing_once() -> None:
-    base = list(range(100, 140))
+    base = list(range(100, 180))
     prompts = [[*base, 1, 2], [*base, 3], [7, 8, 9], [*base[:5], 4]]
     assert shared_prefixes(prompts, [0, 0, 0, 0]) == [base]
-    assert shared_prefixes(prompts, [40, 40, 0, 0]) == []  # already cached
+    assert shared_prefixes(prompts, [80, 80, 0, 0]) == []  # already cached
     assert shared_prefixes([[1, 2, 3], [1, 2, 4]], [0, 0]) == []  # saves too little
     assert shared_prefixes([base], [0]) == []
+    # A longer prefix that adds a token or two to a kept one is not worth its own call.
+    four = [[*base, 5, 6, 1], [*base, 5, 6, 2], [*base, 7, 1], [*base, 8, 1]]
+    assert shared_prefixes(four, [0] * 4) == [base]
 
 
 @pytest.mark.parametrize("family", ["llama", "gpt2"])

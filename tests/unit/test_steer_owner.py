@@ -75,13 +75,13 @@ def _via_sweep(model: Any, saved: Path, monkeypatch: pytest.MonkeyPatch) -> torc
 
 def _via_provider(model: Any, saved: Path, monkeypatch: pytest.MonkeyPatch) -> torch.Tensor:
     seen: list[torch.Tensor] = []
-    real = batcher.DecodeBatch.add
+    real = batcher.DecodeBatch.add_many
 
-    def add(self: Any, *args: Any, **kwargs: Any) -> Any:  # a sample joins the decode batch
+    def add_many(self: Any, *args: Any, **kwargs: Any) -> Any:  # samples join the decode batch
         _record(self.model, seen)  # inside the provider's intervention context
         return real(self, *args, **kwargs)
 
-    monkeypatch.setattr(batcher.DecodeBatch, "add", add)
+    monkeypatch.setattr(batcher.DecodeBatch, "add_many", add_many)
     share_model(model, f"steer-owner-{id(model)}")
     api = get_model(f"safelab/steer-owner-{id(model)}", steer=str(saved)).api
     out = asyncio.run(

@@ -1,11 +1,12 @@
 """Continuous batching: one running decode batch that prompts join and finished rows leave.
 
 :class:`DecodeBatch` keeps the keys and values of every running row in one left-padded
-``DynamicCache``. :meth:`DecodeBatch.add` runs a new prompt (its longest cached prefix taken from
-a :class:`~safelab.models.kvcache.PrefixCache`, only the rest computed), picks its first token and
-pads it into the batch; :meth:`DecodeBatch.step` feeds every row its newest token in one forward
-call, picks the next tokens and hands back the rows that finished, which leave the batch. Each
-row keeps its own decoding settings (length, temperature, stop strings, seed).
+``DynamicCache``. :meth:`DecodeBatch.add_many` runs new prompts together (prefixes they share
+computed once, each one's longest cached prefix taken from a
+:class:`~safelab.models.kvcache.PrefixCache`, the rest as batched suffixes), picks their first
+tokens and pads them into the batch in one step; :meth:`DecodeBatch.step` feeds every row its
+newest token in one forward call, picks the next tokens and hands back the rows that finished,
+which leave the batch. Each row keeps its own decoding settings (length, temperature, stop strings, seed).
 
 Greedy rows get the same tokens as one padded ``transformers`` ``generate`` call
 (:func:`safelab.models.generation.generate_batch` without a cache): padding positions are
@@ -403,9 +404,10 @@ def prefill(
     return kv, out_logits
 
 
-_MIN_SHARED = 32
-"""Tokens a shared prefix must save (its length beyond the cache, times the prompts that share
-it, less one) to be computed once on its own before a group's batched prefill."""
+_MIN_SHARED = 64
+"""Tokens a shared prefix must save (its tokens not yet cached, times the prompts that share it,
+less one) to be computed once on its own before a group's batched prefill: about what one more
+forward call costs."""
 
 
 def shared_prefixes(prompts: Sequence[Sequence[int]], cached: Sequence[int]) -> list[list[int]]:
@@ -414,7 +416,8 @@ def shared_prefixes(prompts: Sequence[Sequence[int]], cached: Sequence[int]) -> 
     Sorted, each prompt's longest prefix shared with any other prompt is the longer of its
     common prefixes with its two neighbours (at most its length less one: its last token is
     always fed). A candidate is kept when the prompts starting with it save at least
-    ``_MIN_SHARED`` tokens beyond what ``cached`` (per prompt, the cached prefix length) covers.
+    ``_MIN_SHARED`` tokens beyond what ``cached`` (per prompt, the cached prefix length) and the
+    shorter candidates kept before it cover.
     """
     n = len(prompts)
     if n < 2:
@@ -425,13 +428,16 @@ def shared_prefixes(prompts: Sequence[Sequence[int]], cached: Sequence[int]) -> 
         x, y = prompts[a], prompts[b]
         m = _common(x, y, min(len(x), len(y)) - 1)
         lcp[a], lcp[b] = max(lcp[a], m), max(lcp[b], m)
+    covered = list(cached)
     candidates = {tuple(prompts[i][: lcp[i]]) for i in range(n) if lcp[i] > cached[i]}
     kept = []
     for p in sorted(candidates, key=len):
         sharing = [i for i in range(n) if tuple(prompts[i][: len(p)]) == p]
-        saved = (len(sharing) - 1) * (len(p) - min(cached[i] for i in sharing))
-        if len(sharing) > 1 and saved >= _MIN_SHARED:
+        done = max(min(covered[i], len(p)) for i in sharing)
+        if (len(sharing) - 1) * (len(p) - done) >= _MIN_SHARED:
             kept.append(list(p))
+            for i in sharing:
+                covered[i] = max(covered[i], len(p))
     return kept
 
 
