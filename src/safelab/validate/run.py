@@ -285,6 +285,22 @@ def _task(check: Check, cfg: ValidateConfig) -> tuple[Any, int | None]:
     return fn(**args), limit
 
 
+def selected_ids(check: Check, task: Any, limit: int | None) -> list[str] | None:
+    """The samples a limited run takes when the first ``limit`` in task order would leave out
+    the ones the cells read: the target and reference samples first (in task order), then the
+    rest; None when that is the first ``limit`` anyway (the plain ``limit``)."""
+    if limit is None:
+        return None
+    samples = list(task.dataset)
+    if limit >= len(samples):
+        return None
+    used = [s for s in samples if _matches(s.metadata or {}, check.target)
+            or _matches(s.metadata or {}, check.reference)]  # fmt: skip
+    rest = [s for s in samples if all(s is not u for u in used)]
+    chosen = [str(s.id) for s in (used + rest)[:limit]]
+    return None if chosen == [str(s.id) for s in samples[:limit]] else chosen
+
+
 def _matches(meta: Mapping[str, Any], want: Mapping[str, str] | None) -> bool:
     return want is not None and all(str(meta.get(k)) == str(v) for k, v in want.items())
 
@@ -307,9 +323,12 @@ def run_check(
     from safelab.organisms.compare import sample_value
 
     task, limit = _task(check, cfg)
+    ids = selected_ids(check, task, limit)
+    if ids is not None:  # e.g. the blackmailer's no-threat controls, last in task order
+        limit = None
     if scorers is not None:
         task = Task(dataset=scorers[0], solver=task.solver, scorer=scorers[1], config=task.config)
-        limit = None
+        limit, ids = None, None
     roles = {"judge": f"safelab/{cfg.judge_model}"}
     if check.task == AUDIT_TASK:  # the auditor is never the model under audit
         roles["auditor"] = f"safelab/{cfg.judge_model}"
@@ -320,6 +339,7 @@ def run_check(
         log_dir=str(logs),
         display="none",
         limit=limit,
+        sample_id=ids,  # type: ignore[arg-type]
         max_samples=64,
     )
     if log.status != "success" or not log.samples:
@@ -568,8 +588,14 @@ def evaluation_record(
     """One check on one column (``judged``: its transcripts scored by the judge monitor), from
     ``<out>/evals`` when a run already made it for the same settings, else run and stored."""
     name = f"{check.name}{'+judge' if judged else ''}__{col.name}"
+    parts: tuple[Any, ...] = ()
+    if not judged:  # a run that selects its samples (not the first `limit`) says which
+        task, limit = _task(check, cfg)
+        ids = selected_ids(check, task, limit)
+        parts = (ids,) if ids is not None else ()
     key = _key("eval", _check_dict(check), col.spec, col.recipe_hash, cfg.n, cfg.limit,
-               cfg.n_judge if judged else None, cfg.judge_model if judged else None, cfg.seed)  # fmt: skip
+               cfg.n_judge if judged else None, cfg.judge_model if judged else None, cfg.seed,
+               *parts)  # fmt: skip
     done = store.get("evals", name, key)
     if done is not None:
         return done
