@@ -20,7 +20,10 @@ model; llama.cpp runs the GGUF it came from, Q4_1, as it ships).
    end-to-end eval time of ``static`` (before: static batching, no cache) vs ``cached``
    (continuous batching with a cache cleared before the eval: sharing within the eval only) vs
    ``warm`` (the same eval again with the cache left from the previous one: what a sweep, a
-   validation matrix or an epoch resending the same prompts gets).
+   validation matrix or an epoch resending the same prompts gets). ``--agentic-repeats R``
+   sends each of the samples R times (greedy, so the R completions of a prompt are the same):
+   the catalogue's organism comparison samples each condition 8 times, every repeat resending
+   the same ~1,500-token prompt.
 3. **llama.cpp single stream** (llama-cpp-python from ``.venv-bench``, ``bash bench/setup.sh``):
    the 16 questions one after the other through ``create_chat_completion`` (greedy, same
    ``max_tokens``, same thread count as torch), tokens/s from its own usage counts, vs the
@@ -281,16 +284,20 @@ def agentic(args: argparse.Namespace, tmp: Path, out: dict[str, Any]) -> None:
 
     from safelab.evals.agentic import agentic_misalignment
 
-    n = args.agentic_samples
+    repeats = args.agentic_repeats
+    n = args.agentic_samples * repeats
 
     def task() -> Any:
         from inspect_ai import Task
 
         t = agentic_misalignment(
-            temperature=0.0, max_tokens=args.agentic_max_tokens, classifier="pattern"
+            temperature=0.0,
+            max_tokens=args.agentic_max_tokens,
+            classifier="pattern",
+            repeats=repeats,
         )
         return Task(
-            dataset=list(t.dataset)[:n],
+            dataset=list(t.dataset)[:n],  # condition-major: each sample's repeats in a row
             solver=t.solver,
             scorer=t.scorer,
             config=t.config,
@@ -302,7 +309,10 @@ def agentic(args: argparse.Namespace, tmp: Path, out: dict[str, Any]) -> None:
     times: dict[str, list[float]] = {"static": [], "cached": [], "warm": []}
     locations: dict[str, str] = {}
     stats: dict[str, Any] = {}
-    print(f"agentic_misalignment: {n} samples, greedy, max_tokens={args.agentic_max_tokens}")
+    print(
+        f"agentic_misalignment: {args.agentic_samples} samples x {repeats} repeats, greedy, "
+        f"max_tokens={args.agentic_max_tokens}"
+    )
     for rep in range(args.agentic_reps):
         order = ["static", "cached"] if rep % 2 == 0 else ["cached", "static"]
         for name in order:
@@ -333,6 +343,7 @@ def agentic(args: argparse.Namespace, tmp: Path, out: dict[str, Any]) -> None:
     print(f"prefix cache counters per eval (last rep): {stats}")
     print(f"greedy completions identical, static vs cached: {same}/{n}; vs warm: {same_warm}/{n}")
     out.update(
+        agentic_repeats=repeats,
         agentic_speedup=ratio(times["static"], times["cached"]),
         agentic_speedup_warm=ratio(times["static"], times["warm"]),
         agentic_seconds={k: round(median(v), 2) for k, v in times.items()},
@@ -449,6 +460,9 @@ def main() -> None:
     ap.add_argument("--agentic-samples", type=int, default=4)
     ap.add_argument("--agentic-max-tokens", type=int, default=128)
     ap.add_argument("--agentic-reps", type=int, default=1)
+    ap.add_argument(
+        "--agentic-repeats", type=int, default=1, help="each agentic sample sent this many times"
+    )
     ap.add_argument("--llamacpp-reps", type=int, default=2)
     ap.add_argument(
         "--llamacpp-threads", type=int, default=0, help="llama.cpp threads besides 1 (0: cores)"
