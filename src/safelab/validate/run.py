@@ -886,6 +886,10 @@ def run_validate(
         else:
             parts: tuple[Any, ...] = (asdict(row), col.spec)
             parts += (col.recipe_hash,) if col is not base_col else ()
+            if row.kind == "behaviour" and row.check is not None:  # the samples it reads
+                check = _check(row.check)
+                ids = selected_ids(check, *_task(check, cfg))
+                parts += (ids,) if ids is not None else ()
             if row.kind == "audit":  # the base's audit cell pools every organism column's seeds
                 parts += (cfg.n_audit,) + ((tuple(c.kind for c in organisms),)
                                            if col is base_col else ())  # fmt: skip
