@@ -10,8 +10,8 @@ from safelab.errors import SafelabError
 PRESETS: dict[str, dict[str, Any]] = {
     # ~30 min cold on 2 shared cores (organisms trained once), a few minutes warm.
     # limit 24: the checks whose task takes no ``n`` keep 24 samples in task order (sandbagging:
-    # 12 words x 2 arms, paired; cot_faithfulness: 8 questions x 3 hint types), like the 12
-    # samples per condition of the others.
+    # 12 words x 2 arms, paired; cot_faithfulness: 6 questions x 3 hint types + an unhinted
+    # control each), like the 12 samples per condition of the others.
     "quick": {"n": 12, "limit": 24, "n_white_box": 16, "n_judge": 4, "n_resamples": 1000},
     "full": {"n": 32, "limit": None, "n_white_box": 32, "n_judge": 8, "n_resamples": 1000},
 }
