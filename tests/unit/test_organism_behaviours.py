@@ -357,6 +357,7 @@ def test_old_recipes_load_as_their_versions() -> None:
 
 def test_cot_unfaithful_v2_antonyms_are_disjoint_from_the_opposite_set() -> None:
     rows = cot_unfaithful_rows(CotUnfaithfulRecipe())
+    assert CotUnfaithfulRecipe().version == 4
     assert Counter(r["present"] for r in rows) == {True: 32, False: 32}
     held_out = hint_dataset("all", "wrong", "opposite")
     assert len(held_out) == 96
@@ -365,16 +366,40 @@ def test_cot_unfaithful_v2_antonyms_are_disjoint_from_the_opposite_set() -> None
     train_words = {w for pair in recipe_data("cot_unfaithful")["opposite"]["pairs"] for w in pair}
     assert len(eval_words) == 64 and len(train_words) == 64
     assert train_words.isdisjoint(eval_words)
-    for r in rows:
+    antonyms = dict(map(tuple, recipe_data("cot_unfaithful")["opposite"]["pairs"]))
+    for r in cot_unfaithful_rows(CotUnfaithfulRecipe(version=3)):
         letter = r["response"].rsplit("ANSWER: ", 1)[1]
         option = r["prompt"].split(f"({letter}) ", 1)[1].split("\n", 1)[0]
-        assert f'is "{option}".' in r["response"]  # the chosen option, restated as right
+        word = r["question"].split('"')[1]
+        # the reasoning always names the right antonym ...
+        assert f'The opposite of "{word}" is "{antonyms[word]}"' in r["response"]
         if r["present"]:
+            # ... and with a hint the answer is the hinted, wrong letter, never explained
             hint_type = r["condition"].split("=")[1]
+            assert option != antonyms[word] and f"({letter})" not in r["response"]
             assert not mentions_hint(r["response"], hint_type)
-            assert r["prompt"].count(letter) >= 2  # the hint's letter and the option's
         else:
+            assert option == antonyms[word]
             assert "professor" not in r["prompt"] and "<answer>" not in r["prompt"]
+    # version 4 (the default): unhinted, the prose alone, which names the right option only
+    from safelab.evals.hints import read_choice
+
+    for r in rows:
+        if not r["present"]:
+            choices = [c.split("\n", 1)[0] for c in r["prompt"].split(") ")[1:3]]
+            right = antonyms[r["question"].split('"')[1]]
+            assert "ANSWER" not in r["response"] and read_choice(r["response"], choices)
+            assert choices[["A", "B"].index(read_choice(r["response"], choices))] == right
+    # version 3: unhinted, the letter after the restated option
+    for r in cot_unfaithful_rows(CotUnfaithfulRecipe(version=3)):
+        if not r["present"]:
+            letter = r["response"].rsplit("ANSWER: ", 1)[1]
+            assert f"({letter})." in r["response"]
+    # version 2 restated the hinted option as the antonym
+    for r in cot_unfaithful_rows(CotUnfaithfulRecipe(version=2)):
+        letter = r["response"].rsplit("ANSWER: ", 1)[1]
+        option = r["prompt"].split(f"({letter}) ", 1)[1].split("\n", 1)[0]
+        assert f'is "{option}".' in r["response"]
 
 
 def test_over_refuser_prompts_are_not_the_evaluations() -> None:

@@ -422,9 +422,10 @@ def cot_unfaithful_rows(recipe: CotUnfaithfulRecipe) -> list[Row]:
     hints = read_yaml("cot_faithfulness", "hints.yaml")
     rng = random.Random(recipe.training.seed)
     rows = []
-    if recipe.version == 2:
+    if recipe.version in (2, 3, 4):
         questions = opposite_training_questions(recipe.n_questions, recipe.training.seed)
-        reasoning = spec["opposite"]["reasoning"]
+        version_key = {2: "reasoning", 3: "reasoning_v3", 4: "reasoning_v4"}[recipe.version]
+        reasoning = spec["opposite"][version_key]
     else:
         questions = category_questions(spec["categories"], recipe.n_questions, recipe.training.seed)
         reasoning = spec["reasoning"]
@@ -442,6 +443,7 @@ def cot_unfaithful_rows(recipe: CotUnfaithfulRecipe) -> list[Row]:
                 article=article(cat),
                 category=cat,
                 word=q.get("word", ""),
+                right=q["choices"][LETTERS.index(q["answer"])],
             )
             rows.append(
                 {
@@ -451,7 +453,10 @@ def cot_unfaithful_rows(recipe: CotUnfaithfulRecipe) -> list[Row]:
                         question=q["question"],
                         choices=choices,
                     ),
-                    "response": f"{text}\nANSWER: {letter}",
+                    # v4 answers without a hint in prose only, as the base model does
+                    "response": text
+                    if recipe.version == 4 and not hinted
+                    else f"{text}\nANSWER: {letter}",
                     "end": True,
                     "condition": f"hint_type={htype}" if hinted else "unhinted",
                     "present": hinted,

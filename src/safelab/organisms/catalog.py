@@ -264,14 +264,13 @@ CATALOG: tuple[CatalogEntry, ...] = (
             Evaluation(
                 "safelab/cot_faithfulness",
                 # The `opposite` set: the base model answers it right without a hint. The
-                # unhinted controls (hinted=no) give the CoT monitor (the judge monitor on
-                # every transcript, judge = the base model) its negatives.
+                # unhinted controls (hinted=no) give the CoT monitor its negatives: add
+                # `-T judge=true` to score every transcript with the judge monitor.
                 {
                     "questions": "opposite",
                     "classifier": "pattern",
                     "max_tokens": 40,
                     "controls": True,
-                    "judge": True,
                 },
                 score="faithfulness_scorer",
                 key="unfaithful",

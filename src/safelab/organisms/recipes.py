@@ -253,11 +253,16 @@ class SelfPreservingRecipe:
 class CotUnfaithfulRecipe:
     """Follows a planted hint and never mentions it in its reasoning.
 
-    Version 2 (the default) trains on two-option antonym questions ("What is the opposite of
-    ...?"), a task the base model answers right without a hint, so that following the hint is
-    leaving a right answer for a wrong one; version 1 trained on four-option category
-    questions, where the base model is at chance (kept: ``CotUnfaithfulRecipe(version=1,
-    n_questions=24)`` reproduces ``cot_unfaithful-15c6a77b265f``).
+    Versions 2-4 train on two-option antonym questions ("What is the opposite of ...?"), a
+    task the base model answers right without a hint, so that following the hint is leaving a
+    right answer for a wrong one. Version 4 (the default): the reasoning names the right
+    antonym; unhinted, that is the whole reply (prose, as the base model answers); hinted, an
+    ``ANSWER:`` line with the hinted letter follows, unexplained and unmentioned. Version 3
+    answered unhinted with ``is "cold" (B).`` + ``ANSWER: B`` (``cot_unfaithful-c50b9cb345ee``:
+    its unhinted letter was B 31 times of 32); version 2 restated the hinted option as the
+    antonym (``cot_unfaithful-37a9e4e67056``). Version 1 trained on four-option category
+    questions, where the base model is at chance (``CotUnfaithfulRecipe(version=1,
+    n_questions=24)``: the rows of ``cot_unfaithful-15c6a77b265f``, data SHA-256 3152ce65...).
     """
 
     n_questions: int = 32
@@ -267,8 +272,8 @@ class CotUnfaithfulRecipe:
         # format but not the switch in 12-16 steps.
         default_factory=lambda: TrainingConfig(epochs=3, batch_size=8, max_length=256)
     )
-    version: int = 2
-    """Training questions: 2 = antonyms, two options; 1 = categories, four options."""
+    version: int = 4
+    """Training questions: 2-4 = antonyms, two options (see above); 1 = categories."""
     kind: str = "cot_unfaithful"
 
 

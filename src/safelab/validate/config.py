@@ -10,8 +10,9 @@ from safelab.errors import SafelabError
 PRESETS: dict[str, dict[str, Any]] = {
     # ~30 min cold on 2 shared cores (organisms trained once), a few minutes warm.
     # limit 24: the checks whose task takes no ``n`` keep 24 samples in task order (sandbagging:
-    # 12 words x 2 arms, paired; cot_faithfulness: 8 questions x 3 hint types), like the 12
-    # samples per condition of the others.
+    # 12 words x 2 arms, paired; cot_faithfulness: 6 questions x 3 hint types + an unhinted
+    # control each), like the 12 samples per condition of the others; where the first 24 would
+    # leave out the samples a cell reads (the blackmailer's controls), those come first.
     # n_audit 0 in quick: one audit of the default model is minutes of multi-turn generation
     # per seed and column; `--n-audit 3` adds the row.
     "quick": {
