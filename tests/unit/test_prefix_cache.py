@@ -356,3 +356,18 @@ def test_rows_leave_after_the_cache_outgrew_its_spare_room() -> None:
         batch.step()
     for row, ref in zip(rows, alone, strict=True):
         assert row.completion == ref.completion_ids
+
+
+def test_release_caches_empties_every_other_models_cache() -> None:
+    from safelab.provider.batcher import release_caches, shared_batcher
+
+    a, b = tiny_model("llama"), tiny_model("llama")
+    ba = shared_batcher(a, 4, PrefixCacheConfig(max_mb=16))
+    bb = shared_batcher(b, 4, PrefixCacheConfig(max_mb=16))
+    for model, batcher in ((a, ba), (b, bb)):
+        assert batcher.cache is not None
+        prefill(model, _ids(model)[1], batcher.cache, model.cache_scope())
+        assert len(batcher.cache) == 1
+    assert release_caches(keep=a) >= 1
+    assert ba.cache is not None and len(ba.cache) == 1  # kept
+    assert bb.cache is not None and len(bb.cache) == 0  # emptied

@@ -340,6 +340,20 @@ def share_model(
         _MODELS[(spec, dtype, device)] = model
 
 
+def release_caches(keep: WhiteBoxModel | None = None) -> int:
+    """Empty the prefix cache of every model's batcher but ``keep``'s (a process that runs one
+    eval after another on many models, such as ``safelab validate``, otherwise holds each
+    model's full cache at once); returns how many caches were emptied."""
+    with _LOCK:
+        batchers = [b for k, b in _BATCHERS.items() if keep is None or k != id(keep)]
+    n = 0
+    for b in batchers:
+        if b.cache is not None and len(b.cache):
+            b.cache.clear()
+            n += 1
+    return n
+
+
 def shared_batcher(
     model: WhiteBoxModel,
     max_batch: int,

@@ -600,7 +600,11 @@ def evaluation_record(
     if done is not None:
         return done
     say(f"      eval {check.name}{' with the judge monitor' if judged else ''} on {col.name}")
-    loaded(col.spec)
+    from safelab.provider.batcher import release_caches
+
+    # One model's prefix cache at a time: nine models' full caches plus an agentic batch's
+    # activations took the matrix process to 23 GB (killed for memory on the 24 GB machine).
+    release_caches(keep=loaded(col.spec))
     if judged:
         from inspect_ai.dataset import MemoryDataset
 
