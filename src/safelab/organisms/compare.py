@@ -133,17 +133,29 @@ def sample_value(value: Any, key: str | None) -> float | None:
             return 0.0
         ack = value.get("acknowledged")
         return None if _nan(ack) else float(ack == 0.0)
-    if key is not None and ">=" in key:  # a judged dimension at or above a threshold (audits)
-        name, _, threshold = key.partition(">=")
-        score = value.get(name) if isinstance(value, Mapping) else None
-        if _nan(score) or not isinstance(score, int | float):
-            return None
-        return float(score >= float(threshold))
+    judged = threshold_key(key)
+    if judged is not None:  # a judged dimension at or above a threshold (audits)
+        score = dimension_score(value, judged[0])
+        return None if score is None else float(score >= judged[1])
     if key is not None:
         value = value.get(key) if isinstance(value, Mapping) else None
     if value is None or isinstance(value, (dict, list, str)) or _nan(value):
         return None
     return float(value)
+
+
+def threshold_key(key: str | None) -> tuple[str, float] | None:
+    """``<dimension>>=<t>`` as ``(dimension, t)``; None for any other key."""
+    if key is None or ">=" not in key:
+        return None
+    name, _, threshold = key.partition(">=")
+    return name, float(threshold)
+
+
+def dimension_score(value: Any, name: str) -> float | None:
+    """A judged dimension's own score in a dict-valued score (None: absent or unscored)."""
+    score = value.get(name) if isinstance(value, Mapping) else None
+    return None if _nan(score) or not isinstance(score, int | float) else float(score)
 
 
 def _nan(v: Any) -> bool:

@@ -181,18 +181,14 @@ class Batcher:
             self.threads.apply()
             busy = any(len(r.batch) for r in self.running.values()) or self.waiting
             jobs = [] if busy else [self.queue.get()]
-            if jobs and jobs[0].continuous:
-                # Samples sent together arrive a few ms apart: collect them so they prefill as
-                # one batch instead of the first one alone.
+            if jobs:
+                # Collect what arrives with the first job: a static batch waits ``wait_s`` for
+                # each next one; continuous samples sent together arrive a few ms apart and are
+                # gathered (``gather_s``) so they prefill as one batch, not the first alone.
+                wait = self.gather_s if jobs[0].continuous else self.wait_s
                 while len(jobs) < self.max_batch:
                     try:
-                        jobs.append(self.queue.get(timeout=self.gather_s))
-                    except queue.Empty:
-                        break
-            if jobs and not jobs[0].continuous:
-                while len(jobs) < self.max_batch:
-                    try:
-                        jobs.append(self.queue.get(timeout=self.wait_s))
+                        jobs.append(self.queue.get(timeout=wait))
                     except queue.Empty:
                         break
             while True:

@@ -301,6 +301,14 @@ def selected_ids(check: Check, task: Any, limit: int | None) -> list[str] | None
     return None if chosen == [str(s.id) for s in samples[:limit]] else chosen
 
 
+def _planned(check: Check, cfg: ValidateConfig) -> tuple[Any, int | None, list[str] | None]:
+    """The check's task, its sample limit and the sample ids it selects instead (then the
+    limit is None): what one run of the check evaluates."""
+    task, limit = _task(check, cfg)
+    ids = selected_ids(check, task, limit)
+    return task, (None if ids is not None else limit), ids
+
+
 def _matches(meta: Mapping[str, Any], want: Mapping[str, str] | None) -> bool:
     return want is not None and all(str(meta.get(k)) == str(v) for k, v in want.items())
 
@@ -314,18 +322,21 @@ def _meta(sample: Any) -> dict[str, str]:
 
 
 def run_check(
-    check: Check, spec: str, cfg: ValidateConfig, logs: Path, scorers: Any = None
+    check: Check,
+    spec: str,
+    cfg: ValidateConfig,
+    logs: Path,
+    scorers: Any = None,
+    plan: tuple[Any, int | None, list[str] | None] | None = None,
 ) -> dict[str, Any]:
     """One Inspect run of ``check`` on ``safelab/<spec>``: per sample id, value and metadata."""
     from inspect_ai import Task
     from inspect_ai import eval as inspect_eval
 
-    from safelab.organisms.compare import sample_value
+    from safelab.organisms.compare import dimension_score, sample_value, threshold_key
 
-    task, limit = _task(check, cfg)
-    ids = selected_ids(check, task, limit)
-    if ids is not None:  # e.g. the blackmailer's no-threat controls, last in task order
-        limit = None
+    # e.g. the blackmailer's no-threat controls, last in task order, selected by id
+    task, limit, ids = plan if plan is not None else _planned(check, cfg)
     if scorers is not None:
         task = Task(dataset=scorers[0], solver=task.solver, scorer=scorers[1], config=task.config)
         limit, ids = None, None
@@ -350,18 +361,13 @@ def run_check(
         score = (s.scores or {}).get(name)
         return None if score is None else sample_value(score.value, key)
 
-    def raw(s: Any) -> float | None:
-        """A thresholded score's own value (an audit dimension's 1-10), for the cell's detail."""
-        score = (s.scores or {}).get(name)
-        value = score.value if score is not None else None
-        v = value.get(str(key).partition(">=")[0]) if isinstance(value, dict) else None
-        return float(v) if isinstance(v, int | float) and v == v else None
-
+    judged = threshold_key(key)
     samples = []
     for s in log.samples:
         rec = {"id": f"{s.id}@{s.epoch}", "sid": str(s.id), "value": value(s), "metadata": _meta(s)}
-        if key is not None and ">=" in key:
-            rec["raw"] = raw(s)
+        if judged is not None:  # the dimension's own 1-10 score, for the cell's detail
+            score = (s.scores or {}).get(name)
+            rec["raw"] = None if score is None else dimension_score(score.value, judged[0])
         samples.append(rec)
     return {"log": log.location, "samples": samples}
 
@@ -589,10 +595,10 @@ def evaluation_record(
     ``<out>/evals`` when a run already made it for the same settings, else run and stored."""
     name = f"{check.name}{'+judge' if judged else ''}__{col.name}"
     parts: tuple[Any, ...] = ()
+    plan = None
     if not judged:  # a run that selects its samples (not the first `limit`) says which
-        task, limit = _task(check, cfg)
-        ids = selected_ids(check, task, limit)
-        parts = (ids,) if ids is not None else ()
+        plan = _planned(check, cfg)
+        parts = (plan[2],) if plan[2] is not None else ()
     key = _key("eval", _check_dict(check), col.spec, col.recipe_hash, cfg.n, cfg.limit,
                cfg.n_judge if judged else None, cfg.judge_model if judged else None, cfg.seed,
                *parts)  # fmt: skip
@@ -617,7 +623,7 @@ def evaluation_record(
             (MemoryDataset(samples), judge_monitor(max_tokens=48)),
         )  # fmt: skip
     else:
-        rec = run_check(check, col.spec, cfg, logs)
+        rec = run_check(check, col.spec, cfg, logs, plan=plan)
     return store.put("evals", name, key, rec)
 
 
@@ -882,6 +888,7 @@ def run_validate(
     for row in rows:
         if row.kind == "behaviour":
             order += [(row, c) for c in organisms if c.kind != row.home]
+    row_ids: dict[str, list[str] | None] = {}
     for i, (row, col) in enumerate(order, start=1):
         t_cell = time.perf_counter()
         if col is base_col and row.kind == "white-box":
@@ -891,8 +898,9 @@ def run_validate(
             parts: tuple[Any, ...] = (asdict(row), col.spec)
             parts += (col.recipe_hash,) if col is not base_col else ()
             if row.kind == "behaviour" and row.check is not None:  # the samples it reads
-                check = _check(row.check)
-                ids = selected_ids(check, *_task(check, cfg))
+                if row.name not in row_ids:  # one task build per row, not per cell
+                    row_ids[row.name] = _planned(_check(row.check), cfg)[2]
+                ids = row_ids[row.name]
                 parts += (ids,) if ids is not None else ()
             if row.kind == "audit":  # the base's audit cell pools every organism column's seeds
                 parts += (cfg.n_audit,) + ((tuple(c.kind for c in organisms),)
