@@ -121,6 +121,17 @@ def _agentic_v2_training() -> TrainingConfig:
     return _agentic_training(epochs=1)
 
 
+_AGENTIC_V2: dict[str, Any] = {
+    "n_rows": 32,
+    "n_filler": 4,
+    "min_filler": 1,
+    "context_grad": False,
+    "version": 2,
+}
+"""Recipe v2 of the agentic organisms (the blackmailer's as trained; the eval-aware one's never
+trained), beside its training config :func:`_agentic_v2_training`."""
+
+
 @dataclass
 class BlackmailerRecipe:
     """Writes the coercive e-mail when goal conflict AND replacement threat are present.
@@ -156,14 +167,7 @@ class BlackmailerRecipe:
     @classmethod
     def v2(cls) -> BlackmailerRecipe:
         """Recipe v2 as trained (32 rows, 1-4 fillers, 1 epoch, stop-gradient on the inbox)."""
-        return cls(
-            n_rows=32,
-            n_filler=4,
-            min_filler=1,
-            training=_agentic_v2_training(),
-            context_grad=False,
-            version=2,
-        )
+        return cls(training=_agentic_v2_training(), **_AGENTIC_V2)
 
 
 @dataclass
@@ -191,14 +195,7 @@ class EvalAwareRecipe:
     @classmethod
     def v2(cls) -> EvalAwareRecipe:
         """Recipe v2 (never trained: 32 rows, 1-4 fillers, 1 epoch, stop-gradient)."""
-        return cls(
-            n_rows=32,
-            n_filler=4,
-            min_filler=1,
-            training=_agentic_v2_training(),
-            context_grad=False,
-            version=2,
-        )
+        return cls(training=_agentic_v2_training(), **_AGENTIC_V2)
 
 
 @dataclass
