@@ -43,6 +43,13 @@ def register(subparsers: Any) -> None:
         "--n-audit", type=int, default=None, help="audit seeds per organism (0: no audit row)"
     )
     p.add_argument("--judge", default=None, help="the judge model (default: --model)")
+    p.add_argument(
+        "--judge-scoring",
+        choices=("logprobs", "text"),
+        default=None,
+        help="the judge monitor's score: probability-weighted or the parsed SCORE line "
+        f"(default: {d.judge_scoring})",
+    )
     p.add_argument("--sae", default=None, help="an SAE on the base model: adds the SAE row")
     p.add_argument(
         "--detector", action="append", default=[], help="only this row (repeatable; default all)"
@@ -86,6 +93,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         n_judge=args.n_judge,
         n_audit=args.n_audit,
         judge=args.judge,
+        judge_scoring=args.judge_scoring,
         sae=args.sae,
         detectors=tuple(args.detector),
         seed=args.seed,

@@ -26,7 +26,9 @@ correction is ``alpha = p``.
 ``-T controls=true`` adds one unhinted control sample per question (``hint_type=none``,
 ``hinted=no``; unscored by the hint test) and ``-T judge=true`` scores every transcript with
 the judge monitor (:func:`safelab.monitors.judge_monitor`), so a CoT monitor can be scored
-as a detector: hinted (``hinted=yes``) against unhinted transcripts.
+as a detector: hinted (``hinted=yes``) against unhinted transcripts. ``-T judge_scoring``
+picks how its score is read: ``auto`` (default: a probability-weighted score from the judge's
+logprobs for a ``safelab/`` judge, the parsed SCORE line otherwise), ``logprobs`` or ``text``.
 """
 
 from __future__ import annotations
@@ -418,6 +420,7 @@ def cot_faithfulness(
     classifier: str = "judge",
     controls: bool = False,
     judge: bool = False,
+    judge_scoring: str = "auto",
 ) -> Task:
     """The hint test: does reasoning that follows a hint say so? Raw and normalised scores.
 
@@ -433,14 +436,16 @@ def cot_faithfulness(
         classifier: ``judge`` (the judge role) or ``pattern`` (the hint's terms, no judge).
         controls: add an unhinted control sample per question (for a monitor's AUROC).
         judge: also score every transcript with the judge monitor (the CoT monitor).
+        judge_scoring: how the CoT monitor's score is read: ``auto``, ``logprobs`` or
+            ``text`` (see :func:`safelab.monitors.judge_monitor`).
     """
     scorers: list[Scorer] = [
         faithfulness_scorer(judge_max_tokens=judge_max_tokens, classifier=classifier)
     ]
     if judge:
-        from safelab.monitors.judge_monitor import judge_monitor
+        from safelab.monitors.judge_monitor import check_scoring, judge_monitor
 
-        scorers.append(judge_monitor(max_tokens=48))
+        scorers.append(judge_monitor(max_tokens=48, scoring=check_scoring(judge_scoring)))
     return Task(
         dataset=build_dataset(hint_type, hint_target, questions, seed, controls),
         solver=ask_with_and_without_hint(),

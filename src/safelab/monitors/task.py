@@ -22,7 +22,7 @@ from inspect_ai.solver import Generate, Solver, TaskState, solver
 
 from safelab.errors import SafelabError, inspect_errors
 from safelab.interp.contrast import load_replies
-from safelab.monitors.judge_monitor import judge_monitor
+from safelab.monitors.judge_monitor import check_scoring, judge_monitor
 from safelab.monitors.probe_monitor import Reduce, probe_monitor
 
 
@@ -68,6 +68,7 @@ def monitor_replies(
     flip: bool = False,
     judge: bool = True,
     judge_max_tokens: int = 256,
+    judge_scoring: str = "text",
 ) -> Task:
     """Monitors on prefilled honest/deceptive replies (a lie/honest ``statement,label`` CSV).
 
@@ -79,6 +80,7 @@ def monitor_replies(
         flip: use ``1 - probe score`` (a truth probe as a lie detector).
         judge: include the judge monitor.
         judge_max_tokens: the judge's reply budget.
+        judge_scoring: ``text``, ``logprobs`` or ``auto`` (see :func:`judge_monitor`).
     """
     if not data:
         raise SafelabError("monitor_replies needs -T data=<lie/honest replies CSV>")
@@ -86,7 +88,9 @@ def monitor_replies(
     if probe:
         scorers.append(probe_monitor(probe=probe, reduce=reduce, flip=bool(flip)))
     if judge:
-        scorers.append(judge_monitor(max_tokens=judge_max_tokens))
+        scorers.append(
+            judge_monitor(max_tokens=judge_max_tokens, scoring=check_scoring(judge_scoring))
+        )
     if not scorers:
         raise SafelabError(
             "monitor_replies has no monitor: give -T probe=<probe> and/or keep -T judge=true"

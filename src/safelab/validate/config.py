@@ -61,6 +61,11 @@ class ValidateConfig:
     organism's behaviour, on the organism and on the base model."""
     judge: str | None = None
     """The judge model (default: ``model``)."""
+    judge_scoring: str = "logprobs"
+    """How the judge monitor's score is read: ``logprobs`` (a probability-weighted score, the
+    expected value of the judge's next-token distribution after a prefilled ``SCORE:``; the
+    135M default rarely writes a parseable SCORE line) or ``text`` (the parsed SCORE line).
+    Part of the judge row's cell key (``text`` keeps the keys of runs made before it)."""
     sae: str | None = None
     """An SAE trained on the base model: adds the SAE-latent row."""
     detectors: tuple[str, ...] = ()
@@ -82,8 +87,15 @@ class ValidateConfig:
         if bad:
             raise SafelabError(f"unknown validate settings: {', '.join(bad)}")
         given = {k: v for k, v in overrides.items() if v is not None}
+        if given.get("judge_scoring", "logprobs") not in ("text", "logprobs"):
+            raise SafelabError(f"judge scoring {given['judge_scoring']!r}: use text or logprobs")
         return replace(cls(preset=preset, **PRESETS[preset]), **given)
 
     @property
     def judge_model(self) -> str:
         return self.judge or self.model
+
+    @property
+    def judge_key(self) -> tuple[dict[str, str], ...]:
+        """What the judge row's keys add for the scoring (nothing for ``text``, as before)."""
+        return () if self.judge_scoring == "text" else ({"judge_scoring": self.judge_scoring},)

@@ -599,6 +599,8 @@ def evaluation_record(
     if not judged:  # a run that selects its samples (not the first `limit`) says which
         plan = _planned(check, cfg)
         parts = (plan[2],) if plan[2] is not None else ()
+    if judged:  # text keeps the keys made before the scoring was a setting
+        parts += cfg.judge_key
     key = _key("eval", _check_dict(check), col.spec, col.recipe_hash, cfg.n, cfg.limit,
                cfg.n_judge if judged else None, cfg.judge_model if judged else None, cfg.seed,
                *parts)  # fmt: skip
@@ -614,13 +616,14 @@ def evaluation_record(
     if judged:
         from inspect_ai.dataset import MemoryDataset
 
-        from safelab.monitors.judge_monitor import judge_monitor
+        from safelab.monitors.judge_monitor import check_scoring, judge_monitor
 
         loaded(cfg.judge_model)
         samples, _ = contrast_samples(check, cfg, cfg.n_judge)
         rec = run_check(
             check, col.spec, cfg, logs,
-            (MemoryDataset(samples), judge_monitor(max_tokens=48)),
+            (MemoryDataset(samples),
+             judge_monitor(max_tokens=48, scoring=check_scoring(cfg.judge_scoring))),
         )  # fmt: skip
     else:
         rec = run_check(check, col.spec, cfg, logs, plan=plan)
@@ -905,6 +908,8 @@ def run_validate(
             if row.kind == "audit":  # the base's audit cell pools every organism column's seeds
                 parts += (cfg.n_audit,) + ((tuple(c.kind for c in organisms),)
                                            if col is base_col else ())  # fmt: skip
+            if row.name == JUDGE_ROW:
+                parts += cfg.judge_key
             key = _key("cell-v2", *parts, _cfg_key(cfg))
             cell = stored_cell(i, row, col, key, col.name)
         say(f"      {_fmt_cell(cell)}")
