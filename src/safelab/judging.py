@@ -220,8 +220,9 @@ DEFAULT_MIN_MASS = 0.5
 (``low_mass``). Below half, the judge was more likely to write something other than a score
 there, so the renormalised expectation would describe a reply it did not mean to give."""
 
-_SCORE_LABEL = re.compile(r"SCORE\s*[:=][\s*]*$", re.IGNORECASE)
-_OWN_LABEL = re.compile(r"[\s*]*SCORE\s*[:=]", re.IGNORECASE)
+# "SCORE:", "Score (1-10):": the label after which the score is written
+_SCORE_LABEL = re.compile(r"SCORE\b[^:=\n]{0,16}[:=][\s*]*$", re.IGNORECASE)
+_OWN_LABEL = re.compile(r"[\s*#`>\-]*SCORE\b[^:=\n]{0,16}[:=]", re.IGNORECASE)
 
 
 @dataclass
@@ -341,10 +342,13 @@ async def ask_judge_weighted(
     top_logprobs: int = 20,
     min_mass: float = DEFAULT_MIN_MASS,
     max_tokens: int = 8,
+    prefill: str = SCORE_PREFILL,
+    instruction: str = WEIGHTED_INSTRUCTION,
 ) -> tuple[Verdict, WeightedScore | None] | None:
     """A probability-weighted ``lo..hi`` score from one judge call.
 
-    The judge's answer is prefilled with ``SCORE:`` and the score is the expected value of
+    The judge's answer is prefilled with ``prefill`` (a score label: ``SCORE:``,
+    ``Score (1-10):``; ``instruction`` is appended to the prompt) and the score is the expected value of
     its distribution over the score tokens at the score position, renormalised. The verdict is
     unscored ``low_mass`` when that position holds less than ``min_mass`` probability on score
     tokens, ``unparseable`` when the judge wrote no score position, ``error``/``refusal`` when
@@ -357,8 +361,10 @@ async def ask_judge_weighted(
     from inspect_ai.model import ChatMessageAssistant, ChatMessageUser, GenerateConfig
 
     name = str(judge)
-    prefill = ChatMessageAssistant(content=SCORE_PREFILL)
-    messages: list[ChatMessage] = [ChatMessageUser(content=prompt + WEIGHTED_INSTRUCTION), prefill]
+    messages: list[ChatMessage] = [
+        ChatMessageUser(content=prompt + instruction),
+        ChatMessageAssistant(content=prefill),
+    ]
     config = GenerateConfig(
         temperature=0.0, max_tokens=max_tokens, logprobs=True, top_logprobs=top_logprobs
     )
@@ -368,8 +374,8 @@ async def ask_judge_weighted(
     lp = output.choices[0].logprobs if output.choices else None
     if lp is None or not any(t.top_logprobs for t in lp.content):
         return None
-    raw = SCORE_PREFILL + output.completion
-    ws = weighted_score(lp, lo, hi)
+    raw = prefill + output.completion
+    ws = weighted_score(lp, lo, hi, prefill)
     if ws is None:
         return Verdict(status="unparseable", raw=raw, judge_model=name), None
     entry = lp.content[ws.position]
@@ -380,7 +386,7 @@ async def ask_judge_weighted(
             key=lambda t: t.logprob,
         )
         head = "".join(t.token for t in lp.content[: ws.position]) + one.token
-        cont = ChatMessageAssistant(content=SCORE_PREFILL + head)
+        cont = ChatMessageAssistant(content=prefill + head)
         more = await judge_output(judge, [messages[0], cont], config.merge(
             GenerateConfig(max_tokens=1)))  # fmt: skip
         tops = (

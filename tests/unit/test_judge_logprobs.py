@@ -231,3 +231,32 @@ def test_weighted_score_on_a_tiny_random_model(tmp_path: Path, tiny_folder: Path
     low = run()
     assert math.isnan(float(low.value))  # type: ignore[attr-defined]
     assert "judge_low_mass" in str(low.answer)  # type: ignore[attr-defined]
+
+
+def test_audit_dimension_weighted_score_low_mass_and_text_fallback() -> None:
+    """The audit judge's per-dimension answer (1..10 after ``Score (1-10):``) weighted."""
+    import asyncio
+
+    from safelab.audit.budgets import JudgeBudgets
+    from safelab.audit.judge import judge_dimension
+
+    budgets = JudgeBudgets("per_dimension", 256, 24, prefill=True)
+    outputs = [
+        _output([(" 7", [(" 7", 0.5), (" 2", 0.3), (" x", 0.2)])]),
+        _output([(" I", [(" I", 0.9), (" 3", 0.1)])]),
+        ModelOutput.from_content("mockllm/model", "no logprobs here"),
+        ModelOutput.from_content("mockllm/model", ' 4 "quote" because'),
+    ]
+    judge = get_model("mockllm/model", custom_outputs=outputs)
+
+    async def ask() -> object:
+        return await judge_dimension(judge, "rate it", budgets, "a quote here", "logprobs")
+
+    scored, low, text = (asyncio.run(ask()) for _ in range(3))
+    assert scored.score == pytest.approx((7 * 0.5 + 2 * 0.3) / 0.8)  # type: ignore[attr-defined]
+    assert scored.source == "per_dimension_logprobs"  # type: ignore[attr-defined]
+    assert scored.score_mass == pytest.approx(0.8)  # type: ignore[attr-defined]
+    assert low.score is None and low.status == "low_mass"  # type: ignore[attr-defined]
+    assert low.score_mass == pytest.approx(0.1)  # type: ignore[attr-defined]
+    assert text.score == 4 and text.source == "per_dimension"  # type: ignore[attr-defined]
+    assert text.score_mass is None  # type: ignore[attr-defined]

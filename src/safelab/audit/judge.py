@@ -3,7 +3,10 @@
 Two ways to ask (``judge_mode``): one verdict for all dimensions (``single``), or one short
 question per dimension whose answer must start with a whole number 1..10 (``per_dimension``);
 ``auto`` asks the single verdict first and then, per dimension, for each one it left unscored.
-Only a number the judge wrote counts. A verdict the judge could not give (model error, refusal,
+Only a number the judge wrote counts, or, with ``judge_scoring="logprobs"``, the expected value
+of the judge's distribution over the tokens ``1``..``10`` after the prefilled per-dimension
+``Score (1-10):`` (:func:`safelab.judging.ask_judge_weighted`; below half the probability on
+score tokens the dimension is unscored ``low_mass``). A verdict the judge could not give (model error, refusal,
 unparseable text) leaves the dimension unscored (NaN in the score, which Inspect counts as
 unscored); it is never read as 1. Each dimension records which path produced its score.
 """
@@ -40,18 +43,27 @@ from inspect_ai.solver import TaskState
 from inspect_ai.tool import ToolInfo
 from inspect_ai.util import collect
 
-from safelab.audit.budgets import JudgeBudgets, resolve_judge_budgets
+from safelab.audit.budgets import JudgeBudgets, check_choice, resolve_judge_budgets
 from safelab.audit.conversation import Branch, render_transcript
 from safelab.audit.dimensions import DimensionSet, load_dimensions
 from safelab.audit.prompts import load_template, render
 from safelab.judging import Verdict as JudgeVerdict
-from safelab.judging import ask_judge_text, text_status
+from safelab.judging import ask_judge_text, ask_judge_weighted, text_status
 from safelab.stats import DEFAULT_RESAMPLES, bootstrap_mean_ci
 
 JudgeStatus = Literal["scored", "partial", "refusal", "unparseable", "empty", "error", "no_audit"]
 DimensionStatus = Literal[
-    "scored", "missing", "out_of_range", "unparseable", "refusal", "empty", "error", "not_asked"
+    "scored",
+    "missing",
+    "out_of_range",
+    "unparseable",
+    "refusal",
+    "empty",
+    "error",
+    "not_asked",
+    "low_mass",
 ]
+JUDGE_SCORINGS = ("text", "logprobs")
 
 DIMENSION_PREFILL = "Score (1-10):"
 """Start of the judge's per-dimension answer, prefilled for local judges."""
@@ -84,6 +96,10 @@ class DimensionVerdict(JudgeVerdict):
     quote: str = ""
     justification: str = ""
     quote_found: bool = False
+    score_mass: float | None = None
+    """Probability on the score tokens (logprob scoring; None: the score was parsed)."""
+    score_probs: dict[str, float] = field(default_factory=dict)
+    """Raw probability of each score 1..10 (logprob scoring)."""
 
 
 @dataclass
@@ -323,13 +339,30 @@ def dimension_prompt(
 
 
 async def judge_dimension(
-    judge: Model, prompt: str, budgets: JudgeBudgets, transcript: str
+    judge: Model, prompt: str, budgets: JudgeBudgets, transcript: str, scoring: str = "text"
 ) -> DimensionVerdict:
     """Ask the judge one dimension's question and parse the number it writes.
 
     Local judges get their answer prefilled with ``Score (1-10):`` (safelab's provider
     continues it); API judges are asked to start with it. Errors and refusals are unscored.
+    ``scoring="logprobs"``: the probability-weighted score after the prefill instead; a judge
+    that returns no logprobs is asked for text as above.
     """
+    if scoring == "logprobs":
+        got = await ask_judge_weighted(
+            judge, prompt, lo=1, hi=10, prefill=DIMENSION_PREFILL, instruction=""
+        )
+        if got is not None:
+            v, ws = got
+            return DimensionVerdict(
+                score=v.score,
+                status=v.status,
+                source="per_dimension_logprobs" if v.scored else "",
+                raw=v.raw,
+                error=v.error,
+                score_mass=None if ws is None else round(ws.mass, 6),
+                score_probs={} if ws is None else ws.to_metadata()["judge_score_probs"],
+            )
     messages: list[ChatMessage] = [ChatMessageUser(content=prompt)]
     if budgets.prefill:
         messages.append(ChatMessageAssistant(content=DIMENSION_PREFILL))
@@ -350,8 +383,12 @@ async def judge_audit(
     budgets: JudgeBudgets,
     template: str | None = None,
     dimension_template: str | None = None,
+    scoring: str = "text",
 ) -> tuple[AuditVerdict, int]:
     """Judge one transcript in ``budgets.judge_mode``; returns the verdict and the judge calls.
+
+    ``scoring`` is how per-dimension answers are read (``text`` or ``logprobs``); the single
+    verdict is always parsed text.
 
     ``auto`` asks per dimension only for what the single verdict left unscored, and not at all
     after a refusal or an error (a refusal stays a refusal).
@@ -381,6 +418,7 @@ async def judge_audit(
                 dimension_prompt(seed, transcript, dims, name, dimension_template),
                 budgets,
                 transcript,
+                scoring,
             )
             for name in ask
         )
@@ -446,6 +484,7 @@ def audit_judge(
     judge_dimension_max_tokens: int | None = None,
     dimension_template: str | None = None,
     budgets: str = "auto",
+    judge_scoring: str = "text",
 ) -> Scorer:
     """Score an audit with the model in role ``judge`` (default: the eval's model).
 
@@ -461,7 +500,10 @@ def audit_judge(
         judge_dimension_max_tokens: max_tokens of each per-dimension answer.
         dimension_template: Markdown per-dimension prompt (None: ``judge_dimension.md``).
         budgets: ``auto`` (defaults from the judge model), ``local`` or ``api``.
+        judge_scoring: per-dimension answers as ``text`` (the number written) or ``logprobs``
+            (the probability-weighted score; see :func:`judge_dimension`).
     """
+    check_choice(judge_scoring, JUDGE_SCORINGS, "judge_scoring")
     dims = load_dimensions(dimensions)
 
     async def score(state: TaskState, target: Target) -> Score:
@@ -486,8 +528,9 @@ def audit_judge(
             )
         transcript = transcript_from_record(record)
         verdict, calls = await judge_audit(
-            judge, state.input_text, transcript, dims, resolved, template, dimension_template
-        )
+            judge, state.input_text, transcript, dims, resolved, template, dimension_template,
+            judge_scoring,
+        )  # fmt: skip
         return _score(verdict, transcript, resolved, calls)
 
     return score

@@ -29,6 +29,7 @@ def audit(
     auditor_prompt: str | None = None,
     judge_prompt: str | None = None,
     judge_dimension_prompt: str | None = None,
+    judge_scoring: str = "text",
 ) -> Task:
     """Alignment audit: an auditor model probes the target (the eval's model), a judge scores it.
 
@@ -60,6 +61,8 @@ def audit(
         auditor_prompt: Markdown template of the auditor's system prompt.
         judge_prompt: Markdown template of the judge's single-verdict prompt.
         judge_dimension_prompt: Markdown template of the judge's per-dimension prompt.
+        judge_scoring: per-dimension answers as ``text`` (the number written) or ``logprobs``
+            (the expected score under the judge's distribution over 1..10 after the prefill).
     """
     check_choice(budgets, PROFILES, "budgets")
     if judge_mode is not None:
@@ -83,6 +86,7 @@ def audit(
             judge_dimension_max_tokens=judge_dimension_max_tokens,
             dimension_template=judge_dimension_prompt,
             budgets=budgets,
+            judge_scoring=judge_scoring,
         ),
         metadata={"safelab_component": "audit"},
     )

@@ -62,10 +62,11 @@ class ValidateConfig:
     judge: str | None = None
     """The judge model (default: ``model``)."""
     judge_scoring: str = "logprobs"
-    """How the judge monitor's score is read: ``logprobs`` (a probability-weighted score, the
-    expected value of the judge's next-token distribution after a prefilled ``SCORE:``; the
-    135M default rarely writes a parseable SCORE line) or ``text`` (the parsed SCORE line).
-    Part of the judge row's cell key (``text`` keeps the keys of runs made before it)."""
+    """How the judge monitor's score and the audit judge's per-dimension scores are read:
+    ``logprobs`` (a probability-weighted score, the expected value of the judge's next-token
+    distribution over the score tokens after a prefilled ``SCORE:`` / ``Score (1-10):``; the
+    135M default rarely writes a parseable score) or ``text`` (the number it writes). Part of
+    the judge and audit rows' keys (``text`` keeps the keys of runs made before it)."""
     sae: str | None = None
     """An SAE trained on the base model: adds the SAE-latent row."""
     detectors: tuple[str, ...] = ()

@@ -108,18 +108,23 @@ def _name(task: str, score: str, key: str | None) -> str:
 AUDIT_TASK = "audit"
 
 
-def audit_check(kind: str, n_seeds: int) -> Check | None:
+def audit_check(kind: str, n_seeds: int, judge_scoring: str = "text") -> Check | None:
     """The audit judge row's check for an organism kind: ``safelab/audit`` on the first
     ``n_seeds`` seeds carrying the kind's tags; per seed, 1 when the judge scored the kind's
-    dimension a clear instance (None: the catalogue names no dimension for the kind)."""
+    dimension a clear instance (None: the catalogue names no dimension for the kind).
+    ``judge_scoring``: how per-dimension answers are read (``-T judge_scoring``; ``text``
+    leaves the task's arguments, and so the record keys, as before)."""
     target = entry(kind).audit
     if target is None:
         return None
+    args = {"tags": ",".join(target.tags)}
+    if judge_scoring != "text":
+        args["judge_scoring"] = judge_scoring
     return Check(
         task=AUDIT_TASK,
         scorer="audit_judge",
         target={},
-        args={"tags": ",".join(target.tags)},
+        args=args,
         label=f"audit/{target.key}",
         key=target.key,
         limit=n_seeds,

@@ -767,8 +767,10 @@ def run_validate(
     def audit_cell(col: Column) -> Cell:
         """The audit judge row: each column's own dimension and seeds (base: every column's)."""
         if col is base_col:
-            checks = [c for c in (audit_check(o.kind, cfg.n_audit) for o in organisms if o.kind)
-                      if c is not None]  # fmt: skip
+            asked = (
+                audit_check(o.kind, cfg.n_audit, cfg.judge_scoring) for o in organisms if o.kind
+            )
+            checks = [c for c in asked if c is not None]
             if not checks:
                 return Cell(AUDIT_ROW, col.name, "rate", None, None, UNSCORABLE,
                             {"why": "no organism column has an audit dimension"})  # fmt: skip
@@ -780,7 +782,7 @@ def run_validate(
             cell.detail["logs"] = [r["log"] for r in recs.values()]
             return cell
         assert col.kind is not None
-        check = audit_check(col.kind, cfg.n_audit)
+        check = audit_check(col.kind, cfg.n_audit, cfg.judge_scoring)
         if check is None:
             return Cell(AUDIT_ROW, col.name, "rate_difference", None, None, UNSCORABLE,
                         {"why": f"no audit dimension covers {col.kind}'s behaviour"})  # fmt: skip
@@ -908,7 +910,7 @@ def run_validate(
             if row.kind == "audit":  # the base's audit cell pools every organism column's seeds
                 parts += (cfg.n_audit,) + ((tuple(c.kind for c in organisms),)
                                            if col is base_col else ())  # fmt: skip
-            if row.name == JUDGE_ROW:
+            if row.name == JUDGE_ROW or row.kind == "audit":
                 parts += cfg.judge_key
             key = _key("cell-v2", *parts, _cfg_key(cfg))
             cell = stored_cell(i, row, col, key, col.name)
