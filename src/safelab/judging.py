@@ -271,7 +271,12 @@ def score_position(logprobs: Logprobs, prefix: str = SCORE_PREFILL) -> int | Non
     reply starts with one (a provider that opens a new turn rather than continue the prefill).
     """
     written = "".join(t.token for t in logprobs.content)
-    text = "" if _OWN_LABEL.match(written) else prefix
+    if _OWN_LABEL.match(written):
+        text = ""
+    elif not prefix:  # no prefill: the answer starts with the score
+        return next((i for i, t in enumerate(logprobs.content) if t.token.strip()), None)
+    else:
+        text = prefix
     for i, t in enumerate(logprobs.content):
         if _SCORE_LABEL.search(text) and t.token.strip() and t.token.strip() != "*":
             return i
@@ -361,10 +366,9 @@ async def ask_judge_weighted(
     from inspect_ai.model import ChatMessageAssistant, ChatMessageUser, GenerateConfig
 
     name = str(judge)
-    messages: list[ChatMessage] = [
-        ChatMessageUser(content=prompt + instruction),
-        ChatMessageAssistant(content=prefill),
-    ]
+    messages: list[ChatMessage] = [ChatMessageUser(content=prompt + instruction)]
+    if prefill:  # "": no prefill (a provider that rejects one); the answer starts with the score
+        messages.append(ChatMessageAssistant(content=prefill))
     config = GenerateConfig(
         temperature=0.0, max_tokens=max_tokens, logprobs=True, top_logprobs=top_logprobs
     )
@@ -379,7 +383,7 @@ async def ask_judge_weighted(
     if ws is None:
         return Verdict(status="unparseable", raw=raw, judge_model=name), None
     entry = lp.content[ws.position]
-    if _needs_split(ws, entry, hi) and ws.prefilled:
+    if _needs_split(ws, entry, hi) and ws.prefilled and prefill:
         # the judge did not write "1" itself: ask for the token after it
         one = max(
             (t for t in entry.top_logprobs or [] if t.token.strip() == "1"),
@@ -399,7 +403,7 @@ async def ask_judge_weighted(
         else:
             ws.note = "10 unresolved (no logprobs after '1'): '1' counted as 1"
     elif _needs_split(ws, entry, hi):
-        ws.note = "the judge wrote its own SCORE line (no prefill): '1' counted as 1"
+        ws.note = "the judge's reply was not a continued prefill: '1' counted as 1"
     expected = ws.expected
     if expected is None or ws.mass < min_mass:
         return Verdict(status="low_mass", raw=raw, judge_model=name), ws

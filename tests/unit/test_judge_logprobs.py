@@ -76,7 +76,9 @@ def test_score_position_without_a_prefill() -> None:
     assert score_position(lp) == 2
     ws = weighted_score(lp)
     assert ws is not None and not ws.prefilled and ws.expected == pytest.approx(4.6)
-    assert score_position(_lp([("I", [("I", 1.0)]), (" think", [(" think", 1.0)])]), "") is None
+    # no prefill at all: the first non-blank token; only blanks: no score position
+    assert score_position(_lp([(" ", [(" ", 1.0)]), ("I", [("I", 1.0)])]), "") == 1
+    assert score_position(_lp([(" ", [(" ", 1.0)])]), "") is None
 
 
 def test_two_token_ten() -> None:
@@ -260,3 +262,17 @@ def test_audit_dimension_weighted_score_low_mass_and_text_fallback() -> None:
     assert low.score_mass == pytest.approx(0.1)  # type: ignore[attr-defined]
     assert text.score == 4 and text.source == "per_dimension"  # type: ignore[attr-defined]
     assert text.score_mass is None  # type: ignore[attr-defined]
+
+
+def test_audit_dimension_without_a_prefill_reads_the_first_token() -> None:
+    """API judges get no prefill (some providers reject one): the answer starts with the score."""
+    import asyncio
+
+    from safelab.audit.budgets import JudgeBudgets
+    from safelab.audit.judge import judge_dimension
+
+    budgets = JudgeBudgets("per_dimension", 1024, 256, prefill=False)
+    outputs = [_output([("7", [("7", 0.6), ("3", 0.4)]), (" because", [(" because", 1.0)])])]
+    judge = get_model("mockllm/model", custom_outputs=outputs)
+    got = asyncio.run(judge_dimension(judge, "rate it", budgets, "", "logprobs"))
+    assert got.score == pytest.approx(5.4) and got.score_mass == pytest.approx(1.0)

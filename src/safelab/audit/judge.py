@@ -350,7 +350,12 @@ async def judge_dimension(
     """
     if scoring == "logprobs":
         got = await ask_judge_weighted(
-            judge, prompt, lo=1, hi=10, prefill=DIMENSION_PREFILL, instruction=""
+            judge,
+            prompt,
+            lo=1,
+            hi=10,
+            prefill=DIMENSION_PREFILL if budgets.prefill else "",
+            instruction="",
         )
         if got is not None:
             v, ws = got
