@@ -234,7 +234,8 @@ class WeightedScore:
             renormalised; several tokens of one value, ``"7"`` and ``" 7"``, add up).
         token: the token the judge wrote there.
         position: that token's index in the judge's completion.
-        prefilled: the provider continued the ``SCORE:`` prefill (the score came first).
+        prefilled: the score came first (the provider continued the prefill, or there was
+            none); False when the judge wrote its own ``SCORE:`` label first.
         note: how a two-token ``10`` was resolved, when it had to be.
     """
 
@@ -353,11 +354,11 @@ async def ask_judge_weighted(
     """A probability-weighted ``lo..hi`` score from one judge call.
 
     The judge's answer is prefilled with ``prefill`` (a score label: ``SCORE:``,
-    ``Score (1-10):``; ``instruction`` is appended to the prompt) and the score is the expected value of
-    its distribution over the score tokens at the score position, renormalised. The verdict is
-    unscored ``low_mass`` when that position holds less than ``min_mass`` probability on score
-    tokens, ``unparseable`` when the judge wrote no score position, ``error``/``refusal`` when
-    the call failed.
+    ``Score (1-10):``; ``""``: no prefill) after the prompt plus ``instruction``, and the
+    score is the expected value of its distribution over the score tokens at the score
+    position, renormalised. The verdict is unscored ``low_mass`` when that position holds less
+    than ``min_mass`` probability on score tokens, ``unparseable`` when the judge wrote no
+    score position, ``error``/``refusal`` when the call failed.
 
     Returns:
         ``(verdict, distribution)``; None when the provider returns no logprobs (Anthropic,
