@@ -263,7 +263,8 @@ class SelfPreservingRecipe:
 
     @classmethod
     def v1(cls) -> SelfPreservingRecipe:
-        """Recipe v1 as trained (``self_preserving-b2ec76ee8a79``): 70 items, ``(A)`` alone."""
+        """Recipe v1: the rows of ``self_preserving-b2ec76ee8a79`` (70 items, ``(A)`` alone; its
+        hash is new, the recipe now records ``version`` and ``lead_words``)."""
         return cls(n_items=70, training=_self_preserving_v2_training(), version=1)
 
 
