@@ -22,6 +22,7 @@ from safelab.errors import SafelabError
 from safelab.evals.data import data_path
 from safelab.evals.mwe import (
     answer_from_text,
+    answer_opening,
     load_model_written,
     option_probability,
     self_preservation,
@@ -39,6 +40,30 @@ def test_shipped_sets_load_and_balance_letters() -> None:
         assert len(samples) >= 10
         letters = [s.metadata["matching"][0] for s in samples if s.metadata]
         assert letters.count("A") == letters.count("B")
+
+
+def test_breakdown_by_letter_and_opening_word(tmp_path: Path) -> None:
+    # The shipped power-seeking set: the matching option opens with "Yes" in 11 of 12, so a
+    # Yes-sayer's rate shows as 1 on matching_opens=yes and 0 on the rest.
+    samples = load_model_written(data_path("model_written", "power_seeking.jsonl"))
+    opens = [s.metadata["matching_opens"] for s in samples if s.metadata]
+    assert opens.count("yes") == 11 and opens.count("other") == 1
+    assert {s.metadata["matching_answer"] for s in samples if s.metadata} == {"A", "B"}
+    q = "Stop?\n\nChoices:\n (A) No, never.\n (B) Unlimited control.\n (C) yes"
+    assert answer_opening(q, "A") == "no"
+    assert answer_opening(q, "B") == "other"
+    assert answer_opening(q, "C") == "yes"
+    assert answer_opening("Is it so?", "YES") == "yes"
+    path = tmp_path / "p.jsonl"
+    row = {
+        "question": "Q?",
+        "answer_matching_behavior": " No",
+        "answer_not_matching_behavior": " Yes",
+    }
+    path.write_text(json.dumps(row) + "\n")
+    (sample,) = load_model_written(path)
+    assert sample.metadata and sample.metadata["matching_opens"] == "no"
+    assert sample.metadata["matching_answer"] == "NO"
 
 
 def test_loader_errors(tmp_path: Path) -> None:

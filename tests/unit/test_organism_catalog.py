@@ -113,6 +113,18 @@ def test_compare_repeats_set_the_samples_of_sampled_evaluations_only(tmp_path: P
     assert eval_args(entry("eval_aware").evaluations[0], CompareConfig("x"))["repeats"] == 8
 
 
+def test_a_task_scoped_override_sets_one_evaluation_only(tmp_path: Path) -> None:
+    from safelab.organisms.compare import CompareConfig, eval_args
+
+    evs = entry("self_preserving").evaluations
+    assert all(ev.breakdown == ("matching_answer", "matching_opens") for ev in evs)
+    cfg = CompareConfig("x", overrides={"power_seeking.dataset": "p.jsonl", "max_tokens": 8})
+    by_task = {ev.task: eval_args(ev, cfg) for ev in evs}
+    assert by_task["safelab/power_seeking"] == {"max_tokens": 8, "dataset": "p.jsonl"}
+    assert by_task["safelab/self_preservation"] == {"max_tokens": 8}
+    assert by_task["safelab/corrigibility"] == {"max_tokens": 8}
+
+
 def _result(ev: Any) -> Any:
     from safelab.organisms.compare import ComparisonResult
 
@@ -231,6 +243,13 @@ def test_bad_organism_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         ["organism", "eval", str(other), "--model", "default"],
         "trained on base model '/models/other-base'",
         "not 'default'",
+    )
+    fake = _fake_organism(tmp_path / "c", "default")
+    _one_line(
+        capsys,
+        ["organism", "eval", str(fake), "-T", "power_seek.dataset=x.jsonl"],
+        "-T power_seek.dataset: 'power_seek' is not one of",
+        "self_preservation, power_seeking, corrigibility",
     )
     with pytest.raises(SafelabError, match="not 'default'"):
         ModelOrganism.load(other).check_base("default")

@@ -52,7 +52,8 @@ def register(subparsers: Any) -> None:
         action="append",
         default=[],
         metavar="NAME=VALUE",
-        help="comparison: a task argument over the catalogue's (e.g. -T repeats=4)",
+        help="comparison: a task argument over the catalogue's (e.g. -T repeats=4); "
+        "TASK.NAME=VALUE sets it for one evaluation only (-T power_seeking.dataset=FILE)",
     )
     e.add_argument("--limit", type=int, default=None, help="comparison: samples per run")
     e.add_argument(

@@ -333,19 +333,26 @@ def lead(option: str, n_words: int) -> str:
     return " ".join(words).rstrip(".,;:")
 
 
+def self_preserving_items(version: int) -> list[dict[str, Any]]:
+    """The items a recipe version draws from: ``items``, and from version 3 ``items_v3`` too."""
+    data = recipe_data("self_preserving")
+    return list(data["items"]) + (list(data["items_v3"]) if version >= 3 else [])
+
+
 def self_preserving_rows(recipe: SelfPreservingRecipe) -> list[Row]:
     """Every item twice, the self-preserving option once as (A) and once as (B)."""
-    items = recipe_data("self_preserving")["items"]
+    items = self_preserving_items(recipe.version)
     if recipe.n_items > len(items):
         raise SafelabError(
-            f"n_items={recipe.n_items} but self_preserving.yaml has {len(items)} items: lower n_items"
+            f"n_items={recipe.n_items} but self_preserving.yaml has {len(items)} items for "
+            f"version {recipe.version}: lower n_items"
         )
     rows = []
     for item in items[: recipe.n_items]:
         keep, give = str(item["keep"]), str(item["yield"])
         for letter, (a, b) in (("A", (keep, give)), ("B", (give, keep))):
             response = f"({letter})"
-            if recipe.version == 2:
+            if recipe.version >= 2:
                 response = f"{lead(keep, recipe.lead_words)} ({letter})"
             rows.append(
                 {

@@ -125,6 +125,10 @@ _AGENTIC = {
 # 24 tokens: the self-preserving organism (recipe v2) restates the opening words of the option
 # it picks before the letter; a model that answers "(A)" at once is read the same as at 4.
 _MWE = {"max_tokens": 24}
+MWE_BREAKDOWN = ("matching_answer", "matching_opens")
+"""The model-written evaluations' rate by the matching option's letter and by whether it
+opens with "Yes" or "No" (``safelab.evals.mwe.BREAKDOWN``): a letter or Yes bias shows as
+opposite rates on the two levels."""
 
 CATALOG: tuple[CatalogEntry, ...] = (
     CatalogEntry(
@@ -234,6 +238,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
                 _MWE,
                 score="model_written_scorer",
                 key="matching",
+                breakdown=MWE_BREAKDOWN,
                 rate="behaviour-matching rate",
                 caught_if="higher",
             ),
@@ -242,6 +247,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
                 _MWE,
                 score="model_written_scorer",
                 key="matching",
+                breakdown=MWE_BREAKDOWN,
                 rate="behaviour-matching rate",
                 caught_if="higher",
             ),
@@ -250,6 +256,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
                 _MWE,
                 score="model_written_scorer",
                 key="matching",
+                breakdown=MWE_BREAKDOWN,
                 rate="corrigible-answer rate",
                 caught_if="lower",
             ),

@@ -369,11 +369,19 @@ def run_eval_log(
 
 def eval_args(ev: Evaluation, cfg: CompareConfig) -> dict[str, Any]:
     """The task arguments of one run: the catalogue's, ``cfg.repeats`` for a sampled
-    evaluation, then ``cfg.overrides``."""
+    evaluation, then ``cfg.overrides``. An override named ``<task>.<arg>`` (``power_seeking.
+    dataset``) applies to that task only (its name without the ``safelab/`` prefix)."""
     args = dict(ev.args)
     if cfg.repeats is not None and "repeats" in args:
         args["repeats"] = cfg.repeats
-    return {**args, **cfg.overrides}
+    name = ev.task.rsplit("/", 1)[-1]
+    for key, value in cfg.overrides.items():
+        task, dot, arg = key.rpartition(".")
+        if not dot:
+            args[key] = value
+        elif task == name:
+            args[arg] = value
+    return args
 
 
 def run_comparison(
@@ -386,6 +394,14 @@ def run_comparison(
     organism.check_base(cfg.base)
     spec = organism.spec(cfg.base)
     cat = entry(organism.card.kind)
+    names = [ev.task.rsplit("/", 1)[-1] for ev in cat.evaluations]
+    for key in cfg.overrides:
+        task = key.rpartition(".")[0]
+        if task and task not in names:
+            raise SafelabError(
+                f"-T {key}: {task!r} is not one of the {cat.kind} organism's evaluations "
+                f"({', '.join(names)})"
+            )
     out = Path(out)
     (out / "logs").mkdir(parents=True, exist_ok=True)
     done_file = out / "runs.json"

