@@ -4,18 +4,23 @@ Reads one JSON object on stdin: ``{"gguf", "prompts", "max_tokens", "threads", "
 ``prompts`` are token ids (the chat already rendered by the model's own template, the exact
 tokens the torch peers get). Loads the GGUF with llama-cpp-python, runs a warm-up, then
 completes every prompt one after the other (greedy), ``reps`` times. Prints one JSON
-line: seconds per repetition, completion tokens per repetition (llama.cpp's own count) and the
-completions of the last repetition.
+line: seconds per repetition, completion tokens per repetition (llama.cpp's own count), the
+completions of the last repetition and llama.cpp's system info (the CPU features it was built
+with: ``AMX_INT8 = 1`` there means the build can take the AMX path that segfaults, see
+bench/setup.sh).
 """
 
 from __future__ import annotations
 
+import faulthandler
 import json
 import sys
 import time
 
 
 def main() -> None:
+    faulthandler.enable()  # a crash in the C library prints the Python frame it came from
+    import llama_cpp
     from llama_cpp import Llama
 
     job = json.load(sys.stdin)
@@ -42,8 +47,7 @@ def main() -> None:
         seconds.append(time.perf_counter() - t0)
         tokens.append(sum(n for _, n in results))
         texts = [t for t, _ in results]
-    import llama_cpp
-
+    info = llama_cpp.llama_print_system_info().decode(errors="replace").strip()
     print(
         json.dumps(
             {
@@ -51,6 +55,7 @@ def main() -> None:
                 "tokens": tokens,
                 "completions": texts,
                 "version": llama_cpp.__version__,
+                "system_info": info,
             }
         )
     )

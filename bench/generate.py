@@ -25,9 +25,12 @@ model; llama.cpp runs the GGUF it came from, Q4_1, as it ships).
    the catalogue's organism comparison samples each condition 8 times, every repeat resending
    the same ~1,500-token prompt.
 3. **llama.cpp single stream** (llama-cpp-python from ``.venv-bench``, ``bash bench/setup.sh``):
-   the 16 questions one after the other through ``create_chat_completion`` (greedy, same
-   ``max_tokens``, same thread count as torch), tokens/s from its own usage counts, vs the
-   safelab eval's tokens/s (Inspect's own per-eval overhead included in ours, not in theirs).
+   the 16 questions one after the other through ``create_completion`` on the exact prompt
+   token ids the torch peers get (greedy, same ``max_tokens``, 1 thread and
+   ``--llamacpp-threads``), tokens/s from its own usage counts, vs the safelab eval's tokens/s
+   (Inspect's own per-eval overhead included in ours, not in theirs): ``eval_vs_llamacpp``.
+   Its greedy text is compared with safelab's float32 completions and reported, not required:
+   llama.cpp computes with the Q4_1 weights as stored and 8-bit activations.
 4. **CPU path**: raw decode of the 16 prompts (no Inspect) at 1 and 2 torch threads, alone and
    with one competing busy process on the cores; and ``sdpa`` vs ``eager`` attention.
 
@@ -190,7 +193,10 @@ def summarise_sizes(sizes: list[int]) -> str:
     return "; ".join(parts) or "none"
 
 
-def eval16(args: argparse.Namespace, wb: Any, folder: str, tmp: Path, out: dict[str, Any]) -> None:
+def eval16(
+    args: argparse.Namespace, wb: Any, folder: str, tmp: Path, out: dict[str, Any]
+) -> list[str]:
+    """The 16-sample eval of every peer; returns safelab's greedy completions."""
     from inspect_ai.model import get_model
 
     from safelab.interp.steering import SteeringVector
@@ -277,6 +283,7 @@ def eval16(args: argparse.Namespace, wb: Any, folder: str, tmp: Path, out: dict[
         identical_vs_inspect_hf=f"{same('safelab', 'inspect_hf')}/{batch}",
         eval_seconds={n: round(median(times[n]), 3) for n in models},
     )
+    return comps["safelab"]
 
 
 def agentic(args: argparse.Namespace, tmp: Path, out: dict[str, Any]) -> None:
@@ -353,8 +360,25 @@ def agentic(args: argparse.Namespace, tmp: Path, out: dict[str, Any]) -> None:
     )
 
 
-def llamacpp(args: argparse.Namespace, wb: Any, out: dict[str, Any]) -> None:
-    from safelab.models.generation import encode_prompts
+def common_prefix(a: list[int], b: list[int]) -> int:
+    n = 0
+    for x, y in zip(a, b, strict=False):
+        if x != y:
+            break
+        n += 1
+    return n
+
+
+def llamacpp(
+    args: argparse.Namespace, wb: Any, out: dict[str, Any], ours: list[str] | None
+) -> None:
+    """llama.cpp single stream on the GGUF, and its greedy text against ``ours``.
+
+    ``ours`` are the safelab eval's greedy completions (float32, the GGUF dequantised); when the
+    eval section was skipped they are made here by one raw decode of the same prompts.
+    """
+    from safelab.models.generation import GenerationRequest, encode_prompts, generate_batch
+    from safelab.models.kvcache import PrefixCache
     from safelab.models.loading import default_gguf_path
 
     python = Path(__file__).resolve().parent.parent / ".venv-bench" / "bin" / "python"
@@ -365,40 +389,86 @@ def llamacpp(args: argparse.Namespace, wb: Any, out: dict[str, Any]) -> None:
         return
     texts = [wb.prompt_text([{"role": "user", "content": q}]) for q, _ in QUESTIONS]
     prompts = encode_prompts(wb, texts, [True] * len(texts))
+    if ours is None:
+        req = GenerationRequest(max_new_tokens=args.max_tokens)
+        ours = [r.completion for r in generate_batch(wb, texts, req, cache=PrefixCache())]
     peer = Path(__file__).resolve().parent / "_llamacpp_peer.py"
-    rates: dict[str, float] = {}
+    gguf = default_gguf_path()
+    rates: dict[str, float | None] = {}
+    theirs: list[str] = []
+    info = ""
     for threads in sorted({1, args.llamacpp_threads or os.cpu_count() or 1}, reverse=True):
         job = {
-            "gguf": str(default_gguf_path()),
+            "gguf": str(gguf),
             "prompts": prompts,
             "max_tokens": args.max_tokens,
             "threads": threads,
             "reps": args.llamacpp_reps,
         }
         done = subprocess.run(
-            [str(python), str(peer)],
-            input=json.dumps(job),
-            capture_output=True,
-            text=True,
-            check=True,
+            [str(python), str(peer)], input=json.dumps(job), capture_output=True, text=True
         )
+        if done.returncode != 0:  # e.g. a segfault (-11): report it, keep the rest of the run
+            tail = (done.stderr or "").strip().splitlines()[-12:]
+            print(f"llama.cpp peer failed at {threads} threads (exit {done.returncode}):")
+            print("  " + "\n  ".join(tail))
+            rates[f"threads{threads}"] = None
+            continue
         res = json.loads(done.stdout.strip().splitlines()[-1])
+        info = res.get("system_info", "")
         tps = [t / s for t, s in zip(res["tokens"], res["seconds"], strict=True)]
         rates[f"threads{threads}"] = round(statistics.median(tps), 2)
+        theirs = res["completions"]
         print(
             f"llama.cpp {res['version']} single stream, {threads} threads: "
             f"{[round(x, 1) for x in res['seconds']]} s for {res['tokens']} tokens -> median "
             f"{rates[f'threads{threads}']:.1f} tokens/s ({machine_note()})",
             flush=True,
         )
-        print(f"  e.g. {res['completions'][0]!r}")
-    best = max(rates.values())
+    ok = {k: v for k, v in rates.items() if v is not None}
+    if not ok:
+        out.update(llamacpp="failed", llamacpp_tokens_per_s=rates)
+        return
+    print(f"llama.cpp system info: {info}")
+    best_key = max(ok, key=lambda k: ok[k])
+    best = ok[best_key]
+    # Greedy text: llama.cpp multiplies the Q4_1 weights as stored, with activations rounded to
+    # 8 bits (Q8_1) for the dot products and a float16 KV cache; safelab multiplies the same
+    # weights dequantised to float32. So agreement is reported, not required.
+    tok = wb.tokenizer
+    ids_ours = [tok(c, add_special_tokens=False)["input_ids"] for c in ours]
+    ids_theirs = [tok(c, add_special_tokens=False)["input_ids"] for c in theirs]
+    same = sum(a == b for a, b in zip(ours, theirs, strict=True))
+    prefix = [common_prefix(a, b) for a, b in zip(ids_ours, ids_theirs, strict=True)]
+    shorter = [min(len(a), len(b)) for a, b in zip(ids_ours, ids_theirs, strict=True)]
+    print(
+        f"greedy completions identical, safelab (float32) vs llama.cpp (Q4_1 as stored): "
+        f"{same}/{len(ours)}; tokens agreeing before the first difference: {sum(prefix)} of "
+        f"{sum(shorter)} (per prompt {prefix})"
+    )
+    for i, (a, b) in enumerate(zip(ours, theirs, strict=True)):
+        if a != b:
+            print(f"  first differing prompt {i}: safelab {a!r}\n{'':<26}llama.cpp {b!r}")
+            break
+    line = {}
+    for name, key in (("eval", "tokens_per_s"), ("bf16 eval", "bf16_tokens_per_s")):
+        if key in out:
+            line[name] = round(out[key] / best, 3)
+    if "raw_decode_tokens_per_s" in out:
+        line["raw decode"] = round(max(out["raw_decode_tokens_per_s"].values()) / best, 3)
+    print(
+        f"safelab / llama.cpp ({best_key}, {best:.1f} tokens/s): "
+        + ", ".join(f"{k} {v}" for k, v in line.items())
+        + " (target >= 1.0 for the float32 eval)"
+    )
     out.update(
         llamacpp_tokens_per_s=rates,
-        eval_vs_llamacpp=round(out["tokens_per_s"] / best, 3) if "tokens_per_s" in out else None,
-        bf16_eval_vs_llamacpp=(
-            round(out["bf16_tokens_per_s"] / best, 3) if "bf16_tokens_per_s" in out else None
-        ),
+        llamacpp_system_info=info,
+        eval_vs_llamacpp=line.get("eval"),
+        bf16_eval_vs_llamacpp=line.get("bf16 eval"),
+        raw_decode_vs_llamacpp=line.get("raw decode"),
+        identical_vs_llamacpp=f"{same}/{len(ours)}",
+        llamacpp_agreeing_tokens=f"{sum(prefix)}/{sum(shorter)}",
     )
 
 
@@ -488,14 +558,15 @@ def main() -> None:
     out: dict[str, Any] = {"threads": torch.get_num_threads()}
     with tempfile.TemporaryDirectory(prefix="safelab-bench-gen-") as tmp_name:
         tmp = Path(tmp_name)
+        ours = None
         if "eval" not in skip:
-            eval16(args, wb, folder, tmp, out)
+            ours = eval16(args, wb, folder, tmp, out)
         if "agentic" not in skip:
             agentic(args, tmp, out)
         if "cpu" not in skip:
             cpu_path(args, wb, out)
         if "llamacpp" not in skip:
-            llamacpp(args, wb, out)
+            llamacpp(args, wb, out, ours)
     print(f"count_text_tokens calls (patched, tiktoken avoided): {len(token_calls)}")
     end_note = machine_note()
     print(end_note)
