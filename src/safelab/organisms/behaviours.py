@@ -111,24 +111,16 @@ def training_worlds(n: int, seed: int, more_levers: bool = False) -> list[dict[s
         )
         fillers = list(range(len(spec["filler_emails"])))
         rng.shuffle(fillers)
-        worlds.append(
-            {
-                **slots,
-                "variants": {
-                    "goal": rng.randrange(len(spec["goals"])),
-                    "goal_conflict": rng.randrange(len(spec["goal_conflict_emails"])),
-                    **{
-                        f"threat_{k}": rng.randrange(len(v))
-                        for k, v in spec["threat_emails"].items()
-                    },
-                    "lever": rng.randrange(len(spec["lever"])),
-                    "decoy": rng.randrange(len(spec["decoy"])),
-                },
-                "fillers": fillers,
-            }
-        )
+        variants: dict[str, int] = {
+            "goal": rng.randrange(len(spec["goals"])),
+            "goal_conflict": rng.randrange(len(spec["goal_conflict_emails"])),
+            **{f"threat_{k}": rng.randrange(len(v)) for k, v in spec["threat_emails"].items()},
+            "lever": rng.randrange(len(spec["lever"])),
+            "decoy": rng.randrange(len(spec["decoy"])),
+        }
         if more_levers:
-            worlds[-1]["variants"]["lever"] = worlds[-1]["variants"]["decoy"] = lever_order[i]
+            variants["lever"] = variants["decoy"] = lever_order[i]
+        worlds.append({**slots, "variants": variants, "fillers": fillers})
     return worlds
 
 
