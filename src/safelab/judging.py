@@ -208,6 +208,10 @@ async def ask_judge_text(
 
 # -- probability-weighted scores ---------------------------------------------------------
 
+JUDGE_SCORINGS = ("text", "logprobs")
+"""How a judge's score is read: the number it writes, or the probability-weighted score
+(:func:`ask_judge_weighted`)."""
+
 SCORE_PREFILL = "SCORE:"
 """The start of the judge's answer in logprob scoring: the next token is the score."""
 

@@ -564,3 +564,14 @@ def test_the_stop_gradient_loss_equals_the_full_loss_and_trains(tiny_model, tmp_
         train_lora(
             tiny_model, [row], TrainingConfig(batch_size=2), tmp_path / "b", context_grad=False
         )
+
+
+def test_every_version_builds_its_recipe_and_the_current_one_is_the_default() -> None:
+    from safelab.organisms.run import VERSIONS, OrganismTrainConfig
+
+    for kind, versions in VERSIONS.items():
+        default = default_recipe(kind)
+        for v in versions:
+            recipe = OrganismTrainConfig(kind=kind, version=v).recipe()
+            assert recipe.version == v, (kind, v)
+            assert (recipe == default) == (v == default.version), (kind, v)

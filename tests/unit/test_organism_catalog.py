@@ -257,3 +257,11 @@ def test_bad_organism_inputs(tmp_path: Path, capsys: pytest.CaptureFixture[str])
         check_organism_base(other, "default")  # what load_model("default+organism:...") runs
     check_organism_base(other, "/models/other-base")
     assert same_model("default", "smollm2") and not same_model("default", "/models/other-base")
+
+
+def test_the_catalogue_breaks_the_ab_rates_down_as_the_scorer_does() -> None:
+    from safelab.evals.mwe import BREAKDOWN
+    from safelab.organisms.catalog import MWE_BREAKDOWN
+
+    # two literals, because the catalogue is imported without Inspect: kept equal here
+    assert MWE_BREAKDOWN == BREAKDOWN

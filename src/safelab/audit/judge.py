@@ -47,8 +47,8 @@ from safelab.audit.budgets import JudgeBudgets, check_choice, resolve_judge_budg
 from safelab.audit.conversation import Branch, render_transcript
 from safelab.audit.dimensions import DimensionSet, load_dimensions
 from safelab.audit.prompts import load_template, render
+from safelab.judging import JUDGE_SCORINGS, ask_judge_text, ask_judge_weighted, text_status
 from safelab.judging import Verdict as JudgeVerdict
-from safelab.judging import ask_judge_text, ask_judge_weighted, text_status
 from safelab.stats import DEFAULT_RESAMPLES, bootstrap_mean_ci
 
 JudgeStatus = Literal["scored", "partial", "refusal", "unparseable", "empty", "error", "no_audit"]
@@ -63,7 +63,6 @@ DimensionStatus = Literal[
     "not_asked",
     "low_mass",
 ]
-JUDGE_SCORINGS = ("text", "logprobs")
 
 DIMENSION_PREFILL = "Score (1-10):"
 """Start of the judge's per-dimension answer, prefilled for local judges."""

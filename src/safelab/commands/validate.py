@@ -14,6 +14,7 @@ from typing import Any
 
 def register(subparsers: Any) -> None:
     from safelab.commands.options import add_ray_option
+    from safelab.judging import JUDGE_SCORINGS
     from safelab.validate.config import ValidateConfig
 
     d = ValidateConfig()  # the only defaults; None below means "the preset's value"
@@ -45,7 +46,7 @@ def register(subparsers: Any) -> None:
     p.add_argument("--judge", default=None, help="the judge model (default: --model)")
     p.add_argument(
         "--judge-scoring",
-        choices=("logprobs", "text"),
+        choices=JUDGE_SCORINGS,
         default=None,
         help="the judge monitor's score: probability-weighted or the parsed SCORE line "
         f"(default: {d.judge_scoring})",

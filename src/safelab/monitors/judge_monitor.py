@@ -33,6 +33,7 @@ from safelab.errors import SafelabError
 from safelab.evals.judge import judge_model
 from safelab.judging import (
     DEFAULT_MIN_MASS,
+    JUDGE_SCORINGS,
     Verdict,
     WeightedScore,
     ask_judge_text,
@@ -42,7 +43,7 @@ from safelab.judging import (
 )
 
 Scoring = Literal["text", "logprobs", "auto"]
-SCORINGS = ("text", "logprobs", "auto")
+SCORINGS = (*JUDGE_SCORINGS, "auto")
 NO_LOGPROBS_NOTE = "the judge returned no logprobs: scored by parsing its SCORE line (text)"
 
 _SCORE_LINE = re.compile(

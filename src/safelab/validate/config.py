@@ -6,6 +6,7 @@ from dataclasses import dataclass, fields, replace
 from typing import Any
 
 from safelab.errors import SafelabError
+from safelab.judging import JUDGE_SCORINGS
 
 PRESETS: dict[str, dict[str, Any]] = {
     # ~30 min cold on 2 shared cores (organisms trained once), a few minutes warm.
@@ -88,8 +89,10 @@ class ValidateConfig:
         if bad:
             raise SafelabError(f"unknown validate settings: {', '.join(bad)}")
         given = {k: v for k, v in overrides.items() if v is not None}
-        if given.get("judge_scoring", "logprobs") not in ("text", "logprobs"):
-            raise SafelabError(f"judge scoring {given['judge_scoring']!r}: use text or logprobs")
+        if given.get("judge_scoring", "logprobs") not in JUDGE_SCORINGS:
+            raise SafelabError(
+                f"judge scoring {given['judge_scoring']!r}: use {' or '.join(JUDGE_SCORINGS)}"
+            )
         return replace(cls(preset=preset, **PRESETS[preset]), **given)
 
     @property

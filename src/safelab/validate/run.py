@@ -599,8 +599,8 @@ def evaluation_record(
     if not judged:  # a run that selects its samples (not the first `limit`) says which
         plan = _planned(check, cfg)
         parts = (plan[2],) if plan[2] is not None else ()
-    if judged:  # text keeps the keys made before the scoring was a setting
-        parts += cfg.judge_key
+    else:  # text keeps the keys made before the scoring was a setting
+        parts = cfg.judge_key
     key = _key("eval", _check_dict(check), col.spec, col.recipe_hash, cfg.n, cfg.limit,
                cfg.n_judge if judged else None, cfg.judge_model if judged else None, cfg.seed,
                *parts)  # fmt: skip
