@@ -10,7 +10,8 @@ model; llama.cpp runs the GGUF it came from, Q4_1, as it ships).
    the code path before issue 22), ``inspect_hf`` (``hf/<folder>``, ``batch_size=16``) and
    ``safelab_steered`` (a vector from ``SteeringVector.from_contrast``, ``steer_scale``), and
    ``safelab_bf16`` (``-M dtype=bfloat16``: opt-in, not exact; how many greedy completions
-   differ from float32 is printed). Each
+   differ from float32 is printed), and ``safelab_mkl`` (``-M linear=torch``: the default before
+   the oneDNN-packed linear kernel, MKL's sgemm; greedy completions compared). Each
    model is created once before timing; a warm-up eval of each is discarded; then the evals are
    timed interleaved (order rotates) and medians reported. The prefix cache is cleared before
    every safelab eval, so only sharing within one eval counts. Greedy completions are compared
@@ -32,7 +33,8 @@ model; llama.cpp runs the GGUF it came from, Q4_1, as it ships).
    Its greedy text is compared with safelab's float32 completions and reported, not required:
    llama.cpp computes with the Q4_1 weights as stored and 8-bit activations.
 4. **CPU path**: raw decode of the 16 prompts (no Inspect) at 1 and 2 torch threads, alone and
-   with one competing busy process on the cores; and ``sdpa`` vs ``eager`` attention.
+   with one competing busy process on the cores; the linear kernel (``torch``, MKL, vs
+   ``onednn``, packed weights: ``onednn_vs_mkl_raw``); and ``sdpa`` vs ``eager`` attention.
 
 Output tokens are re-tokenised from the completions (the hf provider reports the padded batch
 length as every sample's ``output_tokens``). Inspect's default ``count_text_tokens`` downloads
@@ -214,6 +216,8 @@ def eval16(
         "safelab_static": get_model(
             "safelab/default", batch_size=batch, batching="static", prefix_cache_mb=0
         ),
+        # the default before the packed oneDNN linear kernel: MKL's sgemm through F.linear
+        "safelab_mkl": get_model("safelab/default", batch_size=batch, linear="torch"),
         "inspect_hf": get_model(f"hf/{folder}", do_sample=False, batch_size=batch),
         "safelab_steered": get_model(
             "safelab/default", batch_size=batch, steer=str(vec_dir), steer_scale=args.steer_scale
@@ -263,6 +267,9 @@ def eval16(
     print(
         f"greedy completions identical, safelab vs inspect_hf: {same('safelab', 'inspect_hf')}/{batch}"
     )
+    print(
+        f"greedy completions identical, safelab vs safelab_mkl: {same('safelab', 'safelab_mkl')}/{batch}"
+    )
     print(f"completions changed by steering: {batch - same('safelab', 'safelab_steered')}/{batch}")
     print(
         f"greedy completions identical, safelab vs safelab_bf16: {same('safelab', 'safelab_bf16')}/{batch}"
@@ -271,6 +278,9 @@ def eval16(
     out.update(
         eval_vs_inspect_hf=ratio(times["inspect_hf"], times["safelab"]),
         eval_vs_static=ratio(times["safelab_static"], times["safelab"]),
+        eval_vs_mkl=ratio(times["safelab_mkl"], times["safelab"]),
+        mkl_tokens_per_s=round(tokens["safelab_mkl"] / median(times["safelab_mkl"]), 2),
+        identical_vs_mkl=f"{same('safelab', 'safelab_mkl')}/{batch}",
         steered_vs_plain=ratio(times["safelab"], times["safelab_steered"]),
         steered_vs_plain_per_step=round(step["safelab"] / step["safelab_steered"], 3),
         tokens_per_s=round(tokens["safelab"] / median(times["safelab"]), 2),
@@ -506,6 +516,12 @@ def cpu_path(args: argparse.Namespace, wb: Any, out: dict[str, Any]) -> None:
             if hog is not None:
                 hog.kill()
                 hog.wait()
+    kernels: dict[str, float] = {}
+    for kernel in ("torch", "onednn"):
+        wb.use_linear_kernel(kernel)
+        kernels[kernel] = round(decode_rate(), 2)
+        print(f"  raw decode, linear kernel {kernel}: {kernels[kernel]:.1f} tokens/s", flush=True)
+    wb.use_linear_kernel("auto")
     attn: dict[str, float] = {}
     for impl in ("sdpa", "eager"):
         wb.hf.set_attn_implementation(impl)
@@ -519,6 +535,8 @@ def cpu_path(args: argparse.Namespace, wb: Any, out: dict[str, Any]) -> None:
         ),
         threads2_vs_threads1_alone=round(rates["threads2_alone"] / rates["threads1_alone"], 3),
         attention_tokens_per_s=attn,
+        linear_kernel_tokens_per_s=kernels,
+        onednn_vs_mkl_raw=round(kernels["onednn"] / kernels["torch"], 3),
     )
 
 

@@ -121,6 +121,7 @@ def load_model(
     *,
     dtype: DType | str = "auto",
     device: str | None = None,
+    linear: str | None = None,
 ) -> WhiteBoxModel:
     """Load a model for white-box work.
 
@@ -131,6 +132,9 @@ def load_model(
         dtype: ``float32`` for analysis, ``bfloat16`` for fast generation on accelerators; ``auto``
             picks float32 on CPU.
         device: ``cpu``, ``cuda``, ``cuda:1``...; default: CUDA when available.
+        linear: how inference multiplies the linear layers (:mod:`safelab.models.kernels`):
+            ``auto`` (oneDNN-packed weights for a float32 model on CPU, else torch), ``onednn``
+            or ``torch``; default: ``$SAFELAB_LINEAR_KERNEL``, else ``auto``.
     """
     import torch
 
@@ -154,7 +158,9 @@ def load_model(
         name = f"{source.name}+{Path(organism).name}"
     hf.to(device)
     hf.eval()
-    return WhiteBoxModel(hf, tokenizer, name=name, source=source)
+    model = WhiteBoxModel(hf, tokenizer, name=name, source=source)
+    model.use_linear_kernel(linear or os.environ.get("SAFELAB_LINEAR_KERNEL") or "auto")
+    return model
 
 
 def same_model(a: str, b: str) -> bool:

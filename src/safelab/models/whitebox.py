@@ -180,7 +180,28 @@ class WhiteBoxModel:
         if not all(c for _, c, _ in self._active_hooks):
             return None
         version = sum(p._version for p in self.hf.parameters())
-        return (id(self.hf), version, str(self.dtype), str(self.device), keys)
+        return (id(self.hf), version, str(self.dtype), str(self.device), self.linear_kernel, keys)
+
+    @property
+    def linear_kernel(self) -> str:
+        """What the linear layers multiply with in inference: ``onednn`` or ``torch``."""
+        from safelab.models.kernels import linear_kernel
+
+        return linear_kernel(self.hf)
+
+    def use_linear_kernel(self, kernel: str = "auto") -> str:
+        """Multiply the linear layers with ``kernel`` (``auto``, ``onednn`` or ``torch``).
+
+        See :mod:`safelab.models.kernels`; returns the kernel in effect. ``load_model`` calls it
+        with its ``linear`` argument.
+        """
+        from safelab.models.kernels import set_linear_kernel
+
+        chosen = set_linear_kernel(self.hf, kernel)
+        cache = self.prefix_cache
+        if cache is not None:
+            cache.clear()
+        return chosen
 
     def use_prefix_cache(self, cfg: PrefixCacheConfig | None) -> PrefixCache | None:
         """Turn the shared-prefix KV cache of :meth:`generate` on (with its size) or off (None)."""

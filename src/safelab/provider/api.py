@@ -87,7 +87,7 @@ class SafelabModelAPI(ModelAPI):
         )
         probes = tuple((_artifact_name(p), LinearProbe.load(p)) for p in args.probe)
         saes = tuple((f, load_sae(f)) for f in args.sae)
-        self.model = shared_model(self.model_name, args.dtype, args.device)
+        self.model = shared_model(self.model_name, args.dtype, args.device, args.linear)
         d_model = self.model.d_model
         sites = (
             tuple(str(s) for s in self.model.resolve_sites(list(args.capture)))

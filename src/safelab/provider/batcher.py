@@ -314,17 +314,17 @@ def _resolve(job: _Job, value: Any, error: BaseException | None) -> None:
     job.loop.call_soon_threadsafe(set_)
 
 
-_MODELS: dict[tuple[str, str, str | None], WhiteBoxModel] = {}
+_MODELS: dict[tuple[str, str, str | None, str], WhiteBoxModel] = {}
 _BATCHERS: dict[int, Batcher] = {}
 _LOCK = threading.Lock()
 
 
-def shared_model(spec: str, dtype: str, device: str | None) -> WhiteBoxModel:
+def shared_model(spec: str, dtype: str, device: str | None, linear: str = "auto") -> WhiteBoxModel:
     """Load once per process: several roles or tasks on the same weights share one copy."""
-    key = (spec, dtype, device)
+    key = (spec, dtype, device, linear)
     with _LOCK:
         if key not in _MODELS:
-            _MODELS[key] = load_model(spec, dtype=dtype, device=device)
+            _MODELS[key] = load_model(spec, dtype=dtype, device=device, linear=linear)
         return _MODELS[key]
 
 
@@ -333,7 +333,7 @@ def share_model(
 ) -> None:
     """Let ``safelab/<spec>`` in this process reuse a model that is already loaded."""
     with _LOCK:
-        _MODELS[(spec, dtype, device)] = model
+        _MODELS[(spec, dtype, device, "auto")] = model
 
 
 def release_caches(keep: WhiteBoxModel | None = None) -> int:
