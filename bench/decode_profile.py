@@ -71,7 +71,7 @@ def main() -> None:
     parts: dict[str, float] = {}
     stats: Any = pstats.Stats(prof)
     for (path, _, name), (_, _, self_s, _, _) in stats.stats.items():
-        if "_nn.linear" in name:
+        if "_nn.linear" in name or "_linear_pointwise" in name:
             key = "linear"
         elif "scaled_dot_product" in name:
             key = "attention (sdpa)"

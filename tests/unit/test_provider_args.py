@@ -1,6 +1,7 @@
 """The provider's -M args: one dataclass gives the parsing, the error and the docs table."""
 
 import os
+from pathlib import Path
 
 import pytest
 
@@ -66,3 +67,19 @@ def test_batching_cache_and_thread_args() -> None:
         assert policy.current is not None and 1 <= policy.current <= (os.cpu_count() or 1)
     finally:
         torch.set_num_threads(saved)
+
+
+def test_linear_kernel_arg(tiny_folder: Path) -> None:
+    from inspect_ai.model import get_model
+
+    from safelab.models.kernels import onednn_available
+
+    assert ProviderArgs().linear == "auto"
+    assert ProviderArgs.parse({"linear": "torch"}).linear == "torch"
+    with pytest.raises(SafelabError, match="-M linear='mkl'"):
+        ProviderArgs.parse({"linear": "mkl"})
+    plain = get_model(f"safelab/{tiny_folder}", linear="torch").api.model  # type: ignore[attr-defined]
+    auto = get_model(f"safelab/{tiny_folder}").api.model  # type: ignore[attr-defined]
+    assert plain is not auto  # a model per kernel: one instance's choice never changes another's
+    assert plain.linear_kernel == "torch"
+    assert auto.linear_kernel == ("onednn" if onednn_available() else "torch")
