@@ -120,6 +120,21 @@ def test_peft_merge_on_a_packed_model() -> None:
     )
 
 
+def test_a_packed_model_can_be_deep_copied() -> None:
+    import copy
+
+    model = build("llama")
+    model.use_linear_kernel("onednn")
+    ref = _logits(model, PROMPTS[1])  # packed: the copies hold oneDNN tensors without storage
+    twin = copy.deepcopy(model.hf)
+    assert isinstance(twin.model.layers[0].mlp.up_proj, PackedLinear)
+    with torch.no_grad():
+        got = twin(
+            **model.tokenizer([PROMPTS[1], PROMPTS[1] + " and"], return_tensors="pt", padding=True)
+        ).logits
+    torch.testing.assert_close(got, ref, atol=1e-5, rtol=1e-5)
+
+
 def test_gradients_and_training_use_f_linear() -> None:
     model = build("llama")
     model.use_linear_kernel("onednn")

@@ -96,6 +96,12 @@ class PackedLinear:
             return F.linear(input, w, self.bias)
         return torch.ops.mkldnn._linear_pointwise(input, packed, self.bias, "none", [], "")
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies (``copy.deepcopy``) leave the packed weight behind: it is packed again on use."""
+        state = dict(self.__dict__)
+        state.update(_packed=None, _packed_key=None, _packed_sample=None)
+        return state
+
     def _current(self) -> torch.Tensor | None:
         """The packed weight, repacked if the weight changed; ``None`` where it cannot be."""
         import torch
