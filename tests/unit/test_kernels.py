@@ -182,6 +182,25 @@ def test_kernel_choice_and_errors(tiny_folder: Path, monkeypatch: pytest.MonkeyP
     assert load_model(str(tiny_folder), dtype="bfloat16").linear_kernel == "torch"
 
 
+def test_release_caches_frees_other_models_packed_weights() -> None:
+    from safelab.models.kernels import drop_packed
+    from safelab.provider.batcher import release_caches, share_model
+
+    a, b = build("llama"), build("llama")
+    for i, m in enumerate((a, b)):
+        m.use_linear_kernel("onednn")
+        share_model(m, f"packed-release-{id(m)}-{i}")
+        _logits(m, PROMPTS[0])
+    layer = lambda m: m.hf.model.layers[0].mlp.up_proj  # noqa: E731
+    assert layer(a)._packed is not None and layer(b)._packed is not None
+    ref = _logits(a, PROMPTS[0])
+    release_caches(keep=b)
+    assert layer(a)._packed is None and layer(b)._packed is not None
+    torch.testing.assert_close(_logits(a, PROMPTS[0]), ref, atol=0, rtol=0)  # packed again
+    assert layer(a)._packed is not None
+    assert drop_packed(b.hf) > 0 and drop_packed(b.hf) == 0
+
+
 def test_cache_scope_separates_kernels() -> None:
     model = build("llama")
     a = model.cache_scope()

@@ -192,6 +192,18 @@ def set_linear_kernel(module: Any, kernel: str = "auto") -> str:
     return chosen
 
 
+def drop_packed(module: Any) -> int:
+    """Free the packed copies of ``module``'s layers (packed again on their next inference call);
+    returns the bytes freed. A process holding many models (``safelab validate``) keeps only the
+    one in use packed: a packed copy is a second copy of the weights."""
+    freed = 0
+    for m in _linears(module):
+        if isinstance(m, PackedLinear) and m._packed is not None:
+            freed += m.weight.numel() * m.weight.element_size()
+            m._packed, m._packed_key, m._packed_sample = None, None, None
+    return freed
+
+
 def linear_kernel(module: Any) -> str:
     """The kernel ``module``'s linear layers multiply with now: ``onednn``, ``torch`` or ``mixed``."""
     kinds = {isinstance(m, PackedLinear) for m in _linears(module)}

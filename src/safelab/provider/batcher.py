@@ -339,14 +339,21 @@ def share_model(
 def release_caches(keep: WhiteBoxModel | None = None) -> int:
     """Empty the prefix cache of every model's batcher but ``keep``'s (a process that runs one
     eval after another on many models, such as ``safelab validate``, otherwise holds each
-    model's full cache at once); returns how many caches were emptied."""
+    model's full cache at once), and free the other models' packed linear weights
+    (:func:`safelab.models.kernels.drop_packed`: packed again when next used); returns how many
+    caches were emptied."""
+    from safelab.models.kernels import drop_packed
+
     with _LOCK:
         batchers = [b for k, b in _BATCHERS.items() if keep is None or k != id(keep)]
+        others = [m for m in _MODELS.values() if keep is None or m is not keep]
     n = 0
     for b in batchers:
         if b.cache is not None and len(b.cache):
             b.cache.clear()
             n += 1
+    for m in {id(m): m for m in others}.values():
+        drop_packed(m.hf)
     return n
 
 
