@@ -69,12 +69,12 @@ def test_batching_cache_and_thread_args() -> None:
         torch.set_num_threads(saved)
 
 
-def test_linear_kernel_arg(tiny_folder: Path) -> None:
+def test_linear_kernel_arg(tiny_folder: Path, monkeypatch: pytest.MonkeyPatch) -> None:
     from inspect_ai.model import get_model
 
     from safelab.models.kernels import onednn_available
 
-    assert ProviderArgs().linear == "auto"
+    assert ProviderArgs().linear is None  # load_model's default: $SAFELAB_LINEAR_KERNEL, else auto
     assert ProviderArgs.parse({"linear": "torch"}).linear == "torch"
     with pytest.raises(SafelabError, match="-M linear='mkl'"):
         ProviderArgs.parse({"linear": "mkl"})
@@ -83,3 +83,6 @@ def test_linear_kernel_arg(tiny_folder: Path) -> None:
     assert plain is not auto  # a model per kernel: one instance's choice never changes another's
     assert plain.linear_kernel == "torch"
     assert auto.linear_kernel == ("onednn" if onednn_available() else "torch")
+    monkeypatch.setenv("SAFELAB_LINEAR_KERNEL", "torch")  # the variable reaches provider models
+    again = get_model(f"safelab/{tiny_folder}", dtype="float32").api.model  # type: ignore[attr-defined]
+    assert again is not auto and again.linear_kernel == "torch"

@@ -96,6 +96,10 @@ class PackedLinear:
             return F.linear(input, w, self.bias)
         return torch.ops.mkldnn._linear_pointwise(input, packed, self.bias, "none", [], "")
 
+    def _forget(self) -> None:
+        """Drop the packed copy (packed again on the next inference call)."""
+        self._packed, self._packed_key, self._packed_sample = None, None, None
+
     def __getstate__(self) -> dict[str, Any]:
         """Copies (``copy.deepcopy``) leave the packed weight behind: it is packed again on use."""
         state = dict(self.__dict__)
@@ -183,7 +187,7 @@ def set_linear_kernel(module: Any, kernel: str = "auto") -> str:
         if chosen == "onednn":
             if not isinstance(m, PackedLinear):
                 m.__class__ = _packed_class(cls)
-            m._packed, m._packed_key, m._packed_sample = None, None, None
+            m._forget()
         elif isinstance(m, PackedLinear):
             base = next(c for c in cls.__mro__[1:] if c is not PackedLinear)
             for name in ("_packed", "_packed_key", "_packed_sample"):
@@ -200,7 +204,7 @@ def drop_packed(module: Any) -> int:
     for m in _linears(module):
         if isinstance(m, PackedLinear) and m._packed is not None:
             freed += m.weight.numel() * m.weight.element_size()
-            m._packed, m._packed_key, m._packed_sample = None, None, None
+            m._forget()
     return freed
 
 

@@ -184,7 +184,7 @@ class WhiteBoxModel:
 
     @property
     def linear_kernel(self) -> str:
-        """What the linear layers multiply with in inference: ``onednn`` or ``torch``."""
+        """What the linear layers multiply with in inference: ``onednn``, ``torch`` or ``mixed``."""
         from safelab.models.kernels import linear_kernel
 
         return linear_kernel(self.hf)

@@ -84,11 +84,12 @@ class ProviderArgs:
         "auto", "auto (float32 on CPU, bfloat16 on GPU), float32, bfloat16, float16", str
     )
     device: str | None = _arg(None, "cpu, cuda, cuda:1, ...", _optional(str))
-    linear: str = _arg(
-        "auto",
-        "how the linear layers multiply: auto (default: oneDNN-packed weights for a float32 "
-        "model on CPU, else torch), onednn, or torch (MKL's sgemm, as before)",
-        _choice("auto", "onednn", "torch"),
+    linear: str | None = _arg(
+        None,
+        "how the linear layers multiply: auto (oneDNN-packed weights for a float32 model on "
+        "CPU, else torch), onednn, or torch (MKL's sgemm, as before); default: "
+        "$SAFELAB_LINEAR_KERNEL, else auto",
+        _optional(_choice("auto", "onednn", "torch")),
     )
     batch_size: int = _arg(32, "most samples decoded together (default 32)", int)
     batching: str = _arg(

@@ -314,12 +314,14 @@ def _resolve(job: _Job, value: Any, error: BaseException | None) -> None:
     job.loop.call_soon_threadsafe(set_)
 
 
-_MODELS: dict[tuple[str, str, str | None, str], WhiteBoxModel] = {}
+_MODELS: dict[tuple[str, str, str | None, str | None], WhiteBoxModel] = {}
 _BATCHERS: dict[int, Batcher] = {}
 _LOCK = threading.Lock()
 
 
-def shared_model(spec: str, dtype: str, device: str | None, linear: str = "auto") -> WhiteBoxModel:
+def shared_model(
+    spec: str, dtype: str, device: str | None, linear: str | None = None
+) -> WhiteBoxModel:
     """Load once per process: several roles or tasks on the same weights share one copy."""
     key = (spec, dtype, device, linear)
     with _LOCK:
@@ -333,7 +335,7 @@ def share_model(
 ) -> None:
     """Let ``safelab/<spec>`` in this process reuse a model that is already loaded."""
     with _LOCK:
-        _MODELS[(spec, dtype, device, "auto")] = model
+        _MODELS[(spec, dtype, device, None)] = model
 
 
 def release_caches(keep: WhiteBoxModel | None = None) -> int:
