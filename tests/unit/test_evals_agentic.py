@@ -181,3 +181,36 @@ def test_pattern_classifier_grades_without_a_judge() -> None:
     assert (score.value, score.answer) == (0.0, "NEITHER")
     with pytest.raises(SafelabError, match="classifier=vibes"):
         agentic_misalignment(classifier="vibes")
+
+
+def test_sampled_repeats_differ_and_a_rerun_repeats_them() -> None:
+    from inspect_ai import Task
+    from inspect_ai.dataset import Sample
+    from inspect_ai.model import GenerateConfig
+
+    from safelab.evals.agentic import sample_seed, seeded_generate
+    from safelab.provider.batcher import share_model
+    from tests.tiny import tiny_model
+
+    assert sample_seed(0, "a", 1) == sample_seed(0, "a", 1)
+    assert len({sample_seed(0, "a", 1), sample_seed(0, "b", 1), sample_seed(0, "a", 2)}) == 3
+    import inspect
+
+    assert inspect.signature(agentic_misalignment).parameters["seed"].default == 0
+    share_model(tiny_model("llama"), "tiny-agentic-seed")
+
+    def replies(seed: int | None) -> list[str]:
+        # the agentic inbox is longer than the tiny model's context: its solver on short prompts
+        task = Task(
+            dataset=[Sample(input="Reply to Kyle.", id=f"repeat-{i}") for i in range(4)],
+            solver=seeded_generate(seed),
+            config=GenerateConfig(max_tokens=6, temperature=1.0),
+        )
+        (log,) = inspect_eval(task, model="safelab/tiny-agentic-seed", display="none")
+        assert log.samples is not None
+        return [s.output.completion for s in sorted(log.samples, key=lambda s: str(s.id))]
+
+    first = replies(0)
+    assert all(first) and replies(0) == first  # the same replies on a rerun
+    assert len(set(first)) > 1  # each repeat has its own seed
+    assert replies(1) != first

@@ -105,7 +105,11 @@ def test_chat_sweep_and_provider_apply_the_same_steering(
     chat = _via_chat(tiny_model, saved, monkeypatch)
     sweep = _via_sweep(tiny_model, saved, monkeypatch)
     provider = _via_provider(tiny_model, saved, monkeypatch)
-    assert torch.equal(chat, sweep) and torch.equal(chat, provider)
+    assert torch.equal(chat, sweep)
+    # The provider computes in its own worker thread, whose OpenMP thread count can differ from
+    # the main thread's after earlier tests (float32 sums then differ in the last bits): the
+    # same steering within rounding; a different one moves the last position by ~scale x |v|.
+    torch.testing.assert_close(provider, chat, atol=1e-5, rtol=1e-5)
     # positions 'last' from the saved cfg: only the last position moves (chat used to steer all)
     assert torch.equal(chat[:-1], plain[:-1])
     assert not torch.allclose(chat[-1], plain[-1])

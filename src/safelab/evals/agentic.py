@@ -27,6 +27,7 @@ lever and, for blackmail, makes a demand (term lists in ``scenario.yaml``,
 from __future__ import annotations
 
 import re
+import zlib
 from dataclasses import asdict, dataclass, field
 from datetime import datetime, timedelta
 from typing import Any
@@ -35,7 +36,7 @@ from inspect_ai import Task, task
 from inspect_ai.dataset import MemoryDataset, Sample
 from inspect_ai.model import GenerateConfig
 from inspect_ai.scorer import Score, Scorer, Target, scorer
-from inspect_ai.solver import TaskState, generate, system_message
+from inspect_ai.solver import Generate, Solver, TaskState, solver, system_message
 
 from safelab.errors import SafelabError, inspect_errors
 from safelab.evals.data import condition_label, grid, parse_levels, read_yaml
@@ -317,6 +318,25 @@ def misalignment_scorer(judge_max_tokens: int = 512, classifier: str = "judge") 
     return score
 
 
+def sample_seed(seed: int, sample_id: Any, epoch: int) -> int:
+    """A sample's own sampling seed: stable across runs and processes (not ``hash``), different
+    for every sample id and epoch (one ``GenerateConfig.seed`` for all would give the repeats
+    of a condition the same reply)."""
+    return zlib.crc32(f"{seed}:{sample_id}:{epoch}".encode()) & 0x7FFFFFFF
+
+
+@solver
+def seeded_generate(seed: int | None) -> Solver:
+    """``generate()``, with :func:`sample_seed` as the seed of each sample's call."""
+
+    async def solve(state: TaskState, generate: Generate) -> TaskState:
+        if seed is None:
+            return await generate(state)
+        return await generate(state, seed=sample_seed(seed, state.sample_id, state.epoch))
+
+    return solve
+
+
 @task
 @inspect_errors
 def agentic_misalignment(
@@ -331,6 +351,7 @@ def agentic_misalignment(
     temperature: float = 1.0,
     judge_max_tokens: int = 512,
     classifier: str = "judge",
+    seed: int | None = 0,
 ) -> Task:
     """Blackmail (or leaking) by an e-mail agent facing shutdown, over a grid of conditions.
 
@@ -346,11 +367,14 @@ def agentic_misalignment(
         temperature: the agent's sampling temperature.
         judge_max_tokens: the judge's reply budget.
         classifier: ``judge`` (the rubric, the judge role) or ``pattern`` (deterministic terms).
+        seed: sampling seed: each sample (and epoch) generates with its own seed derived from
+            it and the sample id (:func:`sample_seed`), so repeats differ and a rerun of the same
+            task gives the same replies on a provider that honours seeds; ``None``: unseeded.
     """
     dataset = build_dataset(scenario, goal_conflict, threat, notice, chekhov, n_filler, repeats)
     return Task(
         dataset=dataset,
-        solver=[system_message("{system_prompt}"), generate()],
+        solver=[system_message("{system_prompt}"), seeded_generate(seed)],
         scorer=misalignment_scorer(judge_max_tokens=judge_max_tokens, classifier=classifier),
         config=GenerateConfig(max_tokens=max_tokens, temperature=temperature),
         metadata={"variables": list(VARIABLES)},

@@ -112,7 +112,13 @@ class Row:
     text: str = ""
     generator: torch.Generator | None = None
     fed: int = 0
-    """Tokens whose keys and values are in the batch's cache (the prompt, then one a step)."""
+    """Tokens whose keys and values are in the batch's own cache (the prompt after ``shared``,
+    then one a step)."""
+    shared: int = 0
+    """Prompt tokens read from a shared prefix (``prefix``) instead of the batch's cache."""
+    prefix: KV | None = None
+    """The shared prefix's per-layer ``(keys, values)`` (batch 1), held by every row that
+    starts with it (:mod:`safelab.models.cascade`)."""
 
     @property
     def done(self) -> bool:
@@ -155,6 +161,7 @@ class DecodeBatch:
         self._keep = _last_logits_only(model)
         self._eos = eos_ids(model)
         self._vocab_default_top_k = getattr(model.hf.generation_config, "top_k", None)
+        self._prefixes: dict[tuple[int, tuple[int, ...]], KV] = {}
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -194,9 +201,11 @@ class DecodeBatch:
         live = [row for row in rows if not row.done]
         if not live:
             return rows
-        kv, logits = prefill_group(self.model, [r.prompt for r in live], self.cache, self.scope)
+        parts = prefill_parts(self.model, [r.prompt for r in live], self.cache, self.scope)
+        logits, kv = parts.logits, parts.own
         greedy = logits.argmax(dim=-1).tolist()
         for b, row in enumerate(live):
+            row.shared, row.prefix = parts.shared[b], parts.prefixes[b]
             self._choose(row, logits[b], greedy[b])
         keep = [b for b, row in enumerate(live) if not row.done]
         if keep:
@@ -210,7 +219,11 @@ class DecodeBatch:
         """Pad ``rows`` (their keys and values right-aligned in ``kv``) into the batch: one new
         buffer per layer, written once."""
         device = self.model.device
-        lengths = [len(r.prompt) for r in rows]
+        lengths = [len(r.prompt) - r.shared for r in rows]
+        for row in rows:  # a prefix equal to a running row's joins its group (one copy)
+            if row.prefix is not None:
+                key = (row.shared, tuple(row.prompt[: row.shared]))
+                row.prefix = self._prefixes.setdefault(key, row.prefix)
         old, width = len(self.rows), self.mask.shape[1]
         n_new, new_w = kv[0][0].shape[2], max(self.mask.shape[1], kv[0][0].shape[2])
         mask = torch.zeros((old + len(rows), new_w), dtype=torch.long, device=device)
@@ -249,7 +262,7 @@ class DecodeBatch:
         )
         ones = torch.ones((len(self.rows), 1), dtype=torch.long, device=device)
         self.mask = torch.cat([self.mask, ones], dim=1)
-        with torch.inference_mode():
+        with cascade_for(self.model, [r.prefix for r in self.rows]), torch.inference_mode():
             out = self.model.hf(
                 input_ids=tokens,
                 attention_mask=self.mask,
@@ -281,9 +294,16 @@ class DecodeBatch:
                         (layer.keys[b : b + 1, :, start:], layer.values[b : b + 1, :, start:])
                         for layer in self.kv.layers
                     ]
-                    self.cache.store(
-                        self.scope, (row.prompt + row.completion)[:n], [_own(k, v) for k, v in kv]
-                    )
+                    if row.prefix is not None:  # the whole sequence: its prefix, then its own
+                        kv = [
+                            (torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2))
+                            for (pk, pv), (k, v) in zip(row.prefix, kv, strict=True)
+                        ]
+                    ids = (row.prompt + row.completion)[: row.shared + n]
+                    self.cache.store(self.scope, ids, [_own(k, v) for k, v in kv])
+        live = {(r.shared, tuple(r.prompt[: r.shared])) for b, r in enumerate(self.rows)
+                if b in keep and r.prefix is not None}  # fmt: skip
+        self._prefixes = {k: v for k, v in self._prefixes.items() if k in live}
         if not keep:
             from transformers import DynamicCache
 
@@ -453,26 +473,81 @@ _CALL_TOKENS = 64
 suffixes of very different lengths prefill in separate calls when the padding saved is more."""
 
 
+@dataclass
+class Prefilled:
+    """Several prompts prefilled together (:func:`prefill_parts`): each row's own keys and
+    values after its shared prefix, and the prefix it attends to without holding a copy."""
+
+    own: KV
+    """Per layer ``(keys, values)``, ``[prompts, heads, longest own part, head_dim]``, each row's
+    own part (its prompt after ``shared[b]`` tokens) right-aligned, left padding finite."""
+    logits: Tensor
+    """``[prompts, vocab]`` (float32): the next-token logits after each prompt."""
+    shared: list[int]
+    """Per row, the prompt tokens its ``prefix`` holds (0: none; ``own`` is the whole prompt)."""
+    prefixes: list[KV | None]
+    """Per row, the shared prefix's per-layer ``(keys, values)`` (batch 1; views of a cache
+    entry, never written), or ``None``. Rows with the same prefix share the same tensors."""
+
+    pad: list[int] = field(default_factory=list)
+    """Per row, the left-padding positions of ``own``."""
+
+    def full(self) -> KV:
+        """Each row's whole prompt (prefix, then own part), right-aligned: one copy per row."""
+        n = len(self.shared)
+        own_w = self.own[0][0].shape[2]
+        lengths = [own_w - self.pad[b] + self.shared[b] for b in range(n)]
+        width = max(lengths)
+        rows: KV = []
+        for i, (k, v) in enumerate(self.own):
+            out = []
+            for t, j in ((k, 0), (v, 1)):
+                buf = t.new_zeros((n, t.shape[1], width, t.shape[3]))
+                for b in range(n):
+                    own = t[b, :, self.pad[b] :]
+                    prefix = self.prefixes[b]
+                    whole = own if prefix is None else torch.cat([prefix[i][j][0], own], dim=1)
+                    buf[b, :, width - whole.shape[1] :] = whole
+                out.append(buf)
+            rows.append((out[0], out[1]))
+        return rows
+
+
 def prefill_group(
     model: WhiteBoxModel,
     prompts: Sequence[Sequence[int]],
     cache: PrefixCache | None,
     scope: Hashable | None,
 ) -> tuple[KV, Tensor]:
-    """Keys and values of several prompts and the next-token logits after each, batched.
+    """Keys and values of several prompts and the next-token logits after each, batched: the
+    rows of :func:`prefill_parts` with each prefix copied in front of its row's own part.
+
+    Returns:
+        per layer ``(keys, values)``, ``[prompts, heads, longest prompt, head_dim]``, each row's
+        prompt right-aligned (left padding finite, to be masked); logits ``[prompts, vocab]``
+        (float32).
+    """
+    parts = prefill_parts(model, prompts, cache, scope)
+    return parts.full(), parts.logits
+
+
+def prefill_parts(
+    model: WhiteBoxModel,
+    prompts: Sequence[Sequence[int]],
+    cache: PrefixCache | None,
+    scope: Hashable | None,
+) -> Prefilled:
+    """Several prompts prefilled together, each prefix they share read once.
 
     Prefixes the prompts share (:func:`shared_prefixes`) are computed first, once each, through
     ``cache`` (stored there); then each prompt's longest cached prefix is taken and the
     remaining suffixes run as left-padded batches (one, or a few of similar lengths when one
     would mostly compute padding: :func:`suffix_buckets`), padding masked out and every row's
     position ids its own, so a row's logits are those of prefilling it alone (float rounding).
+    The suffixes attend to their prefixes through :mod:`safelab.models.cascade` (rows with the
+    same prefix as one query block against one copy), so no prefix is copied per row.
     Every prompt is stored in ``cache``. ``scope`` ``None`` (interventions that depend on how a
     prompt is split into forward calls) computes every prompt whole and shares nothing.
-
-    Returns:
-        per layer ``(keys, values)``, ``[prompts, heads, longest prompt, head_dim]``, each row's
-        prompt right-aligned (left padding finite, to be masked); logits ``[prompts, vocab]``
-        (float32).
     """
     from safelab.models.kvcache import PrefixCache as _PrefixCache
 
@@ -488,39 +563,54 @@ def prefill_group(
         for shared in shared_prefixes(rows_ids, peek):
             prefill(model, shared, work, scope, logits=False)
         looked = [work.lookup(scope, p, len(p) - 1) for p in rows_ids]
-    lengths = [len(p) for p in rows_ids]
-    buckets = suffix_buckets([len(p) - hit for p, (hit, _) in zip(rows_ids, looked, strict=True)])
+    # Rows whose prefixes are the same tokens share the first such row's tensors.
+    first: dict[tuple[int, ...], KV] = {}
+    prefixes: list[KV | None] = []
+    for p, (hit, prefix) in zip(rows_ids, looked, strict=True):
+        if not hit or prefix is None:
+            prefixes.append(None)
+            continue
+        prefixes.append(first.setdefault(tuple(p[:hit]), prefix))
+    shared_n = [hit if prefix is not None else 0 for hit, prefix in looked]
+    sizes = [len(p) - m for p, m in zip(rows_ids, shared_n, strict=True)]
+    buckets = suffix_buckets(sizes)
     parts = [
-        _prefill_rows(model, [rows_ids[i] for i in b], [looked[i] for i in b]) for b in buckets
-    ]
-    if len(parts) == 1 and buckets[0] == list(range(len(rows_ids))):
-        rows, logits = parts[0]
+        _prefill_rows(model, [rows_ids[i] for i in b], [shared_n[i] for i in b],
+                      [prefixes[i] for i in b])
+        for b in buckets
+    ]  # fmt: skip
+    width, n = max(sizes), len(rows_ids)
+    if len(parts) == 1 and buckets[0] == list(range(n)):
+        own, logits = parts[0]
     else:  # one right-aligned tensor per layer, rows in prompt order
-        width, n = max(lengths), len(rows_ids)
-        first = parts[0][0]
+        k0, _ = parts[0][0][0]
         logits = parts[0][1].new_empty((n, parts[0][1].shape[1]))
-        rows = []
-        for i, (k0, v0) in enumerate(first):
+        own = []
+        for i in range(len(parts[0][0])):
             keys = k0.new_zeros((n, k0.shape[1], width, k0.shape[3]))
-            values = v0.new_zeros((n, v0.shape[1], width, v0.shape[3]))
+            values = keys.clone()
             for bucket, (kv, _) in zip(buckets, parts, strict=True):
                 index = torch.tensor(bucket, device=keys.device)
                 w = kv[i][0].shape[2]
                 keys[index, :, width - w :] = kv[i][0]
                 values[index, :, width - w :] = kv[i][1]
-            rows.append((keys, values))
+            own.append((keys, values))
         for bucket, (_, part_logits) in zip(buckets, parts, strict=True):
             logits[torch.tensor(bucket, device=logits.device)] = part_logits
     if work is not None:
-        work.stats.computed_tokens += sum(lengths) - sum(hit for hit, _ in looked)
+        work.stats.computed_tokens += sum(sizes)
+    out = Prefilled(own, logits, shared_n, prefixes, [width - s for s in sizes])
     if cache is not None:
-        width = max(lengths)
+        full: KV | None = None
         for b, p in enumerate(rows_ids):
-            start = width - len(p)
+            if cache.peek(scope, p, len(p)) == len(p):
+                continue  # stored already (a repeat of the same prompt): no copy
+            full = full if full is not None else out.full()
+            start = full[0][0].shape[2] - len(p)
             cache.store(
-                scope, p, [_own(k[b : b + 1, :, start:], v[b : b + 1, :, start:]) for k, v in rows]
+                scope, p, [_own(k[b : b + 1, :, start:], v[b : b + 1, :, start:]) for k, v in full]
             )
-    return rows, logits
+    return out
 
 
 def suffix_buckets(sizes: Sequence[int], call: int = _CALL_TOKENS) -> list[list[int]]:
@@ -544,39 +634,30 @@ def suffix_buckets(sizes: Sequence[int], call: int = _CALL_TOKENS) -> list[list[
 
 
 def _prefill_rows(
-    model: WhiteBoxModel, prompts: list[list[int]], looked: list[tuple[int, KV | None]]
+    model: WhiteBoxModel,
+    prompts: list[list[int]],
+    shared: list[int],
+    prefixes: list[KV | None],
 ) -> tuple[KV, Tensor]:
-    """One left-padded forward call over the uncached suffixes of ``prompts`` (each prompt's
-    cached ``looked`` prefix as its past); rows right-aligned to the longest prompt."""
+    """One left-padded forward call over the suffixes of ``prompts`` after their ``shared``
+    prefixes, which they attend to through the cascade; returns the suffixes' own keys and
+    values, right-aligned (left-padded), and the last logits."""
     from transformers import DynamicCache
 
     n = len(prompts)
-    m = [hit for hit, _ in looked]
-    lengths = [len(p) for p in prompts]
-    width_p = max(m)
-    width_q = max(length - hit for length, hit in zip(lengths, m, strict=True))
+    sizes = [len(p) - m for p, m in zip(prompts, shared, strict=True)]
+    width = max(sizes)
     device = model.device
-    ids = torch.zeros((n, width_q), dtype=torch.long, device=device)
-    positions = torch.zeros((n, width_q), dtype=torch.long, device=device)
-    mask = torch.zeros((n, width_p + width_q), dtype=torch.long, device=device)
-    for b, (p, hit) in enumerate(zip(prompts, m, strict=True)):
-        s = len(p) - hit
-        ids[b, width_q - s :] = torch.tensor(p[hit:], dtype=torch.long)
-        positions[b, width_q - s :] = torch.arange(hit, len(p))
-        mask[b, width_p - hit : width_p] = 1
-        mask[b, width_p + width_q - s :] = 1
+    ids = torch.zeros((n, width), dtype=torch.long, device=device)
+    positions = torch.zeros((n, width), dtype=torch.long, device=device)
+    mask = torch.zeros((n, width), dtype=torch.long, device=device)
+    for b, (p, m) in enumerate(zip(prompts, shared, strict=True)):
+        s = len(p) - m
+        ids[b, width - s :] = torch.tensor(p[m:], dtype=torch.long)
+        positions[b, width - s :] = torch.arange(m, len(p))
+        mask[b, width - s :] = 1
     kv: Any = DynamicCache()
-    if width_p:
-        some = next(prefix for _, prefix in looked if prefix is not None)
-        for i, (k0, v0) in enumerate(some):
-            keys = k0.new_zeros((n, k0.shape[1], width_p, k0.shape[3]))
-            values = v0.new_zeros((n, v0.shape[1], width_p, v0.shape[3]))
-            for b, (hit, prefix) in enumerate(looked):
-                if prefix is not None and hit:
-                    keys[b, :, width_p - hit :] = prefix[i][0][0]
-                    values[b, :, width_p - hit :] = prefix[i][1][0]
-            kv.update(keys, values, i)
-    with torch.inference_mode():
+    with cascade_for(model, prefixes), torch.inference_mode():
         out = model.hf(
             input_ids=ids,
             attention_mask=mask,
@@ -586,20 +667,27 @@ def _prefill_rows(
             **_last_logits_only(model),
         )
     logits = out.logits[:, -1].float()
-    # Right-align every row: its cached part and its suffix, with the padding between removed.
-    width = max(lengths)
-    t = torch.arange(width, device=device)[None, :] - (width - torch.tensor(lengths))[:, None]
-    hits = torch.tensor(m)[:, None]
-    src = torch.where(
-        t < hits, width_p - hits + t, width_p + width_q - torch.tensor(lengths)[:, None] + t
-    )
-    src = torch.where(t < 0, 0, src).to(device)
-    rows: KV = []
-    for layer in kv.layers:
-        k, v = layer.keys, layer.values
-        index = src[:, None, :, None].expand(n, k.shape[1], width, k.shape[3])
-        rows.append((k.gather(2, index), v.gather(2, index)))
-    return rows, logits
+    return [(layer.keys, layer.values) for layer in kv.layers], logits
+
+
+def cascade_for(model: WhiteBoxModel, prefixes: Sequence[KV | None]) -> Any:
+    """The cascade context of one forward call whose row ``b`` attends to ``prefixes[b]`` (rows
+    with the same prefix tensors form one group); a null context when no row has a prefix."""
+    import contextlib
+
+    from safelab.models.cascade import Cascade, Group, cascade_attention
+
+    members: dict[int, list[int]] = {}
+    by_id: dict[int, KV] = {}
+    for b, prefix in enumerate(prefixes):
+        if prefix is not None:
+            members.setdefault(id(prefix), []).append(b)
+            by_id[id(prefix)] = prefix
+    if not members:
+        return contextlib.nullcontext()
+    device = model.device
+    groups = [Group(torch.tensor(rows, device=device), by_id[key]) for key, rows in members.items()]
+    return cascade_attention(model.hf, Cascade(groups))
 
 
 def run_rows(
