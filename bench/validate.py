@@ -18,6 +18,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import resource
 import subprocess
 import sys
 import tempfile
@@ -62,9 +63,15 @@ def main() -> None:
         load_start = _load()
         print(f"cold run (load {load_start}); organisms in {root}", flush=True)
         cold, _ = run(out, root, args.organisms)
+        # ru_maxrss of the largest child so far (KiB on Linux): the cold matrix process
+        peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
+        cold_timings = json.loads((out / "metrics.json").read_text()).get("timings_s")
         trained = sorted({d.name for d in root.iterdir() if not d.name.startswith(".")} - before)
         reused = sorted(d for d in before if not d.startswith("."))
-        print(f"  cold {cold:.0f} s, trained {len(trained)}: {', '.join(trained)} (load {_load()})")
+        print(
+            f"  cold {cold:.0f} s, peak RSS {peak_gib:.1f} GiB, trained {len(trained)}: "
+            f"{', '.join(trained)} (load {_load()})"
+        )
         print(f"  organisms already in the cache (reused, not trained): {', '.join(reused)}")
         warm, text = run(out, root, args.organisms)
         print(f"  warm {warm:.1f} s (load {_load()})")
@@ -75,6 +82,8 @@ def main() -> None:
                 "cold_s": round(cold, 1),
                 "warm_s": round(warm, 1),
                 "cold_vs_warm": round(cold / warm, 2),
+                "cold_peak_rss_gib": round(peak_gib, 2),
+                "cold_timings_s": cold_timings,
                 "organisms_trained": len(trained),
                 "organisms_reused": len(reused),
                 "cold_includes": (
