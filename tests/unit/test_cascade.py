@@ -22,13 +22,16 @@ def _module(layer: int = 0) -> SimpleNamespace:
     return SimpleNamespace(layer_idx=layer, config=SimpleNamespace(_attn_implementation="sdpa"))
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
 @pytest.mark.parametrize("q_len", [1, 5])
-def test_two_part_attention_is_attention_over_prefix_and_own_keys(q_len: int) -> None:
+def test_two_part_attention_is_attention_over_prefix_and_own_keys(
+    q_len: int, dtype: torch.dtype
+) -> None:
     torch.manual_seed(0)
     b, heads, kv_heads, d, own, pre = 4, 6, 2, 16, 7, 11
-    q = torch.randn(b, heads, q_len, d)
-    k, v = torch.randn(b, kv_heads, own, d), torch.randn(b, kv_heads, own, d)
-    pk, pv = torch.randn(1, kv_heads, pre, d), torch.randn(1, kv_heads, pre, d)
+    q = torch.randn(b, heads, q_len, d).to(dtype)
+    k, v = torch.randn(b, kv_heads, own, d).to(dtype), torch.randn(b, kv_heads, own, d).to(dtype)
+    pk, pv = torch.randn(1, kv_heads, pre, d).to(dtype), torch.randn(1, kv_heads, pre, d).to(dtype)
     # own part: row 3 has 2 padding positions; queries are the last q_len positions (causal)
     allowed = torch.ones(b, 1, q_len, own, dtype=torch.bool)
     allowed[3, :, :, :2] = False
@@ -50,7 +53,9 @@ def test_two_part_attention_is_attention_over_prefix_and_own_keys(q_len: int) ->
             attn_mask=mask,
             scale=0.25,
         )
-        torch.testing.assert_close(out[row], ref[0].transpose(0, 1), atol=1e-6, rtol=1e-5)
+        tol = 1e-6 if dtype == torch.float32 else 2e-2  # bfloat16: 8 bits of mantissa
+        assert out.dtype == dtype
+        torch.testing.assert_close(out[row], ref[0].transpose(0, 1), atol=tol, rtol=tol)
 
 
 def test_outside_its_thread_the_model_attends_as_before() -> None:

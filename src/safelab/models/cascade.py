@@ -161,7 +161,7 @@ def cascade_attention_forward(
         merged = (o_own * w_own[..., None] + out_pre * w_pre[..., None]) / (w_own + w_pre)[
             ..., None
         ]
-        out.index_copy_(0, group.rows, merged)
+        out.index_copy_(0, group.rows, merged.to(out.dtype))  # the log-sum-exps are float32
     return out.transpose(1, 2).contiguous(), None
 
 
