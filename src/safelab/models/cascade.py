@@ -96,11 +96,10 @@ def _fallback(module: Any) -> Any:
     """The model's own attention function (what ran before :func:`cascade_attention`)."""
     import sys
 
+    from transformers.integrations.sdpa_attention import sdpa_attention_forward
     from transformers.modeling_utils import ALL_ATTENTION_FUNCTIONS
 
     before = getattr(module.config, "_safelab_attn_before", None) or "sdpa"
-    from transformers.integrations.sdpa_attention import sdpa_attention_forward
-
     eager = getattr(sys.modules[type(module).__module__], "eager_attention_forward", None)
     return ALL_ATTENTION_FUNCTIONS.get_interface(before, eager or sdpa_attention_forward)
 

@@ -161,7 +161,9 @@ class DecodeBatch:
         self._keep = _last_logits_only(model)
         self._eos = eos_ids(model)
         self._vocab_default_top_k = getattr(model.hf.generation_config, "top_k", None)
-        self._prefixes: dict[tuple[int, tuple[int, ...]], KV] = {}
+        self._prefixes: dict[tuple[int, ...], KV] = {}
+        """Shared prefixes of running rows by their tokens: a joining row with the same prefix
+        takes the same tensors, so the cascade reads one copy."""
 
     def __len__(self) -> int:
         return len(self.rows)
@@ -222,8 +224,7 @@ class DecodeBatch:
         lengths = [len(r.prompt) - r.shared for r in rows]
         for row in rows:  # a prefix equal to a running row's joins its group (one copy)
             if row.prefix is not None:
-                key = (row.shared, tuple(row.prompt[: row.shared]))
-                row.prefix = self._prefixes.setdefault(key, row.prefix)
+                row.prefix = self._prefixes.setdefault(tuple(row.prompt[: row.shared]), row.prefix)
         old, width = len(self.rows), self.mask.shape[1]
         n_new, new_w = kv[0][0].shape[2], max(self.mask.shape[1], kv[0][0].shape[2])
         mask = torch.zeros((old + len(rows), new_w), dtype=torch.long, device=device)
@@ -294,16 +295,17 @@ class DecodeBatch:
                         (layer.keys[b : b + 1, :, start:], layer.values[b : b + 1, :, start:])
                         for layer in self.kv.layers
                     ]
-                    if row.prefix is not None:  # the whole sequence: its prefix, then its own
+                    if row.prefix is None:
+                        kv = [_own(k, v) for k, v in kv]
+                    else:  # the whole sequence, its prefix then its own (cat: new tensors)
                         kv = [
                             (torch.cat([pk, k], dim=2), torch.cat([pv, v], dim=2))
                             for (pk, pv), (k, v) in zip(row.prefix, kv, strict=True)
                         ]
                     ids = (row.prompt + row.completion)[: row.shared + n]
-                    self.cache.store(self.scope, ids, [_own(k, v) for k, v in kv])
-        live = {(r.shared, tuple(r.prompt[: r.shared])) for b, r in enumerate(self.rows)
-                if b in keep and r.prefix is not None}  # fmt: skip
-        self._prefixes = {k: v for k, v in self._prefixes.items() if k in live}
+                    self.cache.store(self.scope, ids, kv)
+        held = {id(self.rows[b].prefix) for b in keep}  # prefixes no running row holds go
+        self._prefixes = {k: v for k, v in self._prefixes.items() if id(v) in held}
         if not keep:
             from transformers import DynamicCache
 
@@ -492,25 +494,33 @@ class Prefilled:
     pad: list[int] = field(default_factory=list)
     """Per row, the left-padding positions of ``own``."""
 
-    def full(self) -> KV:
-        """Each row's whole prompt (prefix, then own part), right-aligned: one copy per row."""
-        n = len(self.shared)
-        own_w = self.own[0][0].shape[2]
-        lengths = [own_w - self.pad[b] + self.shared[b] for b in range(n)]
-        width = max(lengths)
-        rows: KV = []
+    def whole(self, b: int) -> KV:
+        """Row ``b``'s whole prompt (prefix, then own part), batch 1, in new tensors."""
+        prefix, pad = self.prefixes[b], self.pad[b]
+        out: KV = []
         for i, (k, v) in enumerate(self.own):
-            out = []
-            for t, j in ((k, 0), (v, 1)):
-                buf = t.new_zeros((n, t.shape[1], width, t.shape[3]))
-                for b in range(n):
-                    own = t[b, :, self.pad[b] :]
-                    prefix = self.prefixes[b]
-                    whole = own if prefix is None else torch.cat([prefix[i][j][0], own], dim=1)
-                    buf[b, :, width - whole.shape[1] :] = whole
-                out.append(buf)
-            rows.append((out[0], out[1]))
-        return rows
+            ok, ov = k[b : b + 1, :, pad:], v[b : b + 1, :, pad:]
+            if prefix is None:
+                out.append(_own(ok, ov))
+            else:
+                out.append(
+                    (torch.cat([prefix[i][0], ok], dim=2), torch.cat([prefix[i][1], ov], dim=2))
+                )
+        return out
+
+    def full(self) -> KV:
+        """Every row's whole prompt, right-aligned in one tensor per layer."""
+        rows = [self.whole(b) for b in range(len(self.shared))]
+        width = max(r[0][0].shape[2] for r in rows)
+        full: KV = []
+        for i, (k, _) in enumerate(self.own):
+            keys = k.new_zeros((len(rows), k.shape[1], width, k.shape[3]))
+            values = keys.clone()
+            for b, row in enumerate(rows):
+                keys[b, :, width - row[i][0].shape[2] :] = row[i][0][0]
+                values[b, :, width - row[i][1].shape[2] :] = row[i][1][0]
+            full.append((keys, values))
+        return full
 
 
 def prefill_group(
@@ -601,15 +611,9 @@ def prefill_parts(
         work.stats.computed_tokens += sum(sizes)
     out = Prefilled(own, logits, shared_n, prefixes, [width - s for s in sizes])
     if cache is not None:
-        full: KV | None = None
         for b, p in enumerate(rows_ids):
-            if cache.peek(scope, p, len(p)) == len(p):
-                continue  # stored already (a repeat of the same prompt): no copy
-            full = full if full is not None else out.full()
-            start = full[0][0].shape[2] - len(p)
-            cache.store(
-                scope, p, [_own(k[b : b + 1, :, start:], v[b : b + 1, :, start:]) for k, v in full]
-            )
+            if cache.peek(scope, p, len(p)) < len(p):  # a repeat of a stored prompt: no copy
+                cache.store(scope, p, out.whole(b))
     return out
 
 

@@ -462,10 +462,6 @@ def unit_flips(rec: dict[str, Any], check: Check) -> tuple[list[float | None], l
 # -- white-box detectors -----------------------------------------------------------------
 
 
-_DIRECTIONS: dict[tuple[Any, ...], tuple[Any, dict[str, Any]]] = {}
-"""``(model, its defection directions)`` by (model id, sites), for the models of this process."""
-
-
 def trim_heap() -> None:
     """Hand the heap's free memory back to the OS (glibc's ``malloc_trim``; a no-op elsewhere).
 
@@ -486,8 +482,11 @@ def probe_control(
     chats: list[Any],
     labels: list[int],
     cfg: ValidateConfig,
+    directions: dict[int, dict[str, Any]] | None = None,
 ) -> dict[str, Any]:
-    """The defection probe (made on each model from the generic pairs) on both models."""
+    """The defection probe (made on each model from the generic pairs) on both models;
+    ``directions`` (by model id, for models the caller keeps loaded) reuses a model's
+    directions across calls: the base's are made once per run, not once per organism column."""
     from safelab.interp.base_control import base_control
     from safelab.loop.detect import defection_directions, defection_pairs
 
@@ -495,13 +494,11 @@ def probe_control(
     sites = [str(s) for s in org.resolve_sites("blocks.*.resid_post")]
 
     def scores(model: WhiteBoxModel) -> dict[str, list[float]]:
-        # The directions depend on the model and the generic pairs only: the base's are made
-        # once per run, not once per organism column (8 of the row's 16 direction fits).
-        key = (id(model), tuple(sites))
-        held = _DIRECTIONS.get(key)
-        if held is None or held[0] is not model:  # (the model is held: its id is not reused)
-            held = _DIRECTIONS[key] = (model, defection_directions(model, sites, pairs))
-        dirs = held[1]
+        dirs = (directions or {}).get(id(model))
+        if dirs is None:
+            dirs = defection_directions(model, sites, pairs)
+            if directions is not None:
+                directions[id(model)] = dirs
         texts = [model.render_chat(c) for c in chats]
         acts = model.capture(texts, sites, position="last", batch_size=32)
         return {s: (acts[s].float() @ dirs[s].float()).tolist() for s in sites}
@@ -768,6 +765,7 @@ def run_validate(
     store, logs = Store(out), out / "logs"
     t0 = time.perf_counter()
     loaded = model_loader({cfg.model: model} if model is not None else None)
+    directions: dict[int, dict[str, Any]] = {}  # the probe's, by model (held by `loaded`)
 
     rows = build_rows(cfg, _columns_for_rows(cfg))  # an unknown detector fails before training
     columns = resolve_columns(cfg, say, lambda: loaded(cfg.model), recipes)
@@ -874,8 +872,11 @@ def run_validate(
                 f"{check.task} has no within-task control samples to contrast with",
             )  # fmt: skip
         chats = [sample_chat(s) for s in samples]
-        fn = probe_control if row.name == PROBE_ROW else sae_control
-        ctl = fn(loaded(col.spec), loaded(cfg.model), chats, labels, cfg)
+        org, base = loaded(col.spec), loaded(cfg.model)
+        if row.name == PROBE_ROW:
+            ctl = probe_control(org, base, chats, labels, cfg, directions)
+        else:
+            ctl = sae_control(org, base, chats, labels, cfg)
         cell = control_cell(row.name, col.name, ctl)
         cell.detail["inputs"] = (
             f"{check.task}: {dict(check.target)} vs {dict(check.reference or {})}"
