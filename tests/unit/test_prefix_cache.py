@@ -132,14 +132,63 @@ def test_interventions_are_part_of_the_key() -> None:
         steered = generate_batch(model, PROMPTS, req, [False] * 4, cache=cache)
     assert [r.completion_ids for r in steered] == [r.completion_ids for r in steered_ref]
     assert [r.completion_ids for r in steered] != [r.completion_ids for r in plain]
-    # Steering only the last position depends on how the prompt is split: never cached.
+    # Steering only the last position depends on how the prompt is split: nothing it computes
+    # is kept whole, but it reads (and adds) the plain model's prefixes.
     with model.steer(vector, "blocks.1.resid_post", positions="last"):
-        assert model.cache_scope() is None
-        n = len(cache)
+        assert model.cache_scope() is None and model.prefix_scope() == plain_scope
+        assert model.acts_at_last
         last_ref = generate_batch(model, PROMPTS, req, [False] * 4)
+        reused = cache.stats.reused_tokens
         last = generate_batch(model, PROMPTS, req, [False] * 4, cache=cache)
-        assert len(cache) == n
+        assert cache.stats.reused_tokens > reused
     assert [r.completion_ids for r in last] == [r.completion_ids for r in last_ref]
+    assert [r.completion_ids for r in last] != [r.completion_ids for r in plain]
+
+
+def _assert_entries_are_unhooked(model, cache) -> None:  # type: ignore[no-untyped-def]
+    """Every stored entry holds the keys and values the unhooked model computes for it."""
+    for entry in cache._entries.values():
+        with torch.inference_mode():
+            full = model.hf(input_ids=entry.ids[None], use_cache=True)
+        ref = getattr(full, "cache", None) or full.past_key_values
+        for (k, v), layer in zip(entry.kv, ref.layers, strict=True):
+            torch.testing.assert_close(k, layer.keys, atol=1e-5, rtol=1e-5)
+            torch.testing.assert_close(v, layer.values, atol=1e-5, rtol=1e-5)
+
+
+@pytest.mark.parametrize("family", ["llama", "gpt2"])
+def test_last_position_steering_shares_the_plain_models_prefixes_exactly(family: str) -> None:
+    model = tiny_model(family)
+    vector = torch.randn(model.d_model) * 3
+    req = GenerationRequest(max_new_tokens=8)
+    flags = [False] * len(GROUP)
+    site = "blocks.1.resid_post"
+    with model.steer(vector, site, positions="last"):
+        ref = generate_batch(model, GROUP, req, flags)  # one padded generate call, no cache
+    cache = PrefixCache()
+    # Cold: the group's shared prefix is computed once (with the steering suspended), then the
+    # suffixes; warm: every prompt reads its cached prefix, its last token steered.
+    for _ in range(2):
+        with model.steer(vector, site, positions="last"):
+            got = generate_batch(model, GROUP, req, flags, cache=cache)
+        assert [r.completion_ids for r in got] == [r.completion_ids for r in ref]
+        _assert_entries_are_unhooked(model, cache)
+    assert cache.stats.reused_tokens > 0
+    ids = _ids(model, GROUP)
+    assert all(len(e.ids) < max(map(len, ids)) for e in cache._entries.values())
+    # The plain model reads what the steered runs stored and still gives its own tokens.
+    plain_ref = generate_batch(model, GROUP, req, flags)
+    plain = generate_batch(model, GROUP, req, flags, cache=cache)
+    assert [r.completion_ids for r in plain] == [r.completion_ids for r in plain_ref]
+    assert [r.completion_ids for r in plain] != [r.completion_ids for r in got]
+    # Resampling one prefix: cached, uncached and the padded call agree under the steering.
+    prefix = ids[3]
+    with model.steer(vector, site, positions="last"):
+        (whole,) = generate_batch(model, [GROUP[3]], req, [False])
+        for c in (None, cache):
+            (one,) = sample_continuations(model, prefix, 1, req, cache=c)
+            assert one.completion_ids == whole.completion_ids
+    _assert_entries_are_unhooked(model, cache)
 
 
 def test_opaque_hooks_and_changed_weights_are_never_served_from_the_cache() -> None:

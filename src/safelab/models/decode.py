@@ -139,8 +139,8 @@ class DecodeBatch:
 
     Args:
         cache: the prefix cache to read and fill, or ``None`` (every prompt computed in full).
-        scope: the cache scope (:meth:`WhiteBoxModel.cache_scope`) the rows run under; with
-            ``None`` the cache is not used.
+        scope: the cache scope the rows read prefixes from (:meth:`WhiteBoxModel.prefix_scope`
+            under the active hooks); with ``None`` the cache is not used.
     """
 
     def __init__(
@@ -283,8 +283,9 @@ class DecodeBatch:
         return finished
 
     def _leave(self, keep: list[int]) -> None:
-        """Keep the rows at ``keep``; store the finished rows' keys and values for reuse."""
-        if self.cache is not None:
+        """Keep the rows at ``keep``; store the finished rows' keys and values for reuse (not
+        under hooks that act at each call's last position: every completion token is one)."""
+        if self.cache is not None and not self.model.acts_at_last:
             for b, row in enumerate(self.rows):
                 if row.done and b not in keep:
                     # Fed: the prompt and every completion token but a last one that ended the
@@ -395,10 +396,18 @@ def prefill(
 
     With ``logits`` at least the last token is fed, so its logits exist; without, a fully cached
     ``ids`` costs no forward call. ``scope`` ``None`` computes everything and stores nothing.
+
+    Without ``logits``, ``ids`` is a prefix that a later call extends: it runs inside
+    :meth:`~safelab.models.whitebox.WhiteBoxModel.prefix_pass` (hooks that act only at a call's
+    last position leave it alone, as in one call over the whole prompt). With ``logits`` under
+    such hooks, the last token (changed by them) is not stored.
     """
+    import contextlib
+
     from transformers import DynamicCache
 
     ids = list(ids)
+    at_last = model.acts_at_last
     if cache is None or scope is None:
         cache, scope = None, None
     m, prefix = (0, None)
@@ -411,7 +420,8 @@ def prefill(
     out_logits = None
     if m < len(ids):
         suffix = torch.tensor([ids[m:]], dtype=torch.long, device=model.device)
-        with torch.inference_mode():
+        passing = model.prefix_pass() if not logits else contextlib.nullcontext()
+        with torch.inference_mode(), passing:
             out = model.hf(
                 input_ids=suffix,
                 use_cache=True,
@@ -421,8 +431,10 @@ def prefill(
         out_logits = out.logits[0, -1].float() if logits else None
     if cache is not None:
         cache.stats.computed_tokens += len(ids) - m
-        if m < len(ids):
-            cache.store(scope, ids, [(layer.keys, layer.values) for layer in kv.layers])
+        n = len(ids) - 1 if logits and at_last else len(ids)
+        if m < n:
+            layers = [(layer.keys[:, :, :n], layer.values[:, :, :n]) for layer in kv.layers]
+            cache.store(scope, ids[:n], layers)
     return kv, out_logits
 
 
@@ -611,9 +623,14 @@ def prefill_parts(
         work.stats.computed_tokens += sum(sizes)
     out = Prefilled(own, logits, shared_n, prefixes, [width - s for s in sizes])
     if cache is not None:
+        # Under hooks that change a call's last position, a prompt's last token is theirs: the
+        # positions before it are stored (they are the unhooked model's, see prefix_scope).
+        cut = 1 if model.acts_at_last else 0
         for b, p in enumerate(rows_ids):
-            if cache.peek(scope, p, len(p)) < len(p):  # a repeat of a stored prompt: no copy
-                cache.store(scope, p, out.whole(b))
+            n = len(p) - cut
+            if 0 < n and cache.peek(scope, p, n) < n:  # a repeat of a stored prompt: no copy
+                whole = out.whole(b)
+                cache.store(scope, p[:n], [(k[:, :, :n], v[:, :, :n]) for k, v in whole])
     return out
 
 
@@ -701,7 +718,7 @@ def run_rows(
     cache: PrefixCache | None,
 ) -> list[GenerationResult]:
     """Decode every prompt in one continuous batch until all are done (in prompt order)."""
-    scope = model.cache_scope() if cache is not None else None
+    scope = model.prefix_scope() if cache is not None else None
     batch = DecodeBatch(model, cache, scope)
     rows = batch.add_many(prompts, requests)
     while len(batch):

@@ -147,10 +147,11 @@ def sample_continuations(
         if len(prefix) > 1:
             name = cache_arg(model)
             if cache is not None and supported(model):
-                kv, _ = prefill(model, prefix[:-1], cache, model.cache_scope(), logits=False)
-            else:
+                kv, _ = prefill(model, prefix[:-1], cache, model.prefix_scope(), logits=False)
+            else:  # a prefix the next call extends: hooks of a call's last position wait
                 kv = DynamicCache(config=model.hf.config)
-                model.hf(input_ids=ids[:, :-1], use_cache=True, **{name: kv})
+                with model.prefix_pass():
+                    model.hf(input_ids=ids[:, :-1], use_cache=True, **{name: kv})
             kv.batch_repeat_interleave(n)
             kwargs[name] = kv
         batch = ids.expand(n, -1).contiguous()

@@ -53,7 +53,10 @@ def steer(
         return out
 
     key = ("steer", tuple(str(s) for s in sites), _digest(delta), positions)
-    with model.hooks({str(s): add for s in sites}, key=key, cacheable=positions == "all"):
+    # "last" changes only a call's last position: the prompt's earlier positions are the
+    # unsteered model's, so its cached prefixes are shared with the plain model.
+    cacheable = True if positions == "all" else "last"
+    with model.hooks({str(s): add for s in sites}, key=key, cacheable=cacheable):
         yield
 
 

@@ -8,9 +8,10 @@
 
 from __future__ import annotations
 
+import threading
 from collections.abc import Hashable, Iterator, Mapping, Sequence
 from contextlib import contextmanager
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Literal
 
 import torch
 from torch import Tensor
@@ -61,7 +62,8 @@ class WhiteBoxModel:
         self.adapter: ArchitectureAdapter = adapter_for(hf)
         self._resolved: dict[str, ResolvedSite] = {}
         self._patterns: dict[tuple[str, ...], list[Site]] = {}
-        self._active_hooks: list[tuple[Hashable | None, bool, int]] = []
+        self._active_hooks: list[tuple[Hashable | None, bool | str, int]] = []
+        self._prefix_state = threading.local()
         cache = getattr(self, "prefix_cache", None)
         if cache is not None:
             cache.clear()  # new weights: nothing cached before applies
@@ -123,7 +125,11 @@ class WhiteBoxModel:
 
     @contextmanager
     def hooks(
-        self, fns: Mapping[str, HookFn], *, key: Hashable | None = None, cacheable: bool = False
+        self,
+        fns: Mapping[str, HookFn],
+        *,
+        key: Hashable | None = None,
+        cacheable: bool | Literal["last"] = False,
     ) -> Iterator[None]:
         """Attach ``{site: fn}`` forward hooks for the duration of the block.
 
@@ -136,12 +142,18 @@ class WhiteBoxModel:
                 ``generate`` call, with no prefix cache and no continuous batching.
             cacheable: each position's output depends only on its own input, whatever forward
                 call it comes in (steering at every position, ablation): keys and values
-                computed under these hooks can be reused, under ``key``.
+                computed under these hooks can be reused, under ``key``. ``"last"``: the hooks
+                change only each forward call's last position (steering ``positions="last"``):
+                a prompt's positions before its last token are what the model computes without
+                them, so those prefixes are shared with the unhooked model
+                (:meth:`prefix_scope`), computed inside :meth:`prefix_pass`.
         """
         handles = []
         entry = (key, cacheable, len(fns))
         try:
             for name, fn in fns.items():
+                if cacheable == "last":
+                    fn = self._outside_prefix_pass(fn)
                 handles.append(self.resolved_site(name).point.register(fn))
             self._active_hooks.append(entry)
             yield
@@ -174,13 +186,55 @@ class WhiteBoxModel:
         is in training mode. The weights enter by identity and in-place version counter, so an
         optimizer step invalidates everything cached before it.
         """
+        if any(c is not True for _, c, _ in self._active_hooks):
+            return None
+        return self.prefix_scope()
+
+    def prefix_scope(self) -> Hashable | None:
+        """The scope whose cached prefixes the active hooks can read: :meth:`cache_scope`, or,
+        while hooks that act only at a call's last position are active (:meth:`hooks`
+        ``cacheable="last"``), the scope without them.
+
+        Under such hooks only a prompt's positions before its last token may be read from or
+        stored in this scope, and they are computed inside :meth:`prefix_pass`
+        (:mod:`safelab.models.decode` does both; :attr:`acts_at_last` says when). ``None`` while
+        an opaque or other position-dependent hook is active, or in training mode.
+        """
         keys = self.intervention_key()
         if keys is None or self.hf.training:
             return None
-        if not all(c for _, c, _ in self._active_hooks):
+        if any(c is False for _, c, _ in self._active_hooks):
             return None
+        keys = tuple(k for k, c, _ in self._active_hooks if c is True)
         version = sum(p._version for p in self.hf.parameters())
         return (id(self.hf), version, str(self.dtype), str(self.device), self.linear_kernel, keys)
+
+    @property
+    def acts_at_last(self) -> bool:
+        """Whether a hook that changes only each forward call's last position is active."""
+        return any(c == "last" for _, c, _ in self._active_hooks)
+
+    @contextmanager
+    def prefix_pass(self) -> Iterator[None]:
+        """Suspend, in this thread, the hooks that act only at a call's last position.
+
+        For forward calls over a prefix that a later call extends: in one call over the whole
+        prompt those positions are not the last, so the hooks leave them alone there too.
+        """
+        state = self._prefix_state
+        state.depth = getattr(state, "depth", 0) + 1
+        try:
+            yield
+        finally:
+            state.depth -= 1
+
+    def _outside_prefix_pass(self, fn: HookFn) -> HookFn:
+        state = self._prefix_state
+
+        def hook(t: Tensor) -> Tensor | None:
+            return None if getattr(state, "depth", 0) else fn(t)
+
+        return hook
 
     @property
     def linear_kernel(self) -> str:

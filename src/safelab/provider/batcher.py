@@ -236,7 +236,7 @@ class Batcher:
                 iv.enter(self.model, stack)
                 loop_ok = use_decode_loop(self.model)
                 if loop_ok and running is None:
-                    scope = self.model.cache_scope() if jobs[0].use_cache else None
+                    scope = self.model.prefix_scope() if jobs[0].use_cache else None
                     batch = DecodeBatch(self.model, self.cache, scope)
                     running = self.running[id(iv)] = _Running(iv, batch)
                 if loop_ok and running is not None:
