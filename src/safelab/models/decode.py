@@ -628,7 +628,7 @@ def prefill_parts(
         cut = 1 if model.acts_at_last else 0
         for b, p in enumerate(rows_ids):
             n = len(p) - cut
-            if 0 < n and cache.peek(scope, p, n) < n:  # a repeat of a stored prompt: no copy
+            if n > 0 and cache.peek(scope, p, n) < n:  # a repeat of a stored prompt: no copy
                 whole = out.whole(b)
                 cache.store(scope, p[:n], [(k[:, :, :n], v[:, :, :n]) for k, v in whole])
     return out
