@@ -55,7 +55,7 @@ def steer(
     key = ("steer", tuple(str(s) for s in sites), _digest(delta), positions)
     # "last" changes only a call's last position: the prompt's earlier positions are the
     # unsteered model's, so its cached prefixes are shared with the plain model.
-    cacheable = True if positions == "all" else "last"
+    cacheable: bool | Literal["last"] = True if positions == "all" else "last"
     with model.hooks({str(s): add for s in sites}, key=key, cacheable=cacheable):
         yield
 
