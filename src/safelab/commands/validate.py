@@ -38,6 +38,12 @@ def register(subparsers: Any) -> None:
     p.add_argument("--root", default=d.root, help="organism cache folder")
     p.add_argument("--preset", default=d.preset, help="quick (about 30 min cold) or full")
     p.add_argument("--n", type=int, default=None, help="samples per condition of each check")
+    p.add_argument(
+        "--repeats",
+        type=int,
+        default=None,
+        help="samples per condition of the sampled (agentic) checks (quick 16, full 32)",
+    )
     p.add_argument("--n-white-box", type=int, default=None, help="prompts per class (probe, SAE)")
     p.add_argument("--n-judge", type=int, default=None, help="transcripts per class (0: no judge)")
     p.add_argument(
@@ -90,6 +96,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         paths=tuple(args.organism),
         root=args.root,
         n=args.n,
+        repeats=args.repeats,
         n_white_box=args.n_white_box,
         n_judge=args.n_judge,
         n_audit=args.n_audit,

