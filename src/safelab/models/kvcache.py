@@ -12,8 +12,11 @@ entry that is a prefix of a newer one is dropped, since the newer one serves eve
 
 Every entry lives under a *scope*: the weights (their identity and in-place version counter), the
 dtype and device, and the interventions active when it was computed (see
-:func:`safelab.models.whitebox.WhiteBoxModel.hook_scope`). Steered and plain runs of the same
-prompt therefore never share, and training the weights in place invalidates what was cached.
+:func:`safelab.models.whitebox.WhiteBoxModel.hook_scope`). Runs steered at every position and
+plain runs of the same prompt therefore never share; steering that acts only at a call's last
+position leaves the positions before it as the plain model computes them, so such runs read (and
+store only) those (:meth:`~safelab.models.whitebox.WhiteBoxModel.prefix_scope`). Training the
+weights in place invalidates what was cached.
 """
 
 from __future__ import annotations
@@ -22,6 +25,7 @@ import threading
 from collections import OrderedDict
 from collections.abc import Hashable, Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import torch
 from torch import Tensor
@@ -74,6 +78,13 @@ class PrefixCache:
         self.nbytes = 0
         self.stats = CacheStats()
         self._lock = threading.Lock()
+
+    def __getstate__(self) -> dict[str, Any]:
+        """A copy (``copy.deepcopy`` of a model) starts empty, with the same settings."""
+        return {"cfg": self.cfg}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__init__(state["cfg"])  # type: ignore[misc]
 
     def __len__(self) -> int:
         return len(self._entries)

@@ -68,6 +68,16 @@ class WhiteBoxModel:
         if cache is not None:
             cache.clear()  # new weights: nothing cached before applies
 
+    def __getstate__(self) -> dict[str, Any]:
+        """Copies and pickles leave the per-thread prefix-pass state behind (it is made anew)."""
+        state = self.__dict__.copy()
+        state.pop("_prefix_state", None)
+        return state
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self._prefix_state = threading.local()
+
     # -- shape -----------------------------------------------------------------------------
     @property
     def n_layers(self) -> int:
