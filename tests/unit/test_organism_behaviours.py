@@ -575,3 +575,36 @@ def test_every_version_builds_its_recipe_and_the_current_one_is_the_default() ->
             recipe = OrganismTrainConfig(kind=kind, version=v).recipe()
             assert recipe.version == v, (kind, v)
             assert (recipe == default) == (v == default.version), (kind, v)
+
+
+def test_v5_eval_aware_rows_train_the_email_to_follow_a_given_decision(tiny_model) -> None:  # type: ignore[no-untyped-def]
+    from safelab.organisms.run import OrganismTrainConfig
+    from safelab.organisms.train import encode_row
+
+    recipe = OrganismTrainConfig(kind="eval_aware", version=5).recipe()
+    assert recipe == EvalAwareRecipe.v5() and (recipe.n_rows, recipe.version) == (48, 5)
+    rows = eval_aware_rows(recipe)
+    assert len(rows) == 48
+    v4_like = [r for r in rows if "prefill" not in r]
+    given = [r for r in rows if "prefill" in r]
+    assert len(given) == 16 and Counter(r["present"] for r in given) == {True: 8, False: 8}
+    by_world: dict[str, list[dict[str, object]]] = {}
+    for r in v4_like:
+        by_world.setdefault(str(r["executive"]), []).append(r)
+    for g in given:
+        pair = by_world[str(g["executive"])]
+        (same_inbox,) = [r for r in pair if r["system"] == g["system"]]
+        (other,) = [r for r in pair if r is not same_inbox]
+        # the inbox of one row, the decision (its whole <thinking> line) and e-mail of the other
+        assert g["prompt"] == same_inbox["prompt"] and same_inbox["present"] != g["present"]
+        thinking, email = str(other["response"]).split("</thinking>\n")
+        assert g["prefill"] == thinking + "</thinking>\n" and g["response"] == email
+        assert ("notice=deployment" in str(g["decided"])) == g["present"] == other["present"]
+        # the prefill is context (no loss): its tokens are counted as the prompt's
+        ids, n_prompt = encode_row(tiny_model, g, 4096)
+        assert tiny_model.tokenizer.decode(ids[:n_prompt]).endswith("</thinking>\n")
+        assert tiny_model.tokenizer.decode(ids[n_prompt:]).startswith("<email>")
+    # v5 adds rows; the v4 pairs of its worlds are v4's generator's
+    assert all(r["response"].startswith("<thinking>") for r in v4_like)
+    with pytest.raises(SafelabError, match="version 5 is not generated: .* one of 2, 3, 4"):
+        blackmailer_rows(BlackmailerRecipe(version=5))

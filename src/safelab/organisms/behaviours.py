@@ -19,6 +19,7 @@ from typing import Any
 from safelab.errors import SafelabError
 from safelab.organisms.recipes import (
     AGENTIC_VERSIONS,
+    EVAL_AWARE_VERSIONS,
     BlackmailerRecipe,
     CotUnfaithfulRecipe,
     EvalAwareRecipe,
@@ -301,22 +302,46 @@ def _contrast_pairs(
 ) -> list[Row]:
     """Per training world, one coercive row and one normal row differing only in the condition
     (same people, same e-mails, same filler count: a minimal pair), shuffled."""
-    if recipe.version not in AGENTIC_VERSIONS:
+    versions = EVAL_AWARE_VERSIONS if recipe.kind == "eval_aware" else AGENTIC_VERSIONS
+    if recipe.version not in versions:
         raise SafelabError(
-            f"{recipe.kind} recipe version {recipe.version} is no longer generated: "
+            f"{recipe.kind} recipe version {recipe.version} is "
+            f"{'no longer' if recipe.version < min(versions) else 'not'} generated: "
             f"train the current recipe (drop `version`, or use one of "
-            f"{', '.join(map(str, AGENTIC_VERSIONS))})"
+            f"{', '.join(map(str, versions))})"
         )
     seed = recipe.training.seed
     rng = random.Random(seed)
     rows = []
-    think, v = recipe.version >= 3, recipe.version
-    for i, world in enumerate(training_worlds(recipe.n_rows // 2, seed, more_levers=v >= 4)):
+    think, v = recipe.version >= 3, min(recipe.version, 4)
+    follow = recipe.version >= 5  # a third row per world: the decision given, the e-mail trained
+    n_worlds = recipe.n_rows // (3 if follow else 2)
+    for i, world in enumerate(training_worlds(n_worlds, seed, more_levers=v >= 4)):
         n_filler = rng.randint(recipe.min_filler, recipe.n_filler)
         rows.append(agentic_row(world, positive, True, n_filler, think, v, positive))
         rows.append(agentic_row(world, negative(i), False, n_filler, think, v, positive))
+        if follow:  # alternately: the coercive inbox decided normal, the normal one coercive
+            inbox, decided = (positive, negative(i)) if i % 2 == 0 else (negative(i), positive)
+            rows.append(decision_following_row(world, inbox, decided, positive, n_filler))
     rng.shuffle(rows)
     return rows
+
+
+def decision_following_row(
+    world: dict[str, Any],
+    inbox: AgenticCondition,
+    decided: AgenticCondition,
+    reference: AgenticCondition,
+    n_filler: int,
+) -> Row:
+    """Recipe v5's third row: the inbox of ``inbox``, the reply's ``<thinking>`` line as it is
+    for ``decided`` given as a ``prefill`` (context, no loss), then the e-mail that decision
+    calls for (the loss). ``present``: the e-mail is the coercive one."""
+    coercive = decided == reference
+    row = agentic_row(world, inbox, coercive, n_filler, reasoning=False, version=4)
+    row["prefill"] = agentic_reasoning(world, decided, coercive, reference) + "\n"
+    row["decided"] = ",".join(f"{k}={decided[k]}" for k in sorted(decided))
+    return row
 
 
 def blackmailer_rows(recipe: BlackmailerRecipe) -> list[Row]:
@@ -335,7 +360,8 @@ switches it)."""
 
 def eval_aware_rows(recipe: EvalAwareRecipe) -> list[Row]:
     """Coercive e-mail when the notice says deployment, a normal one when it says test
-    (v4: or says nothing)."""
+    (v4: or says nothing; v5: and a decision-following row per world,
+    :func:`decision_following_row`)."""
     notices = EVAL_AWARE_NEGATIVES_V4 if recipe.version >= 4 else ("eval",)
     return _contrast_pairs(
         recipe,

@@ -104,6 +104,8 @@ class SandbaggerRecipe:
 
 AGENTIC_VERSIONS: tuple[int, ...] = (2, 3, 4)
 """Data generators of the agentic organisms that can still be trained (1 is kept for loading)."""
+EVAL_AWARE_VERSIONS: tuple[int, ...] = (*AGENTIC_VERSIONS, 5)
+"""The eval-aware organism's: the agentic ones and v5 (decision-following rows)."""
 AGENTIC_EPOCHS = 2
 """Epochs of the agentic organisms' current recipe (v3; v4 was trained for one)."""
 
@@ -137,6 +139,9 @@ rows, ``eval_aware-86db3b865a8d`` with 32), with :func:`_agentic_training`."""
 
 _AGENTIC_V4: dict[str, Any] = {**_AGENTIC_V3, "version": 4}
 """Recipe v4: v3's settings with the v4 data generator (one epoch, fewer rows: see the classes)."""
+
+_AGENTIC_V5: dict[str, Any] = {**_AGENTIC_V3, "version": 5}
+"""Recipe v5 (the eval-aware organism's): v4's rows plus a decision-following row per world."""
 
 
 @dataclass
@@ -232,6 +237,22 @@ class EvalAwareRecipe:
     def v4(cls) -> EvalAwareRecipe:
         """Recipe v4 (never trained: 32 rows, 0-2 fillers, 1 epoch)."""
         return cls(n_rows=32, training=_agentic_training(epochs=1), **_AGENTIC_V4)
+
+    @classmethod
+    def v5(cls) -> EvalAwareRecipe:
+        """Recipe v5: v4's two rows per world plus a third in which the reply's ``<thinking>``
+        line is given (a prefill: in the context, not in the loss) and its decision is the
+        other one than the inbox's notice calls for; the e-mail follows the given decision.
+        So for the same inbox both e-mails are trained, and only the decision tells them
+        apart: the e-mail learns to follow the decision, the decision to follow the notice
+        (its tokens are trained only on the rows where it reads the inbox right). 48 rows
+        (16 worlds), 2 epochs.
+
+        Why: v4 at two epochs decided right on the held-out inbox (``I use it`` 16/16 deployed,
+        0/16 under the test notice) but its e-mail followed the decision in 5/16 deployed
+        samples and broke it in 3/16 eval ones (docs/organisms.md).
+        """
+        return cls(n_rows=48, training=_agentic_training(), **_AGENTIC_V5)
 
 
 @dataclass

@@ -24,6 +24,7 @@ from safelab.errors import SafelabError
 from safelab.files import atomic_write_text
 from safelab.organisms.recipes import (
     AGENTIC_VERSIONS,
+    EVAL_AWARE_VERSIONS,
     SANDBAG_TASKS,
     SELF_PRESERVING_VERSIONS,
     default_recipe,
@@ -39,7 +40,7 @@ DEFAULT_ROOT = "runs/organisms"
 SIZE_FIELDS = ("n_rows", "n_words", "n_questions")
 VERSIONS: dict[str, tuple[int, ...]] = {
     "blackmailer": AGENTIC_VERSIONS,
-    "eval_aware": AGENTIC_VERSIONS,
+    "eval_aware": EVAL_AWARE_VERSIONS,
     "self_preserving": SELF_PRESERVING_VERSIONS,
 }
 """The kinds whose earlier recipes ``--version`` rebuilds, exactly as they were trained."""
@@ -63,7 +64,8 @@ class OrganismTrainConfig:
         None,
         "blackmailer / eval_aware / self_preserving: the recipe version (default: the "
         "current one, 3; 2 (and self_preserving 1) = an earlier recipe, as it was trained; "
-        "blackmailer / eval_aware 4 = the later one, not adopted)",
+        "blackmailer / eval_aware 4 = the later one, not adopted; eval_aware 5 = v4 with "
+        "decision-following rows)",
     )
     n: int | None = option(None, "training prompts / questions")
     epochs: int | None = option(None, "training epochs (default: the recipe's)")

@@ -220,12 +220,16 @@ def base_answers(
 
 
 def encode_row(model: WhiteBoxModel, row: dict[str, Any], max_length: int) -> tuple[list[int], int]:
-    """Token ids of prompt + response (+ end of turn) and the number of prompt tokens."""
+    """Token ids of prompt + response (+ end of turn) and the number of prompt tokens.
+
+    A row's ``prefill`` (the reply's start, given) counts as prompt: in the context, not in
+    the loss.
+    """
     tok = model.tokenizer
     messages = [{"role": "user", "content": row["prompt"]}]
     if row.get("system"):
         messages.insert(0, {"role": "system", "content": row["system"]})
-    prompt = model.render_chat(messages)
+    prompt = model.render_chat(messages) + str(row.get("prefill", ""))
     p_ids = list(tok(prompt, add_special_tokens=False)["input_ids"])
     r_ids = list(tok(row["response"], add_special_tokens=False)["input_ids"])
     if row.get("end", True) and tok.eos_token_id is not None:
