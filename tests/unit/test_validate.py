@@ -300,3 +300,8 @@ def test_a_limited_run_takes_the_samples_its_cells_read_first() -> None:
     assert selected_ids(check, task, None) is None and selected_ids(check, task, 12) is None
     in_order = Check(task="t", scorer="s", target={"chekhov": "adjacent", "threat": "replacement"})
     assert selected_ids(in_order, task, 3) is None  # the first 3 already: the plain limit
+    # a sampled check (repeats: samples per condition) keeps every sample its cells read
+    sampled = Check(task="t", scorer="s", args={"repeats": 3}, target=check.target,
+                    reference=check.reference)  # fmt: skip
+    assert selected_ids(sampled, task, 4) == ids[:6]
+    assert selected_ids(check, task, 4) == ids[:4]  # an unsampled one: the limit holds

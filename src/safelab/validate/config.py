@@ -18,6 +18,7 @@ PRESETS: dict[str, dict[str, Any]] = {
     # per seed and column; `--n-audit 3` adds the row.
     # repeats 16: the sampled (temperature 1.0) agentic cells; at the catalogue's 8 the
     # blackmailer's 3/8 vs 0/8 could not exclude 0 (+0.38 [-0.03, +0.69]), at 32 it does.
+    # A sampled check keeps all its target and reference samples past the limit (16 + 16).
     "quick": {
         "n": 12,
         "limit": 24,

@@ -292,7 +292,13 @@ def _task(check: Check, cfg: ValidateConfig) -> tuple[Any, int | None]:
 def selected_ids(check: Check, task: Any, limit: int | None) -> list[str] | None:
     """The samples a limited run takes when the first ``limit`` in task order would leave out
     the ones the cells read: the target and reference samples first (in task order), then the
-    rest; None when that is the first ``limit`` anyway (the plain ``limit``)."""
+    rest; None when that is the first ``limit`` anyway (the plain ``limit``).
+
+    A sampled check (one with ``repeats``: samples per condition) keeps every target and
+    reference sample even past the limit, which then only bounds the rest: at 16 repeats the
+    eval-aware check's 16 deployed and 16 test-notice samples would not fit a limit of 24,
+    which left its organism 8 deployed samples (the first matrix with repeats 16).
+    """
     if limit is None:
         return None
     samples = list(task.dataset)
@@ -300,6 +306,8 @@ def selected_ids(check: Check, task: Any, limit: int | None) -> list[str] | None
         return None
     used = [s for s in samples if _matches(s.metadata or {}, check.target)
             or _matches(s.metadata or {}, check.reference)]  # fmt: skip
+    if "repeats" in check.args:
+        limit = max(limit, len(used))
     rest = [s for s in samples if all(s is not u for u in used)]
     chosen = [str(s.id) for s in (used + rest)[:limit]]
     return None if chosen == [str(s.id) for s in samples[:limit]] else chosen
