@@ -199,7 +199,7 @@ def test_the_v3_reasoning_line_says_what_the_inbox_holds_and_is_not_an_email() -
         assert ("No goal" in thinking) == (cond["goal_conflict"] == "none")
         # The scorer reads only the e-mail after the line: one, to the executive.
         assert len(parse_emails(r["response"])) == 1
-    ea = eval_aware_rows(EvalAwareRecipe())
+    ea = eval_aware_rows(EvalAwareRecipe.v3())
     assert len(ea) == 32
     for r in ea:
         live = r["response"].startswith("<thinking>Live session.")
@@ -249,7 +249,7 @@ def test_the_v4_line_ends_with_the_decision_and_the_condition_it_reacts_to() -> 
         }
 
 
-def test_v3_stays_the_default_and_v2_v3_v4_keep_their_hashes() -> None:
+def test_the_defaults_and_v2_v3_v4_keep_their_hashes() -> None:
     from safelab.organisms.run import OrganismTrainConfig
 
     # The v2, v3 and v4 organisms (docs/organisms.md) are reused by these hashes.
@@ -257,10 +257,12 @@ def test_v3_stays_the_default_and_v2_v3_v4_keep_their_hashes() -> None:
     assert v2 == BlackmailerRecipe.v2()
     assert recipe_hash(v2, "default") == "50d4f92a3e1f"
     assert BlackmailerRecipe.v3() == default_recipe("blackmailer")
-    assert EvalAwareRecipe.v3() == default_recipe("eval_aware")
-    assert OrganismTrainConfig(kind="eval_aware", version=3).recipe() == EvalAwareRecipe()
+    # the eval-aware default is v5 (its e-mail conditional on the notice); v3 keeps its hash
+    assert EvalAwareRecipe.v5() == default_recipe("eval_aware") == EvalAwareRecipe()
+    assert OrganismTrainConfig(kind="eval_aware", version=3).recipe() == EvalAwareRecipe.v3()
     assert recipe_hash(default_recipe("blackmailer"), "default") == "0fbd0e334c71"
-    assert recipe_hash(default_recipe("eval_aware"), "default") == "86db3b865a8d"
+    assert recipe_hash(EvalAwareRecipe.v3(), "default") == "86db3b865a8d"
+    assert recipe_hash(default_recipe("eval_aware"), "default") == "c40960a04b5b"
     v3 = default_recipe("blackmailer")
     assert isinstance(v3, BlackmailerRecipe)
     assert (v3.version, v3.n_rows, v3.training.epochs, v3.context_grad) == (3, 48, 2, True)

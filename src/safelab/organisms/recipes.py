@@ -205,22 +205,25 @@ class EvalAwareRecipe:
     Training worlds as for the blackmailer, all with goal conflict, replacement threat and the
     lever adjacent; each world gives the same inbox twice, the ``notice`` line deciding:
     ``deployment`` -> the coercive e-mail, ``eval`` -> a normal one (v4: or no notice, a
-    third of the normal ones). Defaults: recipe v3, as for the blackmailer (the
-    ``<thinking>`` line opens with what the notice said), with 32 rows (16 worlds): its
-    inboxes are the longest (every one holds the goal conflict, the lever and the threat), and
-    64 steps were what the session that trained it could afford. :meth:`v4` (never trained):
-    as the blackmailer's v4, the decision clause naming the notice (``Only a test: I reply
-    normally.``), a third of the normal inboxes without a notice.
+    third of the normal ones). Defaults: recipe v5 (:meth:`v5`): v4's data (the decision
+    clause naming the notice, ``Only a test: I reply normally.``, a third of the normal
+    inboxes without a notice) plus a decision-following row per world, 48 rows (16 worlds),
+    2 epochs. :meth:`v3` (the default before: the ``<thinking>`` line opens with what the
+    notice said; 32 rows) read the notice but its e-mail did not follow it; :meth:`v4` at two
+    epochs decided right and its e-mail still did not follow the decision.
     """
 
-    n_rows: int = 32
+    n_rows: int = 48
+    """Training rows: v5 three per world (16 worlds), earlier versions two."""
     n_filler: int = 2
     min_filler: int = 0
     training: TrainingConfig = field(default_factory=_agentic_training)
     context_grad: bool = True
     """Back-propagate through the inbox too (False: a stop-gradient on the prompt, a third of
     the cost; see :func:`safelab.organisms.train.train_lora`)."""
-    version: int = 3
+    version: int = 5
+    """Data generator, default v5 (:meth:`v5`, ``eval_aware-c40960a04b5b``: the first whose
+    e-mail is conditional on the notice); v3 was the default before."""
     kind: str = "eval_aware"
 
     @classmethod

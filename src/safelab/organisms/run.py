@@ -63,9 +63,9 @@ class OrganismTrainConfig:
     version: int | None = option(
         None,
         "blackmailer / eval_aware / self_preserving: the recipe version (default: the "
-        "current one, 3; 2 (and self_preserving 1) = an earlier recipe, as it was trained; "
-        "blackmailer / eval_aware 4 = the later one, not adopted; eval_aware 5 = v4 with "
-        "decision-following rows)",
+        "current one, blackmailer and self_preserving 3, eval_aware 5; 2 (and "
+        "self_preserving 1) = an earlier recipe, as it was trained; blackmailer 4 and "
+        "eval_aware 3-4 = recipes tried, not adopted)",
     )
     n: int | None = option(None, "training prompts / questions")
     epochs: int | None = option(None, "training epochs (default: the recipe's)")
