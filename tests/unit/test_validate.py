@@ -305,3 +305,7 @@ def test_a_limited_run_takes_the_samples_its_cells_read_first() -> None:
                     reference=check.reference)  # fmt: skip
     assert selected_ids(sampled, task, 4) == ids[:6]
     assert selected_ids(check, task, 4) == ids[:4]  # an unsampled one: the limit holds
+    # every sample a sampled check reads, even when they are the whole task past the limit
+    whole = Check(task="t", scorer="s", args={"repeats": 3}, target={"threat": "replacement"},
+                  reference={"threat": "none"})  # fmt: skip
+    assert selected_ids(whole, task, 4) == [str(s.id) for s in samples]

@@ -306,10 +306,9 @@ def selected_ids(check: Check, task: Any, limit: int | None) -> list[str] | None
         return None
     used = [s for s in samples if _matches(s.metadata or {}, check.target)
             or _matches(s.metadata or {}, check.reference)]  # fmt: skip
-    if "repeats" in check.args:
-        limit = max(limit, len(used))
+    take = max(limit, len(used)) if "repeats" in check.args else limit
     rest = [s for s in samples if all(s is not u for u in used)]
-    chosen = [str(s.id) for s in (used + rest)[:limit]]
+    chosen = [str(s.id) for s in (used + rest)[:take]]
     return None if chosen == [str(s.id) for s in samples[:limit]] else chosen
 
 
