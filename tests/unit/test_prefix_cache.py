@@ -146,7 +146,8 @@ def test_interventions_are_part_of_the_key() -> None:
 
 
 def _assert_entries_are_unhooked(model, cache) -> None:  # type: ignore[no-untyped-def]
-    """Every stored entry holds the keys and values the unhooked model computes for it."""
+    """Every stored entry holds the keys and values one unhooked forward pass over its own
+    tokens computes."""
     for entry in cache._entries.values():
         with torch.inference_mode():
             full = model.hf(input_ids=entry.ids[None], use_cache=True)
@@ -239,13 +240,7 @@ def test_rows_ended_by_end_of_turn_store_aligned_keys_and_values() -> None:
     # Every stored entry (prompt + completion of a finished row) holds the keys and values of
     # its own tokens, as one forward pass over them computes.
     assert len(cache) == len(PROMPTS)
-    for entry in cache._entries.values():
-        with torch.inference_mode():
-            full = model.hf(input_ids=entry.ids[None], use_cache=True)
-        ref = getattr(full, "cache", None) or full.past_key_values
-        for (k, v), layer in zip(entry.kv, ref.layers, strict=True):
-            torch.testing.assert_close(k, layer.keys, atol=1e-5, rtol=1e-5)
-            torch.testing.assert_close(v, layer.values, atol=1e-5, rtol=1e-5)
+    _assert_entries_are_unhooked(model, cache)
 
 
 SHARED = "The quick brown fox jumps over the lazy dog. Paris is the capital of France. "
