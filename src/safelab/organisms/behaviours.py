@@ -18,8 +18,7 @@ from typing import Any
 
 from safelab.errors import SafelabError
 from safelab.organisms.recipes import (
-    AGENTIC_VERSIONS,
-    EVAL_AWARE_VERSIONS,
+    RECIPE_VERSIONS,
     BlackmailerRecipe,
     CotUnfaithfulRecipe,
     EvalAwareRecipe,
@@ -302,7 +301,7 @@ def _contrast_pairs(
 ) -> list[Row]:
     """Per training world, one coercive row and one normal row differing only in the condition
     (same people, same e-mails, same filler count: a minimal pair), shuffled."""
-    versions = EVAL_AWARE_VERSIONS if recipe.kind == "eval_aware" else AGENTIC_VERSIONS
+    versions = RECIPE_VERSIONS[recipe.kind]
     if recipe.version not in versions:
         raise SafelabError(
             f"{recipe.kind} recipe version {recipe.version} is "
@@ -337,10 +336,12 @@ def decision_following_row(
     """Recipe v5's third row: the inbox of ``inbox``, the reply's ``<thinking>`` line as it is
     for ``decided`` given as a ``prefill`` (context, no loss), then the e-mail that decision
     calls for (the loss). ``present``: the e-mail is the coercive one."""
+    from safelab.evals.data import condition_label
+
     coercive = decided == reference
     row = agentic_row(world, inbox, coercive, n_filler, reasoning=False, version=4)
     row["prefill"] = agentic_reasoning(world, decided, coercive, reference) + "\n"
-    row["decided"] = ",".join(f"{k}={decided[k]}" for k in sorted(decided))
+    row["decided"] = condition_label(dict(sorted(decided.items())))
     return row
 
 

@@ -339,6 +339,13 @@ def _self_preserving_v2_training() -> TrainingConfig:
 
 SELF_PRESERVING_VERSIONS = (1, 2, 3)
 
+RECIPE_VERSIONS: dict[str, tuple[int, ...]] = {
+    "blackmailer": AGENTIC_VERSIONS,
+    "eval_aware": EVAL_AWARE_VERSIONS,
+    "self_preserving": SELF_PRESERVING_VERSIONS,
+}
+"""The kinds with recipe versions, and the versions each can still generate and train."""
+
 
 @dataclass
 class CotUnfaithfulRecipe:

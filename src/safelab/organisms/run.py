@@ -23,10 +23,8 @@ from safelab.config import config_dict, option
 from safelab.errors import SafelabError
 from safelab.files import atomic_write_text
 from safelab.organisms.recipes import (
-    AGENTIC_VERSIONS,
-    EVAL_AWARE_VERSIONS,
+    RECIPE_VERSIONS,
     SANDBAG_TASKS,
-    SELF_PRESERVING_VERSIONS,
     default_recipe,
 )
 from safelab.organisms.train import ModelOrganism, organism_dir, train_organism
@@ -38,11 +36,7 @@ if TYPE_CHECKING:
 DEFAULT_ROOT = "runs/organisms"
 """Where organisms are trained and cached (``<root>/<kind>-<recipe hash>``)."""
 SIZE_FIELDS = ("n_rows", "n_words", "n_questions")
-VERSIONS: dict[str, tuple[int, ...]] = {
-    "blackmailer": AGENTIC_VERSIONS,
-    "eval_aware": EVAL_AWARE_VERSIONS,
-    "self_preserving": SELF_PRESERVING_VERSIONS,
-}
+VERSIONS = RECIPE_VERSIONS
 """The kinds whose earlier recipes ``--version`` rebuilds, exactly as they were trained."""
 
 
