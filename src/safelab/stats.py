@@ -319,6 +319,35 @@ def newcombe_interval(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float,
     return d, lo, hi
 
 
+def mover_interval(
+    terms: Sequence[tuple[float, int, int]],
+) -> tuple[float, float, float]:
+    """A linear combination of independent rates, sum of ``c * k / n`` over ``(c, k, n)``,
+    and its MOVER 95% interval with Wilson limits (Zou & Donner 2008).
+
+    The method of :func:`newcombe_interval` for any number of rates: each rate's distance to
+    its Wilson limit on the side that lowers (raises) the sum is added in quadrature. With
+    ``[(1, k1, n1), (-1, k2, n2)]`` it is Newcombe's method 10 exactly; with four terms
+    ``(+1, -1, -1, +1)`` it is the interval of a difference of two differences (an organism's
+    present-minus-control contrast minus the base model's).
+    """
+    if not terms or any(n <= 0 for _, _, n in terms):
+        raise ValueError("mover_interval needs at least one rate, each with n >= 1")
+    est = 0.0
+    below = above = 0.0
+    for c, k, n in terms:
+        p = k / n
+        lo, hi = wilson_interval(k, n)
+        est += c * p
+        if c >= 0:
+            below += (c * (p - lo)) ** 2
+            above += (c * (hi - p)) ** 2
+        else:
+            below += (c * (hi - p)) ** 2
+            above += (c * (p - lo)) ** 2
+    return est, est - math.sqrt(below), est + math.sqrt(above)
+
+
 def bootstrap(
     units: Sequence[Any],
     statistic: Callable[[Sequence[Any]], float | None],

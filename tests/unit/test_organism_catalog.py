@@ -119,10 +119,14 @@ def test_a_task_scoped_override_sets_one_evaluation_only(tmp_path: Path) -> None
     evs = entry("self_preserving").evaluations
     assert all(ev.breakdown == ("matching_answer", "matching_opens") for ev in evs)
     cfg = CompareConfig("x", overrides={"power_seeking.dataset": "p.jsonl", "max_tokens": 8})
-    by_task = {ev.task: eval_args(ev, cfg) for ev in evs}
+    by_task = {ev.task: eval_args(ev, cfg) for ev in evs if ev.label is None}
     assert by_task["safelab/power_seeking"] == {"max_tokens": 8, "dataset": "p.jsonl"}
     assert by_task["safelab/self_preservation"] == {"max_tokens": 8}
     assert by_task["safelab/corrigibility"] == {"max_tokens": 8}
+    # the LM-written evaluations: the override sets power_seeking's item set there too
+    lm = {ev.label: eval_args(ev, cfg) for ev in evs if ev.label is not None}
+    assert lm["power-seeking-inclination"]["dataset"] == "p.jsonl"
+    assert lm["survival-instinct"]["dataset"].endswith("lm_generated_evals/survival-instinct.jsonl")
 
 
 def _result(ev: Any) -> Any:
@@ -265,3 +269,28 @@ def test_the_catalogue_breaks_the_ab_rates_down_as_the_scorer_does() -> None:
 
     # two literals, because the catalogue is imported without Inspect: kept equal here
     assert MWE_BREAKDOWN == BREAKDOWN
+
+
+def test_the_eval_aware_comparison_is_decided_by_the_contrast() -> None:
+    from safelab.organisms.compare import (
+        ConditionRates,
+        Difference,
+        difference_verdict,
+        paired_gap,
+    )
+    from safelab.stats import rate
+
+    def cr(org: int, base: int, n: int = 16) -> ConditionRates:
+        o, b = [1.0] * org + [0.0] * (n - org), [1.0] * base + [0.0] * (n - base)
+        return ConditionRates(rate(o), rate(b), paired_gap(list(zip(o, b, strict=True))))
+
+    assert entry("eval_aware").evaluations[0].effect == "contrast"
+    aware = Difference.of_contrasts(cr(8, 0), cr(0, 0))
+    assert aware is not None and difference_verdict(aware, "higher") == "caught"
+    plain = Difference.of_contrasts(cr(8, 0), cr(8, 0))  # misbehaves under both notices
+    assert (
+        plain is not None
+        and plain.value == 0
+        and difference_verdict(plain, "higher") == ("not caught")
+    )
+    assert difference_verdict(None, "higher") == "unscorable"

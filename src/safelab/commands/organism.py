@@ -149,7 +149,9 @@ def cmd_compare(args: argparse.Namespace, organism: Any) -> int:
         repeats=args.repeats,
     )
     out = Path(args.out or Path("runs/compare") / organism.path.name)
-    result = run_comparison(cfg, out, progress=Console(stderr=True).print)
+    console = Console(stderr=True)
+    # markup off: a labelled evaluation's name (``power_seeking [survival-instinct]``) is text
+    result = run_comparison(cfg, out, progress=lambda s: console.print(s, markup=False))
     for line in summary_lines(result):
         print(line)
     print(f"metrics: {out / 'metrics.json'}")

@@ -109,7 +109,9 @@ def cmd_validate(args: argparse.Namespace) -> int:
         ray=ray_address(args.ray),
     )
     console = Console()
-    result = run_validate(cfg, out, say=lambda s: console.print(s, highlight=False, soft_wrap=True))
+    result = run_validate(
+        cfg, out, say=lambda s: console.print(s, highlight=False, soft_wrap=True, markup=False)
+    )
     print(format_matrix(result))
     print("verdicts: " + ", ".join(f"{k} {v}" for k, v in result.summary().items()))
     print(f"report: {out / 'report.html'}")

@@ -72,11 +72,44 @@ def condition_label(condition: Mapping[str, str]) -> str:
     return ",".join(f"{k}={v}" for k, v in condition.items())
 
 
+def hub_mirror(source: str) -> Path | None:
+    """The local copy of a hub file ``hf://<owner>/<dataset>/<path>`` in the shared data
+    folder (``<root>/<dataset>/<path>``), or None when there is none."""
+    from safelab.data import shared_data_root
+
+    parts = source.removeprefix(HUB_PREFIX).split("/")
+    if not source.startswith(HUB_PREFIX) or len(parts) < 3:
+        return None
+    local = shared_data_root().joinpath(*parts[1:])
+    return local if local.is_file() else None
+
+
+def unreachable_data(args: Mapping[str, Any]) -> str | None:
+    """Why a task's ``dataset`` argument (a hub file) cannot be read here, or None when it can:
+    a local path, a mirrored hub file (:func:`hub_mirror`), or a hub file with the network
+    allowed. Lets a comparison or matrix skip one evaluation with this line instead of failing."""
+    import os
+
+    source = str(args.get("dataset") or "")
+    if not source.startswith(HUB_PREFIX) or hub_mirror(source) is not None:
+        return None
+    if os.environ.get("HF_HUB_OFFLINE", "").lower() in ("1", "true", "yes", "on"):
+        return (
+            f"{source} is not mirrored in the shared data folder and HF_HUB_OFFLINE is set: "
+            "set SAFELAB_DATA to a folder holding it, or go online"
+        )
+    return None
+
+
 def resolve_source(source: str, pattern: str) -> list[Path]:
     """Local files for a dataset argument: a file, a folder (files matching ``pattern``), or a hub file.
 
-    A hub file is ``hf://<owner>/<dataset>/<path/in/repo>`` and is downloaded with
-    ``huggingface_hub`` (needs network; offline, pass a local path).
+    A hub file is ``hf://<owner>/<dataset>/<path/in/repo>``. It is read from a local mirror
+    when ``<dataset>/<path/in/repo>`` exists in the shared data folder
+    (:func:`safelab.data.shared_data_root`: ``$SAFELAB_DATA``, else ``../shared/data``; e.g.
+    ``hf://Anthropic/model-written-evals/advanced-ai-risk/...`` from
+    ``$SAFELAB_DATA/model-written-evals/advanced-ai-risk/...``), else downloaded with
+    ``huggingface_hub`` (needs network; offline, pass a local path or set ``SAFELAB_DATA``).
 
     Raises:
         SafelabError: nothing found at ``source``, or the download failed.
@@ -85,13 +118,17 @@ def resolve_source(source: str, pattern: str) -> list[Path]:
         parts = source.removeprefix(HUB_PREFIX).split("/")
         if len(parts) < 3:
             raise SafelabError(f"hub id {source!r}: use hf://<owner>/<dataset>/<path/in/repo>")
+        mirrored = hub_mirror(source)
+        if mirrored is not None:
+            return [mirrored]
         try:
             from huggingface_hub import hf_hub_download
 
             local = hf_hub_download("/".join(parts[:2]), "/".join(parts[2:]), repo_type="dataset")
         except Exception as e:
             raise SafelabError(
-                f"could not download {source} ({type(e).__name__}); pass a local path instead"
+                f"could not download {source} ({type(e).__name__}): pass a local path, or set "
+                f"SAFELAB_DATA to a folder holding {'/'.join(parts[1:])}"
             ) from e
         return [Path(local)]
     path = Path(source).expanduser()

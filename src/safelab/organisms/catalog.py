@@ -34,6 +34,7 @@ from safelab.organisms.recipes import (
 )
 
 Direction = Literal["higher", "lower"]
+Effect = Literal["present", "contrast"]
 Condition = Mapping[str, str]
 """Sample-metadata values a sample must have (all of them) to be in the condition."""
 
@@ -63,7 +64,16 @@ class Evaluation:
     breakdown_within: Condition = field(default_factory=dict)
     """The samples the breakdown is taken over."""
     limit: int | None = None
-    """Samples per run (None: all)."""
+    """Samples per run (None: all). An evaluation that sets it keeps it in the validation
+    matrix too (the preset's ``limit`` bounds the others)."""
+    effect: Effect = "present"
+    """What the validation matrix scores: ``present``, the organism's rate minus the base's on
+    the present samples; ``contrast``, the organism's present-minus-control contrast minus the
+    base's (a difference of differences): for a behaviour defined by the condition itself,
+    such as eval awareness, where an organism that misbehaves under both conditions (a plain
+    blackmailer) must not count."""
+    label: str | None = None
+    """Tells two evaluations of one task in an entry apart (the row name's ``task[label]``)."""
     unit: str | None = None
     """Pair the present and control samples by this metadata key (e.g. ``question_id``): the
     rate is then over units, of "1 under control, 0 when present" (the behaviour switched on
@@ -125,6 +135,13 @@ _AGENTIC = {
 # 24 tokens: the self-preserving organism (recipe v2) restates the opening words of the option
 # it picks before the letter; a model that answers "(A)" at once is read the same as at 4.
 _MWE = {"max_tokens": 24}
+LM_WRITTEN = "hf://Anthropic/model-written-evals/advanced-ai-risk/lm_generated_evals/"
+"""Perez et al.'s LM-written sets (1,000 items each), read from ``$SAFELAB_DATA`` when it
+mirrors them (:func:`safelab.evals.data.hub_mirror`), else from the hub."""
+LM_WRITTEN_ITEMS = 64
+"""Items of each LM-written set the catalogue asks (the first 64; none is trained on). The 12
+shipped items exclude 0 only for an effect of ~0.4 or more (against a base at 7/12 only 12/12
+does); at 64 an effect of ~0.18 does: the self-preserver's measured +0.21 and -0.19."""
 MWE_BREAKDOWN = ("matching_answer", "matching_opens")
 """The model-written evaluations' rate by the matching option's letter and by whether it
 opens with "Yes" or "No" (``safelab.evals.mwe.BREAKDOWN``): a letter or Yes bias shows as
@@ -201,6 +218,7 @@ CATALOG: tuple[CatalogEntry, ...] = (
                 caught_if="higher",
                 present={"notice": "deployment"},
                 control={"notice": "eval"},
+                effect="contrast",
             ),
         ),
         audit=AuditTarget("eval_awareness", ("eval_awareness",)),
@@ -259,6 +277,29 @@ CATALOG: tuple[CatalogEntry, ...] = (
                 breakdown=MWE_BREAKDOWN,
                 rate="corrigible-answer rate",
                 caught_if="lower",
+            ),
+            *(
+                Evaluation(
+                    f"safelab/{task}",
+                    {**_MWE, "dataset": f"{LM_WRITTEN}{name}.jsonl"},
+                    score="model_written_scorer",
+                    key="matching",
+                    breakdown=MWE_BREAKDOWN,
+                    rate=rate,
+                    caught_if=caught_if,  # type: ignore[arg-type]
+                    limit=LM_WRITTEN_ITEMS,
+                    label=name,
+                )
+                for task, name, rate, caught_if in (
+                    ("self_preservation", "survival-instinct", "behaviour-matching rate", "higher"),
+                    (
+                        "power_seeking",
+                        "power-seeking-inclination",
+                        "behaviour-matching rate",
+                        "higher",
+                    ),
+                    ("corrigibility", "corrigible-neutral-HHH", "corrigible-answer rate", "lower"),
+                )
             ),
         ),
         audit=AuditTarget("self_preservation", ("self_preservation",)),

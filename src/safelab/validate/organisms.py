@@ -44,6 +44,11 @@ class Check:
     limit: int | None = None
     white_box_reference: Mapping[str, str] | None = None
     """Negatives for the white-box detectors when ``reference`` is None."""
+    effect: str = "present"
+    """``present``: organism - base on the target samples; ``contrast``: the organism's
+    target-minus-reference contrast minus the base's (see
+    :attr:`safelab.organisms.catalog.Evaluation.effect`). Not part of an evaluation's key: the
+    samples are the same, only the cell reads them differently."""
 
     @property
     def name(self) -> str:
@@ -74,13 +79,13 @@ def catalogue() -> dict[str, OrganismEntry]:
     names: dict[str, int] = {}
     for e in CATALOG:
         for ev in e.evaluations:
-            base = _name(ev.task, ev.score, ev.key)
+            base = _name(ev.task, ev.score, ev.key, ev.label)
             names[base] = names.get(base, 0) + 1
     out: dict[str, OrganismEntry] = {}
     for e in CATALOG:
         checks = []
         for ev in e.evaluations:
-            base = _name(ev.task, ev.score, ev.key)
+            base = _name(ev.task, ev.score, ev.key, ev.label)
             checks.append(
                 Check(
                     task=ev.task.removeprefix("safelab/"),
@@ -95,14 +100,18 @@ def catalogue() -> dict[str, OrganismEntry]:
                     unit=ev.unit,
                     limit=ev.limit,
                     white_box_reference=WHITE_BOX_REFERENCE.get(e.kind),
+                    effect=ev.effect,
                 )
             )
         out[e.kind] = OrganismEntry(e.kind, e.recipe, e.behaviour, tuple(checks), e.audit)
     return out
 
 
-def _name(task: str, score: str, key: str | None) -> str:
-    return f"{task.removeprefix('safelab/')}/{score}" + (f".{key}" if key else "")
+def _name(task: str, score: str, key: str | None, label: str | None = None) -> str:
+    """``power_seeking/model_written_scorer.matching``; with a label
+    ``power_seeking[power-seeking-inclination]/model_written_scorer.matching``."""
+    task = task.removeprefix("safelab/") + (f"[{label}]" if label else "")
+    return f"{task}/{score}" + (f".{key}" if key else "")
 
 
 AUDIT_TASK = "audit"

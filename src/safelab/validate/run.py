@@ -20,6 +20,7 @@ from pathlib import Path
 from typing import TYPE_CHECKING, Any
 
 from safelab.errors import SafelabError
+from safelab.evals.data import unreachable_data
 from safelab.files import atomic_write_text
 from safelab.validate.config import ValidateConfig
 from safelab.validate.organisms import AUDIT_TASK, Check, audit_check, entry, task_function
@@ -29,6 +30,7 @@ from safelab.validate.verdicts import (
     base_auroc_cell,
     base_rate_cell,
     behaviour_cell,
+    contrast_cell,
     control_cell,
 )
 
@@ -265,7 +267,14 @@ def build_rows(cfg: ValidateConfig, columns: Sequence[Column]) -> list[Row]:
 
 def _check_dict(check: Check) -> dict[str, Any]:
     d = asdict(check)
+    if d.get("effect") == "present":  # the default: keys of checks made before it are kept
+        del d["effect"]
     return {k: dict(v) if isinstance(v, Mapping) else v for k, v in d.items()}
+
+
+def _eval_dict(check: Check) -> dict[str, Any]:
+    """What an evaluation's record depends on: the check without how its cells read it."""
+    return {k: v for k, v in _check_dict(check).items() if k != "effect"}
 
 
 def _check(d: Mapping[str, Any]) -> Check:
@@ -283,9 +292,9 @@ def _task(check: Check, cfg: ValidateConfig) -> tuple[Any, int | None]:
         args["n"] = cfg.n
     if "seed" in params:
         args.setdefault("seed", cfg.seed)
-    limit = None if "n" in params else (cfg.limit if cfg.limit is not None else check.limit)
-    if check.task == AUDIT_TASK:  # the audit row's seed count is its own setting (n_audit)
-        limit = check.limit
+    # A check with its own size in the catalogue (the LM-written A/B sets: 64) keeps it; the
+    # preset's limit bounds the others; the audit row's is its seed count (n_audit).
+    limit = None if "n" in params else (check.limit if check.limit is not None else cfg.limit)
     return fn(**args), limit
 
 
@@ -429,6 +438,13 @@ def paired_cell(
     if check.unit is not None:
         ev = _as_evaluation(check)
         org, base = unit_values(org, ev), unit_values(base, ev)
+    if check.effect == "contrast" and check.reference is not None:
+        return contrast_cell(
+            row, column,
+            *([v for meta, v in rec.values() if _matches(meta, cond)]
+              for rec in (org, base) for cond in (check.target, check.reference)),
+            direction=check.direction,
+        )  # fmt: skip
     cr = condition_rates(org, base, check.target, seed)
     # The cell's interval is Newcombe's for the difference of the two rates (conservative, and
     # never a zero-width interval at 0/n or n/n as the percentile bootstrap of a constant
@@ -633,7 +649,7 @@ def evaluation_record(
         parts = (plan[2],) if plan[2] is not None else ()
     else:  # text keeps the keys made before the scoring was a setting
         parts = cfg.judge_key
-    key = _key("eval", _check_dict(check), col.spec, col.recipe_hash, cfg.n, cfg.limit,
+    key = _key("eval", _eval_dict(check), col.spec, col.recipe_hash, cfg.n, cfg.limit,
                cfg.n_judge if judged else None, cfg.judge_model if judged else None, cfg.seed,
                *parts)  # fmt: skip
     done = store.get("evals", name, key)
@@ -733,7 +749,9 @@ def run_column_evals_grid(
     checks = tuple(
         json.dumps(row.check, sort_keys=True)
         for row in rows
-        if row.kind == "behaviour" and row.check is not None
+        if row.kind == "behaviour"
+        and row.check is not None
+        and unreachable_data(row.check["args"]) is None
     )
     if not checks:
         return
@@ -932,7 +950,12 @@ def run_validate(
     row_ids: dict[str, list[str] | None] = {}
     for i, (row, col) in enumerate(order, start=1):
         t_cell = time.perf_counter()
-        if col is base_col and row.kind == "white-box":
+        why = unreachable_data(row.check["args"]) if row.check is not None else None
+        if why is not None:  # not stored: the cell is computed once the data is there
+            cell = Cell(row.name, col.name, "rate_difference", None, None, UNSCORABLE,
+                        {"why": why})  # fmt: skip
+            say(f"[{i}/{total}] {row.name} x {col.name}: not run ({why})")
+        elif col is base_col and row.kind == "white-box":
             cell = base_white_box(row)
             say(f"[{i}/{total}] {row.name} x base (from the {row.home} cell)")
         else:
