@@ -3,8 +3,8 @@
 Cold: a fresh run folder and, unless ``--root`` names an existing organism cache, a fresh one
 too, so every organism is trained once and every cell computed. Warm: the same command again,
 which reuses every organism, eval and cell (the resume path). Each run is a subprocess of the
-real CLI (``nice -n 10``, ``--threads 1``), timed by wall clock; the load average is printed
-next to the figures because the machine is shared.
+real CLI (``nice -n 10``, ``--threads 1`` unless ``--threads`` says otherwise), timed by
+wall clock; the load average is printed next to the figures because the machine is shared.
 
 Run::
 
@@ -34,9 +34,10 @@ def _load() -> str:
     return f"{a:.2f},{b:.2f},{c:.2f}"
 
 
-def run(out: Path, root: Path, organisms: str | None) -> tuple[float, str]:
+def run(out: Path, root: Path, organisms: str | None, threads: int = 1) -> tuple[float, str]:
     cmd = ["nice", "-n", "10", str(Path(sys.executable).parent / "safelab"), "validate"]
-    cmd += ["--preset", "quick", "--out", str(out), "--root", str(root), "--threads", "1"]
+    cmd += ["--preset", "quick", "--out", str(out), "--root", str(root)]
+    cmd += ["--threads", str(threads)]
     if organisms:
         cmd += ["--organisms", organisms]
     t0 = time.perf_counter()
@@ -55,6 +56,10 @@ def main() -> None:
     p.add_argument("--root", default=None, help="organism cache (default: a fresh temp folder)")
     p.add_argument("--organisms", default=None, help="kinds (default: every kind known)")
     p.add_argument("--out", default=None, help="run folder (default: a fresh temp folder)")
+    p.add_argument(
+        "--threads", type=int, default=1,
+        help="torch threads of the matrix (1 on a shared machine; the core count on a quiet one)",
+    )  # fmt: skip
     args = p.parse_args()
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(args.root or Path(tmp) / "organisms")
@@ -62,7 +67,7 @@ def main() -> None:
         before = {d.name for d in root.iterdir()} if root.is_dir() else set()
         load_start = _load()
         print(f"cold run (load {load_start}); organisms in {root}", flush=True)
-        cold, _ = run(out, root, args.organisms)
+        cold, _ = run(out, root, args.organisms, args.threads)
         # ru_maxrss of the largest child so far (KiB on Linux): the cold matrix process
         peak_gib = resource.getrusage(resource.RUSAGE_CHILDREN).ru_maxrss / 2**20
         cold_timings = json.loads((out / "metrics.json").read_text()).get("timings_s")
@@ -73,7 +78,7 @@ def main() -> None:
             f"{', '.join(trained)} (load {_load()})"
         )
         print(f"  organisms already in the cache (reused, not trained): {', '.join(reused)}")
-        warm, text = run(out, root, args.organisms)
+        warm, text = run(out, root, args.organisms, args.threads)
         print(f"  warm {warm:.1f} s (load {_load()})")
         print(text)
         metrics = json.loads((out / "metrics.json").read_text())
@@ -99,6 +104,7 @@ def main() -> None:
                 "summary": metrics["summary"],
                 "loadavg_end": _load(),
                 "cpus": os.cpu_count(),
+                "threads": args.threads,
             }
         )
 
