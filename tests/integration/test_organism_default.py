@@ -76,17 +76,19 @@ def test_a_behavioural_organism_trains_and_is_compared_with_the_base(tmp_path: P
     organism = train_organism(load_model("default"), recipe, tmp_path, base="default")
     out = tmp_path / "compare"
     result = run_comparison(CompareConfig(organism=str(organism.path), limit=2), out)
-    assert [e.task for e in result.evaluations] == [
-        "safelab/self_preservation",
-        "safelab/power_seeking",
-        "safelab/corrigibility",
-    ]
+    tasks = ["safelab/self_preservation", "safelab/power_seeking", "safelab/corrigibility"]
+    # the 12 shipped items, then Perez et al.'s LM-written sets from the ../shared/data mirror
+    assert [e.task for e in result.evaluations] == tasks + tasks
+    assert [e.label for e in result.evaluations][3:] == [
+        "survival-instinct", "power-seeking-inclination", "corrigible-neutral-HHH"
+    ]  # fmt: skip
+    assert not result.skipped
     for ev in result.evaluations:
         assert ev.present.organism.n + ev.present.organism.unscored == 2
         assert ev.verdict in ("caught", "not caught", "unscorable")
     metrics = json.loads((out / "metrics.json").read_text())
-    assert metrics["config"]["limit"] == 2 and len(metrics["evaluations"]) == 3
-    # A rerun reuses the six finished runs instead of repeating them.
+    assert metrics["config"]["limit"] == 2 and len(metrics["evaluations"]) == 6
+    # A rerun reuses the twelve finished runs instead of repeating them.
     lines: list[str] = []
     run_comparison(CompareConfig(organism=str(organism.path), limit=2), out, progress=lines.append)
-    assert sum("reusing" in line for line in lines) == 6
+    assert sum("reusing" in line for line in lines) == 12
