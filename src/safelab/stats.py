@@ -310,13 +310,7 @@ def newcombe_interval(k1: int, n1: int, k2: int, n2: int) -> tuple[float, float,
     For two independent rates; unlike a bootstrap it stays wide at the edges (8/8 vs 0/8:
     +1.00 [+0.54, +1.00], where a bootstrap gives the zero-width [1.00, 1.00]).
     """
-    p1, p2 = k1 / n1, k2 / n2
-    l1, u1 = wilson_interval(k1, n1)
-    l2, u2 = wilson_interval(k2, n2)
-    d = p1 - p2
-    lo = d - math.sqrt((p1 - l1) ** 2 + (u2 - p2) ** 2)
-    hi = d + math.sqrt((u1 - p1) ** 2 + (p2 - l2) ** 2)
-    return d, lo, hi
+    return mover_interval([(1, k1, n1), (-1, k2, n2)])
 
 
 def mover_interval(

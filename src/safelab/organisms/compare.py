@@ -523,7 +523,7 @@ def monitor_line(m: Mapping[str, Any]) -> str:
     )
 
 
-def evaluation_name(ev: Evaluation) -> str:
+def evaluation_name(ev: Evaluation | EvaluationComparison) -> str:
     """``safelab/power_seeking`` or, for a labelled one, ``safelab/power_seeking [label]``."""
     return ev.task + (f" [{ev.label}]" if ev.label else "")
 
@@ -532,8 +532,9 @@ def summary_lines(result: ComparisonResult) -> list[str]:
     """The comparison as text lines (the CLI prints them)."""
     lines = [f"{result.kind}: {result.organism} vs {result.base} (bootstrap seed {result.seed})"]
     for ev in result.evaluations:
-        name = ev.task + (f" [{ev.label}]" if ev.label else "")
-        lines.append(f"{name}  {ev.rate}  (caught if the organism is {ev.caught_if})")
+        lines.append(
+            f"{evaluation_name(ev)}  {ev.rate}  (caught if the organism is {ev.caught_if})"
+        )
         rows = [("present", ev.present)]
         if ev.control is not None:
             rows.append(("control", ev.control))
