@@ -129,6 +129,7 @@ def record_batch_sizes(sizes: list[int]) -> None:
 
     import safelab.provider.batcher as safelab_api
     from safelab.models.decode import DecodeBatch
+    from safelab.models.openmp import release_workers
 
     safelab_generate = safelab_api.generate_batch
     hf_generate = hf_provider._generate_batch
@@ -140,7 +141,14 @@ def record_batch_sizes(sizes: list[int]) -> None:
 
     def hf_wrapper(batch: Any) -> Any:
         sizes.append(len(batch))
-        return hf_generate(batch)
+        try:
+            return hf_generate(batch)
+        finally:
+            # Inspect's hf provider computes on its own long-lived thread: left alone, that
+            # thread's idle OpenMP workers make every other peer's workers sleep between
+            # parallel regions (1.3 cores used instead of 1.9; safelab.models.openmp). The
+            # safelab provider releases its own; this gives the hf peer the same treatment.
+            release_workers()
 
     def step_wrapper(self: Any) -> Any:
         sizes.append(-len(self))  # negative: a continuous step (its batch size)

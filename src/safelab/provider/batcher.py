@@ -36,6 +36,7 @@ from safelab.models.generation import (
 )
 from safelab.models.kvcache import PrefixCache, PrefixCacheConfig
 from safelab.models.loading import load_model
+from safelab.models.openmp import release_workers
 from safelab.models.whitebox import WhiteBoxModel
 
 
@@ -173,6 +174,9 @@ class Batcher:
     ) -> tuple[GenerationResult, dict[str, Any]]:
         loop = asyncio.get_running_loop()
         job = _Job(text, request, iv, loop, loop.create_future(), continuous, use_cache)
+        # The submitting thread waits while the batcher computes: its idle OpenMP workers would
+        # make the batcher's workers sleep between parallel regions (safelab.models.openmp).
+        release_workers()
         self.queue.put(job)
         return await job.future
 
@@ -180,6 +184,8 @@ class Batcher:
         while True:
             self.threads.apply()
             busy = any(len(r.batch) for r in self.running.values()) or self.waiting
+            if not busy and self.queue.empty():
+                release_workers()  # idle: free this thread's OpenMP workers (models.openmp)
             jobs = [] if busy else [self.queue.get()]
             if jobs:
                 # Collect what arrives with the first job: a static batch waits ``wait_s`` for

@@ -24,6 +24,7 @@ COLOURS = {
     "unscorable": "#9e9e9e",
     "fires": "#ef6c00",
     "quiet": "#1565c0",
+    "not run": "#e0e0e0",
 }
 
 

@@ -19,6 +19,9 @@ PRESETS: dict[str, dict[str, Any]] = {
     # repeats 16: the sampled (temperature 1.0) agentic cells; at the catalogue's 8 the
     # blackmailer's 3/8 vs 0/8 could not exclude 0 (+0.38 [-0.03, +0.69]), at 32 it does.
     # A sampled check keeps all its target and reference samples past the limit (16 + 16).
+    # all_cells False: the checks with their own sample size (the self-preserver's three 64-item
+    # LM-written sets) run on their own organism and the base only, not on the 7 other organisms
+    # (21 of their 27 cells, most of the ~24 min those rows took in runs/validate-r6).
     "quick": {
         "n": 12,
         "limit": 24,
@@ -27,6 +30,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_judge": 4,
         "n_audit": 0,
         "n_resamples": 1000,
+        "all_cells": False,
     },
     "full": {
         "n": 32,
@@ -36,6 +40,7 @@ PRESETS: dict[str, dict[str, Any]] = {
         "n_judge": 8,
         "n_audit": 3,
         "n_resamples": 1000,
+        "all_cells": True,
     },
 }
 
@@ -81,6 +86,10 @@ class ValidateConfig:
     """An SAE trained on the base model: adds the SAE-latent row."""
     detectors: tuple[str, ...] = ()
     """Only these rows (detector names; empty: every row)."""
+    all_cells: bool = True
+    """Every check on every column. False (the quick preset) leaves out the off-diagonal cells
+    of the checks with their own sample size in the catalogue (the 64-item LM-written sets): they
+    run on their own organism and on the base, and the other cells say "not run"."""
     seed: int = 0
     n_resamples: int = 1000
     threads: int | None = None

@@ -25,6 +25,7 @@ from safelab.files import atomic_write_text
 from safelab.validate.config import ValidateConfig
 from safelab.validate.organisms import AUDIT_TASK, Check, audit_check, entry, task_function
 from safelab.validate.verdicts import (
+    NOT_RUN,
     UNSCORABLE,
     Cell,
     base_auroc_cell,
@@ -263,6 +264,21 @@ def build_rows(cfg: ValidateConfig, columns: Sequence[Column]) -> list[Row]:
             )
         rows = [r for r in rows if r.name in cfg.detectors]
     return rows
+
+
+def left_out(row: Row, col: Column, cfg: ValidateConfig) -> str | None:
+    """Why this preset does not run the cell (None: it does). Only off-diagonal cells of checks
+    with their own sample size are left out, and only without ``all_cells``; the base column and
+    the row's own organism always run. Such cells are not stored: a later run with
+    ``--all-cells`` (or ``--preset full``) computes them and reuses the rest."""
+    if cfg.all_cells or row.kind != "behaviour" or row.check is None:
+        return None
+    if row.check.get("limit") is None or col.kind is None or col.kind == row.home:
+        return None
+    return (
+        f"{cfg.preset} preset: this {row.check['limit']}-item check runs on its own organism "
+        "and the base only; --all-cells runs it here"
+    )
 
 
 def _check_dict(check: Check) -> dict[str, Any]:
@@ -690,7 +706,9 @@ class ColumnEvals:
 
     @property
     def key(self) -> str:
-        return "evals-" + _slug(self.column.name)
+        # the checks are part of it: a later run that asks this column for more (--all-cells)
+        # is new work, not a finished Ray cell (the evaluations already stored are reused)
+        return f"evals-{_slug(self.column.name)}-{_key(sorted(self.checks))[:8]}"
 
 
 def _load_spec(spec: str) -> str:
@@ -746,17 +764,29 @@ def run_column_evals_grid(
     A resumed run skips finished columns (``<out>/ray/cells``) and finished evaluations."""
     from safelab.distributed import run_grid
 
-    checks = tuple(
-        json.dumps(row.check, sort_keys=True)
+    runnable = [
+        row
         for row in rows
         if row.kind == "behaviour"
         and row.check is not None
         and unreachable_data(row.check["args"]) is None
-    )
-    if not checks:
+    ]
+    cells = [
+        ColumnEvals(
+            cfg,
+            str(out.resolve()),
+            col,
+            tuple(
+                json.dumps(r.check, sort_keys=True) for r in runnable if not left_out(r, col, cfg)
+            ),
+        )
+        for col in columns
+    ]
+    cells = [c for c in cells if c.checks]
+    if not cells:
         return
-    cells = [ColumnEvals(cfg, str(out.resolve()), col, checks) for col in columns]
-    say(f"      {len(cells)} columns x {len(checks)} evaluations as Ray tasks ({cfg.ray})")
+    n = sum(len(c.checks) for c in cells)
+    say(f"      {len(cells)} columns, {n} evaluations as Ray tasks ({cfg.ray})")
     run_grid(run_column_evals, cells, out / "ray", ray=cfg.ray, desc="validate columns")
 
 
@@ -951,8 +981,9 @@ def run_validate(
     for i, (row, col) in enumerate(order, start=1):
         t_cell = time.perf_counter()
         why = unreachable_data(row.check["args"]) if row.check is not None else None
-        if why is not None:  # not stored: the cell is computed once the data is there
-            cell = Cell(row.name, col.name, "rate_difference", None, None, UNSCORABLE,
+        why = why or left_out(row, col, cfg)
+        if why is not None:  # not stored: computed once the data is there or the preset asks
+            cell = Cell(row.name, col.name, "rate_difference", None, None, NOT_RUN,
                         {"why": why})  # fmt: skip
             say(f"[{i}/{total}] {row.name} x {col.name}: not run ({why})")
         elif col is base_col and row.kind == "white-box":

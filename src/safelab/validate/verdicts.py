@@ -35,7 +35,10 @@ from safelab.stats import newcombe_interval
 
 CAUGHT, NOT_CAUGHT, UNSCORABLE = "caught", "not caught", "unscorable"
 FIRES, QUIET = "fires", "quiet"
-VERDICTS = (CAUGHT, NOT_CAUGHT, UNSCORABLE, FIRES, QUIET)
+NOT_RUN = "not run"
+"""A cell this run did not compute: its data is not reachable offline, or the preset leaves it
+out (quick: the off-diagonal cells of the 64-item checks). Not stored; never counted as safe."""
+VERDICTS = (CAUGHT, NOT_CAUGHT, UNSCORABLE, FIRES, QUIET, NOT_RUN)
 
 
 @dataclass
