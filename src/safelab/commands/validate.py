@@ -122,6 +122,14 @@ def cmd_validate(args: argparse.Namespace) -> int:
     )
     print(format_matrix(result))
     print("verdicts: " + ", ".join(f"{k} {v}" for k, v in result.summary().items()))
+    targets = result.targets()
+    if targets:
+        met = sum(t["met"] for t in targets)
+        print(f"targets (each evaluation catches its own organism, quiet on the base): "
+              f"{met} of {len(targets)} met")  # fmt: skip
+        for t in targets:
+            if not t["met"]:
+                print(f"  missed: {t['row']}: {t['missed']}")
     print(f"report: {out / 'report.html'}")
     print(out / "metrics.json")
     return 0

@@ -34,6 +34,7 @@ from safelab.models.generation import (
     eos_ids,
     finish_text,
 )
+from safelab.models.kernels import steady_weights
 from safelab.models.kvcache import KV, PrefixCache
 
 if TYPE_CHECKING:
@@ -263,7 +264,13 @@ class DecodeBatch:
         )
         ones = torch.ones((len(self.rows), 1), dtype=torch.long, device=device)
         self.mask = torch.cat([self.mask, ones], dim=1)
-        with cascade_for(self.model, [r.prefix for r in self.rows]), torch.inference_mode():
+        # steady_weights: the rows' prefill checked the packed weights; nothing edits them
+        # between steps, so the steps skip the sample comparison (models.kernels)
+        with (
+            cascade_for(self.model, [r.prefix for r in self.rows]),
+            torch.inference_mode(),
+            steady_weights(),
+        ):
             out = self.model.hf(
                 input_ids=tokens,
                 attention_mask=self.mask,

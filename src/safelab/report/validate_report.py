@@ -97,6 +97,10 @@ def render_validate_report(metrics: ValidationResult | dict[str, Any]) -> str:
         }
         for c in result.cells
     ]
+    targets = [
+        t | {"effect": "n/a" if t["effect"] is None else f"{t['effect']:+.3f}", "ci": _ci(t["ci"])}
+        for t in result.targets()
+    ]
     template = read_package_text("safelab.report", "data", "validate_report.html.jinja")
     env = Environment(autoescape=select_autoescape(default=True, default_for_string=True))
     from safelab.interp.base_control import RULE
@@ -109,6 +113,7 @@ def render_validate_report(metrics: ValidationResult | dict[str, Any]) -> str:
         matrix=matrix,
         grid=grid,
         details=details,
+        targets=targets,
         summary=result.summary(),
         timings=result.timings_s,
         rule=RULE,

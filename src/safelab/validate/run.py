@@ -25,6 +25,8 @@ from safelab.files import atomic_write_text
 from safelab.validate.config import ValidateConfig
 from safelab.validate.organisms import AUDIT_TASK, Check, audit_check, entry, task_function
 from safelab.validate.verdicts import (
+    CAUGHT,
+    FIRES,
     NOT_RUN,
     UNSCORABLE,
     Cell,
@@ -104,6 +106,29 @@ class ValidationResult:
             counts[c.verdict] = counts.get(c.verdict, 0) + 1
         return counts
 
+    def targets(self) -> list[dict[str, Any]]:
+        """Each behavioural row's target: it catches its own organism (the 95% interval of the
+        difference from the base lies above 0, oriented) and does not fire on the base alone
+        (the base column is not ``fires``). One entry per row whose organism is a column;
+        ``met`` False says which half failed, with the numbers."""
+        base = next((c for c in self.columns if c.kind is None), None)
+        out: list[dict[str, Any]] = []
+        for row in self.rows:
+            own = next((c for c in self.columns if c.kind == row.home), None)
+            if row.kind != "behaviour" or own is None or base is None:
+                continue
+            cell, ctl = self.cell(row.name, own.name), self.cell(row.name, base.name)
+            caught, fires = cell.verdict == CAUGHT, ctl.verdict == FIRES
+            missed = ([] if caught else [f"{own.name}: {_fmt_cell(cell)}"]) + (
+                [f"fires on the base: {_fmt_cell(ctl)}"] if fires else []
+            )
+            out.append({
+                "row": row.name, "organism": own.name, "effect": cell.effect, "ci": cell.ci,
+                "verdict": cell.verdict, "base_verdict": ctl.verdict, "met": caught and not fires,
+                "missed": "; ".join(missed),
+            })  # fmt: skip
+        return out
+
     def to_metrics(self) -> dict[str, Any]:
         return {
             "config": asdict(self.config),
@@ -111,6 +136,7 @@ class ValidationResult:
             "rows": [asdict(r) for r in self.rows],
             "matrix": self.matrix(),
             "summary": self.summary(),
+            "targets": self.targets(),
             "cells": [c.to_dict() for c in self.cells],
             "timings_s": self.timings_s,
         }
