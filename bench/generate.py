@@ -32,7 +32,11 @@ model; llama.cpp runs the GGUF it came from, Q4_1, as it ships).
    (Inspect's own per-eval overhead included in ours, not in theirs): ``eval_vs_llamacpp``.
    Its greedy text is compared with safelab's float32 completions and reported, not required:
    llama.cpp computes with the Q4_1 weights as stored and 8-bit activations.
-4. **CPU path**: raw decode of the 16 prompts (no Inspect) at 1 and 2 torch threads, alone and
+4. **Alone** (``alone``): the safelab eval and llama.cpp each alone in its own process
+   (``_safelab_alone.py``, ``_llamacpp_peer.py``), interleaved over ``--alone-rounds`` rounds of
+   ``--alone-reps`` repetitions: ``eval_alone_vs_llamacpp``, the comparison in which neither
+   side shares its process with other peers.
+5. **CPU path**: raw decode of the 16 prompts (no Inspect) at 1 and 2 torch threads, alone and
    with one competing busy process on the cores; the linear kernel (``torch``, MKL, vs
    ``onednn``, packed weights: ``onednn_vs_mkl_raw``); and ``sdpa`` vs ``eager`` attention.
 
@@ -490,6 +494,77 @@ def llamacpp(
     )
 
 
+def alone(args: argparse.Namespace, wb: Any, out: dict[str, Any], ours: list[str] | None) -> None:
+    """The eval and llama.cpp each alone in its own process, interleaved: ``eval_alone_vs_llamacpp``.
+
+    In the in-process section the safelab eval shares its process with five other peers (their
+    models, caches and threads); llama.cpp always ran alone in a subprocess. Here both do:
+    ``--alone-rounds`` rounds, each one subprocess of ``_safelab_alone.py`` and one of
+    ``_llamacpp_peer.py`` (``--alone-reps`` timed repetitions each, after a warm-up; the order
+    alternates between rounds), medians over all repetitions.
+    """
+    from safelab.models.generation import encode_prompts
+    from safelab.models.loading import default_gguf_path
+
+    here = Path(__file__).resolve().parent
+    bench_python = here.parent / ".venv-bench" / "bin" / "python"
+    if not bench_python.exists():
+        print("alone section skipped: no .venv-bench (run bash bench/setup.sh)")
+        return
+    texts = [wb.prompt_text([{"role": "user", "content": q}]) for q, _ in QUESTIONS]
+    threads = args.llamacpp_threads or os.cpu_count() or 1
+    jobs = {
+        "safelab": ([sys.executable, str(here / "_safelab_alone.py")],
+                    {"max_tokens": args.max_tokens, "reps": args.alone_reps}),
+        "llamacpp": ([str(bench_python), str(here / "_llamacpp_peer.py")],
+                     {"gguf": str(default_gguf_path()), "max_tokens": args.max_tokens,
+                      "prompts": encode_prompts(wb, texts, [True] * len(texts)),
+                      "threads": threads, "reps": args.alone_reps}),
+    }  # fmt: skip
+    rates: dict[str, list[float]] = {"safelab": [], "llamacpp": []}
+    comps: list[str] = []
+    for r in range(args.alone_rounds):
+        for name in ["safelab", "llamacpp"] if r % 2 == 0 else ["llamacpp", "safelab"]:
+            cmd, job = jobs[name]
+            done = subprocess.run(cmd, input=json.dumps(job), capture_output=True, text=True)
+            if done.returncode != 0:
+                tail = "\n  ".join((done.stderr or "").strip().splitlines()[-12:])
+                print(f"alone section: {name} exited {done.returncode}:\n  {tail}")
+                out["alone"] = "failed"
+                return
+            res = json.loads(done.stdout.strip().splitlines()[-1])
+            tokens = (
+                res["tokens"]
+                if isinstance(res["tokens"], list)
+                else [res["tokens"]] * len(res["seconds"])
+            )
+            tps = [t / s for t, s in zip(tokens, res["seconds"], strict=True)]
+            rates[name] += tps
+            if name == "safelab":
+                comps = res["completions"]
+            print(
+                f"  alone round {r + 1}/{args.alone_rounds}: {name} "
+                f"{[round(x, 2) for x in res['seconds']]} s -> {[round(x, 1) for x in tps]} "
+                f"tokens/s ({machine_note()})",
+                flush=True,
+            )
+    ours_alone, theirs = median(rates["safelab"]), median(rates["llamacpp"])
+    same = None if ours is None else sum(a == b for a, b in zip(ours, comps, strict=True))
+    print(
+        f"alone, each in its own process: safelab eval {ours_alone:.1f} tokens/s, llama.cpp "
+        f"({threads} threads) {theirs:.1f}: eval / llama.cpp {ours_alone / theirs:.3f} "
+        f"(target >= 1.0); completions identical to the in-process eval: "
+        f"{'-' if same is None else f'{same}/{len(comps)}'}"
+    )
+    out.update(
+        alone_tokens_per_s={k: [round(x, 2) for x in v] for k, v in rates.items()},
+        alone_eval_tokens_per_s=round(ours_alone, 2),
+        alone_llamacpp_tokens_per_s=round(theirs, 2),
+        eval_alone_vs_llamacpp=round(ours_alone / theirs, 3),
+        alone_identical_vs_in_process=None if same is None else f"{same}/{len(comps)}",
+    )
+
+
 def cpu_path(args: argparse.Namespace, wb: Any, out: dict[str, Any]) -> None:
     import torch
 
@@ -584,7 +659,11 @@ def main() -> None:
     ap.add_argument(
         "--llamacpp-threads", type=int, default=0, help="llama.cpp threads besides 1 (0: cores)"
     )
-    ap.add_argument("--skip", default="", help="comma-separated: eval, agentic, llamacpp, cpu")
+    ap.add_argument("--alone-rounds", type=int, default=2, help="alone section: rounds")
+    ap.add_argument("--alone-reps", type=int, default=3, help="alone section: reps per process")
+    ap.add_argument(
+        "--skip", default="", help="comma-separated: eval, agentic, llamacpp, alone, cpu"
+    )
     ap.add_argument("--out", default="runs/bench-generate.json", help="where the JSON goes")
     args = ap.parse_args()
     skip = {s.strip() for s in args.skip.split(",") if s.strip()}
@@ -614,6 +693,8 @@ def main() -> None:
             cpu_path(args, wb, out)
         if "llamacpp" not in skip:
             llamacpp(args, wb, out, ours)
+        if "alone" not in skip:
+            alone(args, wb, out, ours)
     print(f"count_text_tokens calls (patched, tiktoken avoided): {len(token_calls)}")
     end_note = machine_note()
     print(end_note)
