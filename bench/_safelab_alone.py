@@ -4,8 +4,9 @@ The peer of llama.cpp's subprocess (``_llamacpp_peer.py``) for the ``alone`` sec
 one provider, nothing else loaded, as a user's eval runs. Reads one JSON object on stdin:
 ``{"max_tokens", "reps"}``. Loads the model, runs one warm-up eval (not timed), then ``reps``
 timed evals, each with the prefix cache cleared first (as the in-process section does). Prints
-one JSON line: seconds per repetition, output tokens (re-tokenised from the completions) and
-the completions of the last repetition.
+one JSON line in ``_llamacpp_peer.py``'s shape: seconds and output tokens per repetition
+(re-tokenised from the last repetition's completions: greedy, the same every time) and those
+completions.
 """
 
 from __future__ import annotations
@@ -46,7 +47,9 @@ def main() -> None:
         completions = bench.completions_of(location)
     tok = model.api.model.tokenizer  # type: ignore[attr-defined]
     tokens = sum(len(tok(c, add_special_tokens=False)["input_ids"]) for c in completions)
-    print(json.dumps({"seconds": seconds, "tokens": tokens, "completions": completions}))
+    # one token count per repetition, as _llamacpp_peer.py reports (greedy: the same each time)
+    out = {"seconds": seconds, "tokens": [tokens] * len(seconds), "completions": completions}
+    print(json.dumps(out))
 
 
 if __name__ == "__main__":

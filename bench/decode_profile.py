@@ -23,7 +23,7 @@ import pstats
 import time
 from typing import Any
 
-from generate import QUESTIONS
+from generate import question_texts
 
 
 def main() -> None:
@@ -44,7 +44,7 @@ def main() -> None:
 
     torch.set_num_threads(args.threads)
     wb = load_model("default", dtype=args.dtype)
-    texts = [wb.prompt_text([{"role": "user", "content": q}]) for q, _ in QUESTIONS]
+    texts = question_texts(wb)
     ids = encode_prompts(wb, texts, [True] * len(texts))
     req = GenerationRequest(max_new_tokens=args.max_tokens)
 

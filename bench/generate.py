@@ -391,6 +391,35 @@ def common_prefix(a: list[int], b: list[int]) -> int:
     return n
 
 
+def question_texts(wb: Any) -> list[str]:
+    """The 16 questions as chat prompts, rendered by the model's own template."""
+    return [wb.prompt_text([{"role": "user", "content": q}]) for q, _ in QUESTIONS]
+
+
+def llamacpp_python() -> Path | None:
+    """``.venv-bench``'s interpreter when it has llama_cpp (``bash bench/setup.sh``), else None."""
+    python = Path(__file__).resolve().parent.parent / ".venv-bench" / "bin" / "python"
+    if not python.exists():
+        return None
+    check = subprocess.run([str(python), "-c", "import llama_cpp"], capture_output=True)
+    return python if check.returncode == 0 else None
+
+
+def llamacpp_job(args: argparse.Namespace, wb: Any, threads: int, reps: int) -> dict[str, Any]:
+    """The job ``_llamacpp_peer.py`` reads: the questions' exact token ids, greedy settings."""
+    from safelab.models.generation import encode_prompts
+    from safelab.models.loading import default_gguf_path
+
+    texts = question_texts(wb)
+    return {
+        "gguf": str(default_gguf_path()),
+        "prompts": encode_prompts(wb, texts, [True] * len(texts)),
+        "max_tokens": args.max_tokens,
+        "threads": threads,
+        "reps": reps,
+    }
+
+
 def llamacpp(
     args: argparse.Namespace, wb: Any, out: dict[str, Any], ours: list[str] | None
 ) -> None:
@@ -399,34 +428,24 @@ def llamacpp(
     ``ours`` are the safelab eval's greedy completions (float32, the GGUF dequantised); when the
     eval section was skipped they are made here by one raw decode of the same prompts.
     """
-    from safelab.models.generation import GenerationRequest, encode_prompts, generate_batch
+    from safelab.models.generation import GenerationRequest, generate_batch
     from safelab.models.kvcache import PrefixCache
-    from safelab.models.loading import default_gguf_path
 
-    python = Path(__file__).resolve().parent.parent / ".venv-bench" / "bin" / "python"
-    check = subprocess.run([str(python), "-c", "import llama_cpp"], capture_output=True)
-    if not python.exists() or check.returncode != 0:
+    python = llamacpp_python()
+    if python is None:
         print("llama.cpp peer skipped: no llama_cpp in .venv-bench (run bash bench/setup.sh)")
         out["llamacpp"] = "skipped"
         return
-    texts = [wb.prompt_text([{"role": "user", "content": q}]) for q, _ in QUESTIONS]
-    prompts = encode_prompts(wb, texts, [True] * len(texts))
     if ours is None:
         req = GenerationRequest(max_new_tokens=args.max_tokens)
-        ours = [r.completion for r in generate_batch(wb, texts, req, cache=PrefixCache())]
+        texts = question_texts(wb)
+        ours = [r.text for r in generate_batch(wb, texts, req, cache=PrefixCache())]
     peer = Path(__file__).resolve().parent / "_llamacpp_peer.py"
-    gguf = default_gguf_path()
     rates: dict[str, float | None] = {}
     theirs: list[str] = []
     info = ""
     for threads in sorted({1, args.llamacpp_threads or os.cpu_count() or 1}, reverse=True):
-        job = {
-            "gguf": str(gguf),
-            "prompts": prompts,
-            "max_tokens": args.max_tokens,
-            "threads": threads,
-            "reps": args.llamacpp_reps,
-        }
+        job = llamacpp_job(args, wb, threads, args.llamacpp_reps)
         done = subprocess.run(
             [str(python), str(peer)], input=json.dumps(job), capture_output=True, text=True
         )
@@ -503,23 +522,17 @@ def alone(args: argparse.Namespace, wb: Any, out: dict[str, Any], ours: list[str
     ``_llamacpp_peer.py`` (``--alone-reps`` timed repetitions each, after a warm-up; the order
     alternates between rounds), medians over all repetitions.
     """
-    from safelab.models.generation import encode_prompts
-    from safelab.models.loading import default_gguf_path
-
     here = Path(__file__).resolve().parent
-    bench_python = here.parent / ".venv-bench" / "bin" / "python"
-    if not bench_python.exists():
-        print("alone section skipped: no .venv-bench (run bash bench/setup.sh)")
+    bench_python = llamacpp_python()
+    if bench_python is None:
+        print("alone section skipped: no llama_cpp in .venv-bench (run bash bench/setup.sh)")
         return
-    texts = [wb.prompt_text([{"role": "user", "content": q}]) for q, _ in QUESTIONS]
     threads = args.llamacpp_threads or os.cpu_count() or 1
     jobs = {
         "safelab": ([sys.executable, str(here / "_safelab_alone.py")],
                     {"max_tokens": args.max_tokens, "reps": args.alone_reps}),
         "llamacpp": ([str(bench_python), str(here / "_llamacpp_peer.py")],
-                     {"gguf": str(default_gguf_path()), "max_tokens": args.max_tokens,
-                      "prompts": encode_prompts(wb, texts, [True] * len(texts)),
-                      "threads": threads, "reps": args.alone_reps}),
+                     llamacpp_job(args, wb, threads, args.alone_reps)),
     }  # fmt: skip
     rates: dict[str, list[float]] = {"safelab": [], "llamacpp": []}
     comps: list[str] = []
@@ -533,12 +546,7 @@ def alone(args: argparse.Namespace, wb: Any, out: dict[str, Any], ours: list[str
                 out["alone"] = "failed"
                 return
             res = json.loads(done.stdout.strip().splitlines()[-1])
-            tokens = (
-                res["tokens"]
-                if isinstance(res["tokens"], list)
-                else [res["tokens"]] * len(res["seconds"])
-            )
-            tps = [t / s for t, s in zip(tokens, res["seconds"], strict=True)]
+            tps = [t / s for t, s in zip(res["tokens"], res["seconds"], strict=True)]
             rates[name] += tps
             if name == "safelab":
                 comps = res["completions"]
@@ -571,7 +579,7 @@ def cpu_path(args: argparse.Namespace, wb: Any, out: dict[str, Any]) -> None:
     from safelab.models.generation import GenerationRequest, generate_batch
     from safelab.models.kvcache import PrefixCache
 
-    texts = [wb.prompt_text([{"role": "user", "content": q}]) for q, _ in QUESTIONS]
+    texts = question_texts(wb)
     req = GenerationRequest(max_new_tokens=args.max_tokens)
 
     def decode_rate() -> float:

@@ -52,6 +52,8 @@ def _loaded_runtimes() -> list[str]:
 
 def _runtime_pauses() -> list[tuple[str, Callable[[int], int]]]:
     global _pauses
+    if _pauses is not None:  # looked up once; every later call (one per submitted sample) is this
+        return _pauses
     with _lock:
         if _pauses is None:
             import torch  # noqa: F401  (loads torch's OpenMP runtime before the lookup)
@@ -66,7 +68,7 @@ def _runtime_pauses() -> list[tuple[str, Callable[[int], int]]]:
                 fn.restype = ctypes.c_int
                 pauses.append((path, fn))
             _pauses = pauses
-        return list(_pauses)
+        return _pauses
 
 
 def release_workers() -> int:
